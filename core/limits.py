@@ -1,0 +1,21 @@
+"""Every limit the app enforces, in one place (README "Limits" mirrors these)."""
+
+# Text generation
+MAX_NEW_TOKENS = 512          # cap on tokens generated per sequence
+DEFAULT_NEW_TOKENS = 64
+MAX_NUM_SEQUENCES = 4         # sequences per request (generated one after another)
+MAX_PROMPT_CHARS = 4_000
+
+# Sentiment
+MAX_TEXT_CHARS = 5_000        # one text to classify or fill
+MAX_BATCH_ROWS = 1_000        # rows scored from one uploaded file
+CLASSIFY_BATCH_SIZE = 32      # rows per forward pass when scoring a file
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+# Fill-mask
+MAX_FILL_MASK_TOP_K = 20
+MAX_MASKS = 5
+
+# Model registry
+MAX_LOADED_MODELS = 3         # least recently used pipeline is evicted beyond this
+HUB_CHECK_TIMEOUT_S = 4.0     # one HTTP request to the Hub before any download

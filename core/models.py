@@ -1,0 +1,329 @@
+"""Model registry: which models each task offers, and lazy, cached, thread-safe loading.
+
+A model name is either a folder directly inside the models directory (models fine-tuned or
+copied there) or a Hugging Face Hub id. Local folders win when a name could be both.
+Loading a Hub model first asks the Hub one quick question (does this model exist?) so that an
+unreachable Hub or an unknown id becomes a clear message in seconds instead of a long series of
+download retries inside ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import WorkbenchError
+from core.limits import HUB_CHECK_TIMEOUT_S, MAX_LOADED_MODELS
+
+TEXT_GENERATION = "text-generation"
+TEXT_CLASSIFICATION = "text-classification"
+FILL_MASK = "fill-mask"
+TASKS = (TEXT_GENERATION, TEXT_CLASSIFICATION, FILL_MASK)
+
+DEFAULT_HUB_MODELS: dict[str, tuple[str, ...]] = {
+    TEXT_GENERATION: (
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "distilbert/distilgpt2",
+        "openai-community/gpt2",
+    ),
+    TEXT_CLASSIFICATION: (
+        "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+        "cardiffnlp/twitter-roberta-base-sentiment-latest",
+    ),
+    FILL_MASK: (
+        "distilbert/distilroberta-base",
+        "google-bert/bert-base-uncased",
+    ),
+}
+
+# A config's `architectures` entry tells which task a saved model was built for.
+_ARCHITECTURE_SUFFIXES = {
+    TEXT_GENERATION: ("ForCausalLM", "LMHeadModel"),
+    TEXT_CLASSIFICATION: ("ForSequenceClassification",),
+    FILL_MASK: ("ForMaskedLM",),
+}
+_AUTO_MODEL = {
+    TEXT_GENERATION: "AutoModelForCausalLM",
+    TEXT_CLASSIFICATION: "AutoModelForSequenceClassification",
+    FILL_MASK: "AutoModelForMaskedLM",
+}
+_TASK_NAMES = {
+    TEXT_GENERATION: "text generation",
+    TEXT_CLASSIFICATION: "sentiment / text classification",
+    FILL_MASK: "fill-mask",
+}
+
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+DEFAULT_MODELS_DIR = "models"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of a model picker."""
+
+    name: str  # what the panels pass around: a Hub id or a local folder name
+    label: str  # what a person sees in the picker
+    local: bool
+
+
+def task_of_config(config: dict[str, Any]) -> str | None:
+    """The task a saved model's config.json was built for, or None if none of ours."""
+    for architecture in config.get("architectures") or []:
+        for task, suffixes in _ARCHITECTURE_SUFFIXES.items():
+            if architecture.endswith(suffixes):
+                return task
+    return None
+
+
+def models_dir_from_env() -> Path:
+    return Path(os.environ.get("WORKBENCH_MODELS_DIR", DEFAULT_MODELS_DIR))
+
+
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def check_hub_model(repo_id: str, timeout: float = HUB_CHECK_TIMEOUT_S) -> str:
+    """Ask the Hub whether `repo_id` has a config.json: 'ok', 'missing' or 'unreachable: why'.
+
+    One request with a hard timeout; `from_pretrained` would instead retry for half a minute.
+    """
+    import httpx
+
+    url = f"{_hub_endpoint()}/{repo_id}/resolve/main/config.json"
+    headers = {}
+    if token := os.environ.get("HF_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        response = httpx.head(url, timeout=timeout, headers=headers, follow_redirects=False)
+    except httpx.HTTPError as error:
+        return f"unreachable: {type(error).__name__}: {error}".rstrip(": ")
+    if response.status_code < 400:
+        return "ok"
+    if response.status_code in (401, 403, 404):
+        return "missing"
+    return f"unreachable: the Hub answered HTTP {response.status_code}"
+
+
+class ModelRegistry:
+    """Lists models per task and loads them as `transformers` pipelines, lazily and cached.
+
+    Thread-safe: two simultaneous first requests for one model load it once; at most
+    `max_loaded` pipelines stay in memory (least recently used evicted).
+    """
+
+    def __init__(self, models_dir: str | Path | None = None, max_loaded: int = MAX_LOADED_MODELS):
+        self.models_dir = Path(models_dir) if models_dir else models_dir_from_env()
+        self.max_loaded = max_loaded
+        self.load_count = 0  # how many pipelines were actually built (for tests and logs)
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._loading: dict[tuple[str, str], Future] = {}
+
+    # ----- listing -------------------------------------------------------------------------
+    def local_models(self) -> dict[str, str | None]:
+        """Folder name -> task (None when the folder is not a usable model) for the models dir."""
+        found: dict[str, str | None] = {}
+        if not self.models_dir.is_dir():
+            return found
+        for folder in sorted(self.models_dir.iterdir()):
+            if not folder.is_dir() or not _LOCAL_NAME.match(folder.name):
+                continue
+            try:
+                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                found[folder.name] = None
+                continue
+            found[folder.name] = task_of_config(config) if isinstance(config, dict) else None
+        return found
+
+    def choices(self, task: str) -> list[ModelChoice]:
+        """Local models that fit `task` (newest work first in a person's mind), then Hub defaults."""
+        _check_task(task)
+        local = [
+            ModelChoice(name, f"{name} (local)", True)
+            for name, model_task in self.local_models().items()
+            if model_task == task
+        ]
+        hub = [ModelChoice(repo, repo, False) for repo in DEFAULT_HUB_MODELS[task]]
+        return local + hub
+
+    # ----- loading -------------------------------------------------------------------------
+    def get(self, task: str, name: str) -> Any:
+        """The pipeline for `name` on `task`, loading it on first use. Raises WorkbenchError."""
+        _check_task(task)
+        name = (name or "").strip()
+        key = (task, name)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            future = self._loading.get(key)
+            owner = future is None
+            if owner:
+                future = Future()
+                self._loading[key] = future
+        if owner:
+            try:
+                pipe = self._load(task, name)
+            except BaseException as error:
+                with self._lock:
+                    del self._loading[key]
+                future.set_exception(error)
+                raise
+            with self._lock:
+                del self._loading[key]
+                self._loaded[key] = pipe
+                while len(self._loaded) > self.max_loaded:
+                    self._loaded.popitem(last=False)
+            future.set_result(pipe)
+        return future.result()
+
+    def loaded(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._loaded)
+
+    def resolve(self, name: str) -> tuple[str, Path | None]:
+        """Validate a model name: ('local', folder) or ('hub', None). Raises WorkbenchError."""
+        if not name:
+            raise WorkbenchError("Pick a model first.")
+        if _LOCAL_NAME.match(name):
+            folder = self.models_dir / name
+            if folder.is_dir() and folder.resolve().parent == self.models_dir.resolve():
+                return "local", folder
+        if _HUB_ID.match(name) and ".." not in name and "--" not in name:
+            return "hub", None
+        raise WorkbenchError(
+            f"'{name[:80]}' is not a model name: use a Hugging Face Hub id such as "
+            f"'distilbert/distilgpt2' or the name of a folder in the models directory."
+        )
+
+    def _load(self, task: str, name: str) -> Any:
+        kind, folder = self.resolve(name)
+        if kind == "local":
+            return self._load_local(task, name, folder)
+        return self._load_hub(task, name)
+
+    def _load_local(self, task: str, name: str, folder: Path) -> Any:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except OSError:
+            raise WorkbenchError(f"Cannot load '{name}': its folder has no config.json.") from None
+        except ValueError as error:
+            raise WorkbenchError(f"Cannot load '{name}': config.json is not valid JSON ({error}).") from None
+        _check_fits_task(name, task_of_config(config), task)
+        if not any((folder / weights).is_file() for weights in _WEIGHT_FILES):
+            raise WorkbenchError(f"Cannot load '{name}': its folder has no safetensors weights.")
+        return self._build_pipeline(task, name, str(folder), local_files_only=True)
+
+    def _load_hub(self, task: str, repo_id: str) -> Any:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached_config = try_to_load_from_cache(repo_id, "config.json")
+        cached = isinstance(cached_config, str)
+        if _hub_offline():
+            if not cached:
+                raise WorkbenchError(
+                    f"Cannot load '{repo_id}': HF_HUB_OFFLINE is set and the model is not in the "
+                    f"local Hugging Face cache. Pick a local model or go online once to download it."
+                )
+        else:
+            status = check_hub_model(repo_id)
+            if status == "missing":
+                raise WorkbenchError(
+                    f"Cannot load '{repo_id}': no such model on the Hugging Face Hub (check the "
+                    f"spelling; private or gated models need HF_TOKEN)."
+                )
+            if status != "ok" and not cached:
+                reason = status.removeprefix("unreachable: ")
+                raise WorkbenchError(
+                    f"Cannot load '{repo_id}': the Hugging Face Hub cannot be reached ({reason}). "
+                    f"Pick a local model, or fine-tune one in the app."
+                )
+            cached = cached and status != "ok"  # reachable Hub: let transformers check for updates
+        if cached:
+            config = json.loads(Path(cached_config).read_text(encoding="utf-8"))
+            _check_fits_task(repo_id, task_of_config(config), task)
+        return self._build_pipeline(task, repo_id, repo_id, local_files_only=cached)
+
+    def _build_pipeline(self, task: str, name: str, source: str, local_files_only: bool) -> Any:
+        import torch
+        import transformers
+
+        common = dict(trust_remote_code=False, local_files_only=local_files_only)
+        try:
+            config = transformers.AutoConfig.from_pretrained(source, **common)
+            _check_fits_task(name, task_of_config(config.to_dict()), task)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            model = getattr(transformers, _AUTO_MODEL[task]).from_pretrained(
+                source,
+                config=config,
+                # float32 on CPU: fast everywhere; bf16 matmuls are slow on CPUs without AMX.
+                dtype=torch.float32 if device == "cpu" else "auto",
+                # Local folders must hold safetensors (no pickle); Hub models prefer them.
+                use_safetensors=True if local_files_only else None,
+                **common,
+            )
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
+            pipe = transformers.pipeline(task, model=model, tokenizer=tokenizer, device=device)
+        except WorkbenchError:
+            raise
+        except Exception as error:  # any library failure becomes a message naming the model
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise WorkbenchError(f"Cannot load '{name}': {reason[:300]}") from error
+        with self._lock:
+            self.load_count += 1
+        return pipe
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise WorkbenchError(f"Unknown task '{task}'. Known tasks: {', '.join(TASKS)}.")
+
+
+def _check_fits_task(name: str, model_task: str | None, task: str) -> None:
+    if model_task == task:
+        return
+    if model_task is None:
+        raise WorkbenchError(
+            f"Cannot load '{name}': its config does not name a {_TASK_NAMES[task]} architecture."
+        )
+    raise WorkbenchError(
+        f"Cannot load '{name}' for {_TASK_NAMES[task]}: it is a {_TASK_NAMES[model_task]} model. "
+        f"Pick it in the {_TASK_NAMES[model_task]} panel."
+    )
+
+
+_registry: ModelRegistry | None = None
+_registry_lock = threading.Lock()
+
+
+def get_registry() -> ModelRegistry:
+    """The process-wide registry (models dir from WORKBENCH_MODELS_DIR unless configured)."""
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            _registry = ModelRegistry()
+        return _registry
+
+
+def configure(models_dir: str | Path) -> ModelRegistry:
+    """Point the process-wide registry at `models_dir` (called once by app.py)."""
+    global _registry
+    with _registry_lock:
+        _registry = ModelRegistry(models_dir)
+        return _registry
