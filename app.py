@@ -1,0 +1,80 @@
+"""Model Workbench: try Hugging Face transformer models in the browser.
+
+`python app.py` serves the page (see --help). This file is also the Hugging Face Spaces entry.
+Models load lazily on first use, so the page is served before torch/transformers are imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import gradio as gr
+
+from core.models import configure, models_dir_from_env
+from demos import classify, fill_mask, generate
+from demos.common import AppContext
+
+PANELS = (
+    ("Text generation", generate),
+    ("Sentiment", classify),
+    ("Fill-mask", fill_mask),
+)
+QUEUE_MAX_SIZE = 64  # waiting requests beyond this are refused with "queue full" instead of waiting
+
+
+def build_app(models_dir: str | Path | None = None) -> gr.Blocks:
+    registry = configure(models_dir or models_dir_from_env())
+    with gr.Blocks(title="Model Workbench") as demo:
+        gr.Markdown("# Model Workbench\nTry transformer models: generate text, classify "
+                    "sentiment and fill in masked words.")
+        ctx = AppContext(registry=registry, demo=demo)
+        with gr.Tabs():
+            for title, panel in PANELS:
+                with gr.Tab(title):
+                    panel.build(ctx)
+    demo.queue(max_size=QUEUE_MAX_SIZE)
+    return demo
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """'user:password' -> (user, password); None when not set."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SystemExit("--auth must look like user:password")
+    return user, password
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ
+    parser = argparse.ArgumentParser(description="Serve Model Workbench in the browser.")
+    parser.add_argument("--host", default=env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (env GRADIO_SERVER_NAME; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port (env GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true", help="also create a public gradio.live link")
+    parser.add_argument("--auth", default=env.get("WORKBENCH_AUTH"),
+                        help="user:password required for the page and the API (env WORKBENCH_AUTH)")
+    parser.add_argument("--models-dir", default=str(models_dir_from_env()),
+                        help="folder of local and fine-tuned models (env WORKBENCH_MODELS_DIR)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    auth = parse_auth(args.auth)
+    demo = build_app(args.models_dir)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+                prevent_thread_lock=True)
+    if args.share and not demo.share_url:
+        print(f"Could not create a public share link (no internet access?). The app keeps "
+              f"serving locally at {demo.local_url}", file=sys.stderr, flush=True)
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main()

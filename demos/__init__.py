@@ -1,0 +1,1 @@
+"""One module per panel. Each exposes build(ctx): lay out components and wire events."""

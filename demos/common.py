@@ -1,0 +1,63 @@
+"""Pieces every panel shares: the context, error display and the model picker."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+
+import gradio as gr
+
+from core.errors import WorkbenchError
+from core.models import ModelRegistry
+
+
+@dataclass
+class AppContext:
+    registry: ModelRegistry
+    demo: gr.Blocks  # the page, for events that run when it loads
+
+
+def show_errors(handler):
+    """Turn WorkbenchError from core into a gr.Error toast; works for plain and generator handlers."""
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def generator_wrapper(*args, **kwargs):
+            try:
+                yield from handler(*args, **kwargs)
+            except WorkbenchError as error:
+                raise gr.Error(str(error)) from error
+        return generator_wrapper
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except WorkbenchError as error:
+            raise gr.Error(str(error)) from error
+    return wrapper
+
+
+def picker_choices(registry: ModelRegistry, task: str) -> list[tuple[str, str]]:
+    return [(choice.label, choice.name) for choice in registry.choices(task)]
+
+
+def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
+    """A model dropdown (local models first, then Hub ids; any Hub id may be typed) and a refresh
+    button that re-reads the models directory, so new models appear without a restart."""
+    choices = picker_choices(ctx.registry, task)
+    with gr.Row(equal_height=True):
+        dropdown = gr.Dropdown(
+            choices=choices, value=choices[0][1], label="Model", allow_custom_value=True, scale=5,
+            info="Models in the models folder first, then Hugging Face Hub ids (type any other id).",
+        )
+        refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
+
+    def refresh_choices(current: str | None):
+        fresh = picker_choices(ctx.registry, task)
+        # Keep the person's pick, even a typed Hub id; fall back to the first choice.
+        return gr.Dropdown(choices=fresh, value=current or fresh[0][1])
+
+    refresh.click(refresh_choices, inputs=dropdown, outputs=dropdown, api_name=api_name)
+    ctx.demo.load(refresh_choices, inputs=dropdown, outputs=dropdown, api_visibility="private")
+    return dropdown

@@ -1,0 +1,40 @@
+"""Fill-mask panel: a sentence with [MASK] or <mask> -> top-k words per mask."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from core import inference
+from core.limits import MAX_FILL_MASK_TOP_K
+from core.models import FILL_MASK
+from demos.common import AppContext, model_picker, show_errors
+
+
+def build(ctx: AppContext) -> None:
+    model = model_picker(ctx, FILL_MASK, api_name="fill_mask_models")
+    with gr.Row():
+        with gr.Column():
+            text = gr.Textbox(label="Text with [MASK] or <mask>", lines=2,
+                              value="The capital of France is [MASK].")
+            top_k = gr.Slider(1, MAX_FILL_MASK_TOP_K, value=5, step=1, label="Predictions per mask")
+            fill_button = gr.Button("Fill", variant="primary")
+        bars = gr.BarPlot(x="prediction", y="score", color="mask", label="Predictions",
+                          sort="-y", elem_id="fill-mask-bars")
+    table = gr.Dataframe(label="Filled sentences", elem_id="fill-mask-table", interactive=False,
+                         headers=["mask", "rank", "token", "score", "sentence"])
+
+    @show_errors
+    def fill(text_value, model_name, k):
+        per_mask = inference.fill_mask(ctx.registry, model_name, text_value, int(k))
+        rows = [
+            {"mask": f"mask {p.mask_index}", "rank": rank, "token": p.token,
+             "score": round(p.score, 4), "sentence": p.sequence}
+            for predictions in per_mask for rank, p in enumerate(predictions, start=1)
+        ]
+        frame = pd.DataFrame(rows)
+        bars_frame = frame.assign(prediction=frame["mask"] + ": " + frame["token"])
+        return bars_frame[["prediction", "score", "mask"]], frame
+
+    fill_button.click(fill, [text, model, top_k], [bars, table], api_name="fill_mask")
+    text.submit(fill, [text, model, top_k], [bars, table], api_visibility="private")
