@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny offline models, the app served by `python app.py`, headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tiny_models import build_all  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A models directory holding tiny GPT-2 (plain and chat), BERT (masked LM and sentiment)
+    and RoBERTa (<mask>) models, built offline once per session."""
+    return build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def registry(models_dir):
+    from core.models import ModelRegistry
+
+    return ModelRegistry(models_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AppServer:
+    """`python app.py ...` in a subprocess, as a user starts it."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = log_path
+        full_env = {**os.environ, "GRADIO_SERVER_PORT": str(self.port), **(env or {})}
+        self.log = open(log_path, "w") if log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen([sys.executable, "app.py", *args], cwd=REPO_ROOT, env=full_env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_until_serving(self, timeout: float = 60) -> "AppServer":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app exited with {self.process.returncode}: {self.output()}")
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                return self
+            except urllib.error.HTTPError:  # served, but e.g. behind a login
+                return self
+            except OSError:
+                time.sleep(0.25)
+        raise RuntimeError(f"app did not serve {self.url} within {timeout} s: {self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
+
+
+@pytest.fixture(scope="session")
+def app_server(models_dir, tmp_path_factory):
+    server = AppServer(["--models-dir", str(models_dir)],
+                       log_path=tmp_path_factory.mktemp("logs") / "app.log").wait_until_serving()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def client(app_server):
+    from gradio_client import Client
+
+    return Client(app_server.url, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test.sh does).")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_server):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(app_server.url)
+    yield page
+    context.close()

@@ -1,0 +1,147 @@
+"""The launched app through gradio_client: each panel's public API, errors, flags."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+
+from conftest import REPO_ROOT, AppServer
+from core.limits import MAX_BATCH_ROWS
+
+GENERATE_ARGS = dict(compare_text="", model_name="tiny-gpt2", new_tokens=40, temp=0.8, k=50, p=0.95,
+                     penalty=1.1, seed_value=5, sequences=1, chat_mode=False)
+
+
+def test_generate_streams_partial_text_and_is_reproducible(client):
+    job = client.submit(prompt_text="The teacher", **GENERATE_ARGS, api_name="/generate")
+    final, compare = job.result(timeout=60)
+    partials = [output[0] for output in job.outputs()]
+    assert len(partials) >= 3 and partials[-1] == final
+    assert final.startswith("The teacher") and len(final) > 30 and compare == ""
+    again, _ = client.predict(prompt_text="The teacher", **GENERATE_ARGS, api_name="/generate")
+    assert again == final
+
+
+def test_generate_compares_two_prompts_side_by_side(client):
+    man, woman = client.predict(prompt_text="The man works as a",
+                                **{**GENERATE_ARGS, "compare_text": "The woman works as a"},
+                                api_name="/generate")
+    assert man.startswith("The man works as a") and woman.startswith("The woman works as a")
+
+
+def test_chat_toggle_on_a_model_without_template_still_answers(client):
+    text, _ = client.predict(prompt_text="A bird", **{**GENERATE_ARGS, "chat_mode": True},
+                             api_name="/generate")
+    assert text.startswith("A bird")
+
+
+def test_classify_returns_every_class_with_confidence(client):
+    result = client.predict(text_value="What a lovely garden.", model_name="tiny-bert-sentiment",
+                            api_name="/classify")
+    confidences = {item["label"]: item["confidence"] for item in result["confidences"]}
+    assert set(confidences) == {"negative", "positive"}
+    assert result["label"] == max(confidences, key=confidences.get)
+
+
+def test_classify_batch_scores_a_csv_and_offers_the_scored_file(client, tmp_path):
+    upload = tmp_path / "reviews.csv"
+    upload.write_text('id,review\n1,"I loved it, truly"\n2,Terrible service\n3,Fine\n', encoding="utf-8")
+    table, scored_file = client.predict(file_path=handle_file(str(upload)), column_name="review",
+                                        model_name="tiny-bert-sentiment", api_name="/classify_batch")
+    assert [row[0] for row in table["data"]] == ["I loved it, truly", "Terrible service", "Fine"]
+    assert all(row[1] in {"negative", "positive"} and 0.5 <= row[2] <= 1 for row in table["data"])
+    with open(scored_file, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["id"] for row in rows] == ["1", "2", "3"]
+    assert [row["label"] for row in rows] == [row[1] for row in table["data"]]
+
+
+def test_classify_batch_reads_a_txt_file_one_text_per_line(client, tmp_path):
+    upload = tmp_path / "lines.txt"
+    upload.write_text("first text\nsecond text\n", encoding="utf-8")
+    table, _ = client.predict(file_path=handle_file(str(upload)), column_name="text",
+                              model_name="tiny-bert-sentiment", api_name="/classify_batch")
+    assert [row[0] for row in table["data"]] == ["first text", "second text"]
+
+
+def test_classify_batch_over_the_row_limit_says_so(client, tmp_path):
+    upload = tmp_path / "many.txt"
+    upload.write_text("some text\n" * (MAX_BATCH_ROWS + 1), encoding="utf-8")
+    with pytest.raises(Exception, match="Too many rows"):
+        client.predict(file_path=handle_file(str(upload)), column_name="text",
+                       model_name="tiny-bert-sentiment", api_name="/classify_batch")
+
+
+def test_fill_mask_returns_predictions_for_each_mask(client):
+    bars, table = client.predict(text_value="The [MASK] sees the <mask> house.", model_name="tiny-roberta-mlm",
+                                 k=4, api_name="/fill_mask")
+    rows = table["data"]
+    assert [row[0] for row in rows] == ["mask 1"] * 4 + ["mask 2"] * 4
+    assert [row[1] for row in rows] == [1, 2, 3, 4] * 2
+    assert len(bars["data"]) == 8
+
+
+@pytest.mark.parametrize("api_name, kwargs, message", [
+    ("/fill_mask", dict(text_value="No mask here.", model_name="tiny-bert-mlm", k=5), "no mask"),
+    ("/classify", dict(text_value="   ", model_name="tiny-bert-sentiment"), "empty"),
+    ("/classify", dict(text_value="hi", model_name="../../etc"), "not a model name"),
+    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "new_tokens": -3}), "less than minimum value 1"),
+    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "p": 2}), "greater than maximum value 1"),
+    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "seed_value": 2**40}), "Seed"),
+    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "model_name": "distilbert/distilgpt2"}),
+     "cannot be reached"),
+])
+def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(client, api_name, kwargs, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(**kwargs, api_name=api_name)
+    assert client.predict(text_value="Still here.", model_name="tiny-bert-sentiment", api_name="/classify")
+
+
+def test_every_panel_has_its_public_api_name(client):
+    endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/generate", "/classify", "/classify_batch", "/fill_mask"} <= endpoints
+
+
+def test_importing_the_app_loads_no_model_library():
+    """The page must come up fast: torch and transformers load on first use, not at start."""
+    code = "import sys, app; app.build_app(); print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=120, env={"GRADIO_ANALYTICS_ENABLED": "False", "PATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("[]")
+
+
+def test_auth_protects_the_page_and_the_api(models_dir, tmp_path):
+    server = AppServer(["--models-dir", str(models_dir)], env={"WORKBENCH_AUTH": "ada:s3cret"},
+                       log_path=tmp_path / "app.log").wait_until_serving()
+    try:
+        with pytest.raises(Exception):
+            Client(server.url, verbose=False)
+        authed = Client(server.url, auth=("ada", "s3cret"), verbose=False)
+        assert authed.predict(text_value="Hello there.", model_name="tiny-bert-sentiment",
+                              api_name="/classify")["label"] in {"negative", "positive"}
+    finally:
+        server.stop()
+
+
+def test_share_without_internet_says_so_and_keeps_serving(models_dir, tmp_path):
+    # A dead proxy makes the share-link request fail fast even on a machine that is online.
+    dead_proxy = "http://127.0.0.1:9"
+    server = AppServer(["--models-dir", str(models_dir), "--share"],
+                       env={"HTTPS_PROXY": dead_proxy, "HTTP_PROXY": dead_proxy,
+                            "NO_PROXY": "127.0.0.1,localhost"},
+                       log_path=tmp_path / "app.log").wait_until_serving()
+    try:
+        deadline = time.monotonic() + 30
+        while "Could not create a public share link" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert "Could not create a public share link" in server.output()
+        assert Client(server.url, verbose=False).predict(
+            text_value="Hello.", model_name="tiny-bert-sentiment", api_name="/classify")
+    finally:
+        server.stop()

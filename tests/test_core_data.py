@@ -1,0 +1,68 @@
+"""Reading uploads for batch scoring: formats, encodings, column choice, clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.data import read_text_table
+from core.errors import WorkbenchError
+from core.limits import MAX_UPLOAD_BYTES
+
+
+def write(tmp_path, name, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_csv_columns_are_read_and_the_text_column_guessed(tmp_path):
+    path = write(tmp_path, "reviews.csv", b'id,review,stars\n1,"Great, really great",5\n2,"Bad\nvery bad",1\n')
+    table = read_text_table(path)
+    assert table.columns == ["id", "review", "stars"]
+    assert table.guess_text_column() == "review"
+    assert table.texts("review") == ["Great, really great", "Bad\nvery bad"]
+
+
+def test_without_a_known_name_the_longest_column_is_guessed(tmp_path):
+    path = write(tmp_path, "x.tsv", b"n\tsaid\n1\tthe quiet village at dawn\n2\ta long book\n")
+    assert read_text_table(path).guess_text_column() == "said"
+
+
+def test_txt_is_one_text_per_non_empty_line(tmp_path):
+    table = read_text_table(write(tmp_path, "lines.txt", b"first line\n\n  \nsecond line\n"))
+    assert table.texts("text") == ["first line", "second line"]
+
+
+def test_bom_and_latin1_files_decode(tmp_path):
+    assert read_text_table(write(tmp_path, "bom.csv", "\ufefftext\ncafé\n".encode("utf-8"))).columns == ["text"]
+    latin = read_text_table(write(tmp_path, "latin.csv", "text\ncafé crème\n".encode("latin-1")))
+    assert latin.texts("text") == ["café crème"] and latin.encoding == "latin-1"
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("empty.csv", b"", "empty"),
+    ("header.csv", b"text\n", "no rows"),
+    ("binary.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary"),
+    ("data.xlsx", b"text\nhello\n", "Unsupported file type"),
+])
+def test_bad_files_are_refused_with_the_reason(tmp_path, name, data, message):
+    with pytest.raises(WorkbenchError, match=message):
+        read_text_table(write(tmp_path, name, data))
+
+
+def test_a_missing_column_is_named(tmp_path):
+    table = read_text_table(write(tmp_path, "a.csv", b"text\nhello\n"))
+    with pytest.raises(WorkbenchError, match="no column 'review'"):
+        table.texts("review")
+
+
+def test_files_over_the_size_limit_are_refused(tmp_path):
+    path = write(tmp_path, "big.txt", b"a line of text\n" * (MAX_UPLOAD_BYTES // 15 + 10))
+    with pytest.raises(WorkbenchError, match="too large"):
+        read_text_table(path)
+
+
+def test_too_many_rows_are_refused(tmp_path):
+    path = write(tmp_path, "many.txt", b"row\n" * 11)
+    with pytest.raises(WorkbenchError, match="Too many rows: 11"):
+        read_text_table(path, max_rows=10)

@@ -1,0 +1,184 @@
+"""Inference wrappers on real (tiny) transformers models: generation, sentiment, fill-mask."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from core import inference
+from core.errors import WorkbenchError
+from core.inference import GenerationSettings
+from core.limits import CLASSIFY_BATCH_SIZE, MAX_BATCH_ROWS, MAX_NEW_TOKENS
+from core.models import TEXT_CLASSIFICATION
+from tiny_models import corpus
+
+CORPUS_WORDS = {word.strip(".").lower() for sentence in corpus() for word in sentence.split()}
+
+
+def final_text(registry, model, prompt, **settings):
+    *_, last = inference.generate_stream(registry, model, prompt, GenerationSettings(**settings))
+    return last
+
+
+# ----- generation ------------------------------------------------------------------------------
+def test_generation_streams_growing_text_that_continues_the_prompt(registry):
+    updates = list(inference.generate_stream(
+        registry, "tiny-gpt2", "The cat likes", GenerationSettings(max_new_tokens=40, seed=3)))
+    assert len(updates) >= 3, "tokens should arrive in several chunks"
+    texts = [update[0] for update in updates]
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert texts[-1].startswith("The cat likes") and len(texts[-1]) > len("The cat likes") + 20
+    new_words = [w.strip(".").lower() for w in texts[-1][len("The cat likes"):].split()]
+    assert sum(word in CORPUS_WORDS for word in new_words) >= len(new_words) // 2
+
+
+def test_same_seed_and_settings_give_the_same_text(registry):
+    first = final_text(registry, "tiny-gpt2", "A dog", max_new_tokens=30, temperature=1.2, seed=7)
+    again = final_text(registry, "tiny-gpt2", "A dog", max_new_tokens=30, temperature=1.2, seed=7)
+    others = {final_text(registry, "tiny-gpt2", "A dog", max_new_tokens=30, temperature=1.2, seed=s)[0]
+              for s in (8, 9, 10)}
+    assert first == again
+    assert others - {first[0]}, "other seeds should give other texts"
+
+
+def test_several_sequences_are_returned_and_differ(registry):
+    texts = final_text(registry, "tiny-gpt2", "The farmer", max_new_tokens=30, temperature=1.5,
+                       num_sequences=3, seed=1)
+    assert len(texts) == 3 and all(text.startswith("The farmer") for text in texts)
+    assert len(set(texts)) > 1
+
+
+def test_chat_mode_sends_the_prompt_through_the_chat_template(registry):
+    chat_pipe = registry.get("text-generation", "tiny-chat")
+    assert "<|user|>" in chat_pipe.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    reply = final_text(registry, "tiny-chat", "The cat", max_new_tokens=10, temperature=0,
+                       use_chat_template=True)[0]
+    plain = final_text(registry, "tiny-chat", "The cat", max_new_tokens=10, temperature=0)[0]
+    assert not reply.startswith("The cat") and reply.strip()
+    assert plain.startswith("The cat")
+
+
+def test_chat_mode_on_a_model_without_template_is_refused(registry):
+    assert not inference.has_chat_template(registry, "tiny-gpt2")
+    with pytest.raises(WorkbenchError, match="no chat template"):
+        final_text(registry, "tiny-gpt2", "Hello", use_chat_template=True)
+
+
+def test_a_stop_request_ends_generation_early(registry):
+    stop = threading.Event()
+    updates = []
+    for update in inference.generate_stream(registry, "tiny-gpt2", "The cat",
+                                            GenerationSettings(max_new_tokens=120, seed=1),
+                                            should_stop=stop.is_set):
+        updates.append(update[0])
+        stop.set()
+    full = final_text(registry, "tiny-gpt2", "The cat", max_new_tokens=120, seed=1)[0]
+    assert len(updates[-1]) < len(full) / 2
+
+
+def test_closing_the_stream_stops_the_model_thread(registry):
+    stream = inference.generate_stream(registry, "tiny-gpt2", "The cat",
+                                       GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
+    next(stream)
+    stream.close()  # what the Stop button does to the handler's iterator
+    deadline = time.monotonic() + 5
+    while any(t.name == "generate" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "generate" for t in threading.enumerate())
+
+
+def test_a_long_prompt_is_cut_to_the_model_context_instead_of_failing(registry):
+    text = final_text(registry, "tiny-gpt2", "the red house " * 200, max_new_tokens=20, seed=0)[0]
+    assert len(text) > len("the red house " * 200)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(max_new_tokens=-5), "Max new tokens"),
+    (dict(max_new_tokens=MAX_NEW_TOKENS + 1), "Max new tokens"),
+    (dict(top_p=2), "Top-p"),
+    (dict(top_p=0), "Top-p"),
+    (dict(temperature=-1), "Temperature"),
+    (dict(num_sequences=50), "Number of sequences"),
+    (dict(repetition_penalty=0.5), "Repetition penalty"),
+    (dict(seed=1.5), "Seed"),
+])
+def test_out_of_range_settings_are_refused_with_the_setting_named(settings, message):
+    with pytest.raises(WorkbenchError, match=message):
+        GenerationSettings(**settings)
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n\t"])
+def test_an_empty_prompt_is_refused(registry, prompt):
+    with pytest.raises(WorkbenchError, match="empty"):
+        final_text(registry, "tiny-gpt2", prompt)
+
+
+# ----- sentiment -------------------------------------------------------------------------------
+def test_classify_returns_every_class_sorted_by_confidence(registry):
+    scores = inference.classify(registry, "tiny-bert-sentiment", "I loved the quiet village.")
+    assert set(scores) == {"negative", "positive"}
+    values = list(scores.values())
+    assert values == sorted(values, reverse=True)
+    assert sum(values) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_batch_scoring_runs_in_batches_and_keeps_rows_in_place(registry):
+    texts = [f"Row {i}: the old bridge" for i in range(70)]
+    texts[5] = "   "
+    model = registry.get(TEXT_CLASSIFICATION, "tiny-bert-sentiment").model
+    forward_calls = []
+    hook = model.register_forward_hook(lambda module, args, output: forward_calls.append(1))
+    try:
+        scored = inference.classify_batch(registry, "tiny-bert-sentiment", texts)
+    finally:
+        hook.remove()
+    assert len(forward_calls) == -(-69 // CLASSIFY_BATCH_SIZE)  # 69 non-empty rows, not 69 calls
+    assert [row.text for row in scored] == texts
+    assert scored[5].label == "" and all(row.label in {"negative", "positive"}
+                                         for i, row in enumerate(scored) if i != 5)
+    single = inference.classify(registry, "tiny-bert-sentiment", texts[0])
+    assert scored[0].score == pytest.approx(max(single.values()), abs=1e-4)
+
+
+def test_batch_scoring_refuses_more_rows_than_the_limit(registry):
+    with pytest.raises(WorkbenchError, match=f"Too many rows.*{MAX_BATCH_ROWS:,}"):
+        inference.classify_batch(registry, "tiny-bert-sentiment", ["text"] * (MAX_BATCH_ROWS + 1))
+
+
+# ----- fill-mask -------------------------------------------------------------------------------
+@pytest.mark.parametrize("model, written", [
+    ("tiny-bert-mlm", "[MASK]"), ("tiny-bert-mlm", "<mask>"),
+    ("tiny-roberta-mlm", "[MASK]"), ("tiny-roberta-mlm", "<mask>"),
+])
+def test_either_mask_spelling_becomes_the_models_own_mask(registry, model, written):
+    predictions = inference.fill_mask(registry, model, f"The cat {written} the red house.", top_k=4)
+    assert len(predictions) == 1 and len(predictions[0]) == 4
+    mask_token = registry.get("fill-mask", model).tokenizer.mask_token
+    for prediction in predictions[0]:
+        assert mask_token not in prediction.sequence and written not in prediction.sequence
+        assert prediction.token in prediction.sequence.replace(" ", "").replace("##", "") or \
+            prediction.token.startswith("##") or prediction.token.startswith("'")
+    scores = [p.score for p in predictions[0]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_each_of_several_masks_gets_its_own_predictions(registry):
+    predictions = inference.fill_mask(registry, "tiny-bert-mlm", "[MASK] cat sees the [MASK] house.", top_k=3)
+    assert [len(p) for p in predictions] == [3, 3]
+    assert [p[0].mask_index for p in predictions] == [1, 2]
+    # Each prediction fills its own mask and leaves the other one masked.
+    assert all(p.sequence.count("[MASK]") == 1 for group in predictions for p in group)
+
+
+def test_text_without_a_mask_is_refused(registry):
+    with pytest.raises(WorkbenchError, match="no mask"):
+        inference.fill_mask(registry, "tiny-bert-mlm", "The cat sees the house.")
+
+
+@pytest.mark.parametrize("top_k", [0, 21, 2.5])
+def test_top_k_outside_1_to_20_is_refused(registry, top_k):
+    with pytest.raises(WorkbenchError, match="Top-k"):
+        inference.fill_mask(registry, "tiny-bert-mlm", "The [MASK] house.", top_k=top_k)

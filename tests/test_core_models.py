@@ -1,0 +1,171 @@
+"""Model registry: listing per task, validation, lazy cached loading, clear failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from core.errors import WorkbenchError
+from core.models import (
+    DEFAULT_HUB_MODELS, FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry,
+)
+
+
+def names(registry, task):
+    return [choice.name for choice in registry.choices(task)]
+
+
+def test_each_task_lists_its_local_models_then_the_hub_defaults(registry):
+    assert names(registry, TEXT_GENERATION) == ["tiny-chat", "tiny-gpt2", *DEFAULT_HUB_MODELS[TEXT_GENERATION]]
+    assert names(registry, TEXT_CLASSIFICATION) == ["tiny-bert-sentiment", *DEFAULT_HUB_MODELS[TEXT_CLASSIFICATION]]
+    assert names(registry, FILL_MASK) == ["tiny-bert-mlm", "tiny-roberta-mlm", *DEFAULT_HUB_MODELS[FILL_MASK]]
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in names(registry, TEXT_GENERATION)
+
+
+def test_a_model_copied_into_the_folder_is_listed_without_a_restart(models_dir, tmp_path):
+    own_dir = tmp_path / "models"
+    own_dir.mkdir()
+    registry = ModelRegistry(own_dir)
+    assert "my-gpt2" not in names(registry, TEXT_GENERATION)
+    shutil.copytree(models_dir / "tiny-gpt2", own_dir / "my-gpt2")
+    assert "my-gpt2" in names(registry, TEXT_GENERATION)
+    assert registry.get(TEXT_GENERATION, "my-gpt2").model.config.model_type == "gpt2"
+
+
+@pytest.mark.parametrize("bad_name", ["../tiny-gpt2", "/etc/passwd", "a/b/c", "..", "org/..", "x" * 300, "a b"])
+def test_names_that_are_neither_hub_ids_nor_folders_are_refused(registry, bad_name):
+    with pytest.raises(WorkbenchError, match="not a model name"):
+        registry.get(TEXT_GENERATION, bad_name)
+
+
+def test_a_link_that_points_outside_the_models_folder_is_not_a_local_model(models_dir, tmp_path):
+    own_dir = tmp_path / "models"
+    own_dir.mkdir()
+    (own_dir / "escape").symlink_to(models_dir / "tiny-gpt2")
+    registry = ModelRegistry(own_dir)
+    assert registry.resolve("escape") == ("hub", None)
+
+
+def test_a_model_picked_for_the_wrong_task_names_the_right_panel(registry):
+    with pytest.raises(WorkbenchError, match="tiny-bert-mlm.*fill-mask model"):
+        registry.get(TEXT_GENERATION, "tiny-bert-mlm")
+
+
+def test_broken_folders_are_not_listed_and_fail_with_the_reason(models_dir, tmp_path):
+    own_dir = tmp_path / "models"
+    shutil.copytree(models_dir / "tiny-gpt2", own_dir / "no-weights")
+    (own_dir / "no-weights" / "model.safetensors").unlink()
+    shutil.copytree(models_dir / "tiny-gpt2", own_dir / "bad-config")
+    (own_dir / "bad-config" / "config.json").write_text("{ not json")
+    shutil.copytree(models_dir / "tiny-gpt2", own_dir / "pickle-only")
+    (own_dir / "pickle-only" / "model.safetensors").rename(own_dir / "pickle-only" / "pytorch_model.bin")
+    registry = ModelRegistry(own_dir)
+    assert "bad-config" not in names(registry, TEXT_GENERATION)
+    assert registry.local_models()["bad-config"] is None
+    with pytest.raises(WorkbenchError, match="bad-config.*not valid JSON"):
+        registry.get(TEXT_GENERATION, "bad-config")
+    for name in ("no-weights", "pickle-only"):
+        with pytest.raises(WorkbenchError, match=f"{name}.*no safetensors weights"):
+            registry.get(TEXT_GENERATION, name)
+
+
+def test_remote_code_in_a_model_folder_is_never_run(models_dir, tmp_path):
+    own_dir = tmp_path / "models"
+    folder = own_dir / "custom-code"
+    shutil.copytree(models_dir / "tiny-gpt2", folder)
+    marker = tmp_path / "code-ran"
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="evil", architectures=["EvilForCausalLM"],
+                  auto_map={"AutoConfig": "modeling_evil.EvilConfig",
+                            "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WorkbenchError, match="custom-code"):
+        ModelRegistry(own_dir).get(TEXT_GENERATION, "custom-code")
+    assert not marker.exists()
+
+
+def test_two_simultaneous_first_requests_load_the_model_once(models_dir):
+    registry = ModelRegistry(models_dir)
+    start = threading.Barrier(4)
+    results = []
+
+    def request():
+        start.wait()
+        results.append(registry.get(TEXT_CLASSIFICATION, "tiny-bert-sentiment"))
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and all(result is results[0] for result in results)
+    assert registry.load_count == 1
+
+
+def test_loaded_models_are_capped_and_the_least_recently_used_is_evicted(models_dir):
+    registry = ModelRegistry(models_dir, max_loaded=2)
+    registry.get(TEXT_GENERATION, "tiny-gpt2")
+    registry.get(FILL_MASK, "tiny-bert-mlm")
+    registry.get(TEXT_GENERATION, "tiny-gpt2")  # now the most recently used
+    registry.get(FILL_MASK, "tiny-roberta-mlm")
+    assert registry.loaded() == [(TEXT_GENERATION, "tiny-gpt2"), (FILL_MASK, "tiny-roberta-mlm")]
+    assert registry.load_count == 3
+
+
+def test_unreachable_hub_gives_a_clear_message_fast(registry):
+    """There is no Hub here (nor in CI): the default models must fail fast, naming the model."""
+    started = time.monotonic()
+    with pytest.raises(WorkbenchError, match="distilbert/distilgpt2.*cannot be reached"):
+        registry.get(TEXT_GENERATION, "distilbert/distilgpt2")
+    assert time.monotonic() - started < 10
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A local HTTP endpoint standing in for the Hub's file server: 404 for every file."""
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    yield server
+    server.shutdown()
+
+
+def test_an_unknown_hub_id_is_reported_as_not_found(registry, fake_hub):
+    with pytest.raises(WorkbenchError, match="no-such-org/no-such-model.*no such model"):
+        registry.get(TEXT_GENERATION, "no-such-org/no-such-model")
+
+
+def test_a_hub_that_accepts_but_never_answers_does_not_hang(registry, monkeypatch):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    started = time.monotonic()
+    try:
+        with pytest.raises(WorkbenchError, match="openai-community/gpt2.*cannot be reached"):
+            registry.get(TEXT_GENERATION, "openai-community/gpt2")
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 10
+
+
+def test_offline_mode_explains_the_model_is_not_cached(registry, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WorkbenchError, match="google-bert/bert-base-uncased.*HF_HUB_OFFLINE"):
+        registry.get(FILL_MASK, "google-bert/bert-base-uncased")
