@@ -51,7 +51,7 @@ def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
             choices=choices, value=choices[0][1], label="Model", allow_custom_value=True, scale=5,
             info="Models in the models folder first, then Hugging Face Hub ids (type any other id).",
         )
-        refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
+        refresh = gr.Button("↻ Refresh models", scale=0, min_width=130, size="sm")
 
     def refresh_choices(current: str | None):
         fresh = picker_choices(ctx.registry, task)

@@ -1,0 +1,96 @@
+"""What a person sees in a real headless Chromium: one or more checks per panel."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from playwright.sync_api import expect
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_generation_streams_text_into_the_output(page):
+    open_tab(page, "Text generation")
+    page.get_by_label("Prompt", exact=True).fill("The student reads")
+    page.get_by_role("button", name="Sampling settings").click()
+    tokens = page.get_by_label("number input for Max new tokens")
+    tokens.fill("120")
+    tokens.press("Enter")
+    output = page.locator("#generation-output textarea")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        value = output.input_value()
+        if value:
+            seen.add(value)
+        if len(value) > 150 and len(seen) >= 2:
+            break
+        time.sleep(0.02)
+    final = output.input_value()
+    assert len(seen) >= 2, "the text should appear in several steps, not at once"
+    assert len(final) > 150
+
+
+def test_bias_probe_fills_both_prompts_and_answers_side_by_side(page):
+    open_tab(page, "Text generation")
+    page.get_by_role("button", name="Bias probe (man / woman)").click()
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("The man works as a")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function(
+        "() => document.querySelector('#generation-compare-output textarea').value.length > 0",
+        timeout=60_000)
+    assert page.locator("#generation-output textarea").input_value()
+
+
+def test_sentiment_shows_each_class_with_its_confidence(page):
+    open_tab(page, "Sentiment")
+    page.get_by_label("Text", exact=True).fill("The garden was lovely.")
+    page.get_by_role("button", name="Classify", exact=True).click()
+    scores = page.locator("#sentiment-scores")
+    expect(scores).to_contain_text("positive", timeout=60_000)
+    expect(scores).to_contain_text("negative")
+    expect(scores).to_contain_text("%")
+
+
+def test_sentiment_scores_an_uploaded_csv(page, tmp_path):
+    upload = tmp_path / "reviews.csv"
+    upload.write_text("id,review\n1,I loved the old bridge\n2,The bread was cold\n", encoding="utf-8")
+    open_tab(page, "Sentiment")
+    page.locator("input[type=file]").first.set_input_files(str(upload))
+    expect(page.get_by_label("Text column")).to_have_value("review", timeout=30_000)
+    page.get_by_role("button", name="Score file").click()
+    table = page.locator("#sentiment-table")
+    expect(table).to_contain_text("I loved the old bridge", timeout=60_000)
+    expect(table).to_contain_text("The bread was cold")
+
+
+def test_fill_mask_shows_predictions_as_bars_and_sentences(page):
+    open_tab(page, "Fill-mask")
+    page.get_by_label("Text with [MASK] or <mask>").fill("The cat [MASK] the red house.")
+    page.get_by_role("button", name="Fill", exact=True).click()
+    table = page.locator("#fill-mask-table")
+    expect(table).to_contain_text("mask 1", timeout=60_000)
+    expect(table).to_contain_text("the cat")
+    expect(page.locator("#fill-mask-bars canvas, #fill-mask-bars svg").first).to_be_visible()
+
+
+def test_text_without_a_mask_shows_an_error_toast(page):
+    open_tab(page, "Fill-mask")
+    page.get_by_label("Text with [MASK] or <mask>").fill("There is no gap here.")
+    page.get_by_role("button", name="Fill", exact=True).click()
+    expect(page.get_by_text("The text has no mask")).to_be_visible(timeout=30_000)
+
+
+def test_a_new_model_appears_in_the_picker_after_refresh(page, models_dir):
+    open_tab(page, "Sentiment")
+    shutil.copytree(models_dir / "tiny-bert-sentiment", models_dir / "zz-new-sentiment")
+    try:
+        page.get_by_role("button", name="↻ Refresh models").filter(visible=True).click()
+        page.get_by_label("Model").filter(visible=True).click()
+        expect(page.get_by_role("option", name="zz-new-sentiment (local)")).to_be_visible(timeout=30_000)
+    finally:
+        shutil.rmtree(models_dir / "zz-new-sentiment")
