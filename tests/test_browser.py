@@ -94,3 +94,26 @@ def test_a_new_model_appears_in_the_picker_after_refresh(page, models_dir):
         expect(page.get_by_role("option", name="zz-new-sentiment (local)")).to_be_visible(timeout=30_000)
     finally:
         shutil.rmtree(models_dir / "zz-new-sentiment")
+
+
+def test_stop_ends_a_generation_midway(page):
+    """Four sequences of 120 tokens take seconds; Stop right after the first text appears
+    must leave the later sequences unwritten, and the output must stop changing."""
+    open_tab(page, "Text generation")
+    page.get_by_label("Prompt", exact=True).fill("The farmer")
+    page.get_by_role("button", name="Sampling settings").click()
+    for label, value in (("Max new tokens", "120"), ("Number of sequences", "4")):
+        box = page.get_by_label(f"number input for {label}")
+        box.fill(value)
+        box.press("Enter")
+    output = page.locator("#generation-output textarea")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function(
+        "() => document.querySelector('#generation-output textarea').value.startsWith('[1] ')",
+        timeout=60_000)
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.wait_for_timeout(500)
+    stopped = output.input_value()
+    page.wait_for_timeout(3000)
+    assert output.input_value() == stopped
+    assert "[4]" not in stopped
