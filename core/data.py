@@ -82,3 +82,22 @@ def read_text_table(path: str | Path, max_rows: int = MAX_BATCH_ROWS) -> TextTab
         raise WorkbenchError(
             f"Too many rows: {len(rows):,} (limit {max_rows:,}). Split the file and score it in parts.")
     return TextTable(columns, rows, encoding)
+
+
+# ----- training uploads ------------------------------------------------------------------------
+CAUSAL_LM = "causal-lm"
+CLASSIFICATION = "classification"
+MASKED_LM = "masked-lm"
+TRAIN_TASKS = (CAUSAL_LM, CLASSIFICATION, MASKED_LM)
+
+
+@dataclass
+class TrainingData:
+    """An upload turned into train/validation datasets, checked and ready for the training loop."""
+
+    task: str  # one of TRAIN_TASKS
+    train: "datasets.Dataset"  # column "text" (str); classification also "label" (int)
+    validation: "datasets.Dataset"  # same columns
+    label_names: list[str] | None  # classification: label id -> name (id2label); else None
+    warnings: list[str]  # shown to the person before training starts
+    source: str  # one line for the model card, e.g. "reviews.csv: 480 train / 120 validation rows"

@@ -213,24 +213,35 @@ class ModelRegistry:
         )
 
     def _load(self, task: str, name: str) -> Any:
+        source, local_files_only = self.source_for(name, task)
+        return self._build_pipeline(task, name, source, local_files_only)
+
+    def source_for(self, name: str, task: str | None = None) -> tuple[str, bool]:
+        """Where `from_pretrained` should load `name` from: (path or Hub id, local_files_only).
+
+        Validates the name, checks a local folder is complete, and asks the Hub (quickly) about
+        a Hub id, so every failure is a WorkbenchError naming the model. With `task`, the model
+        must also have been built for that task (training a new head passes no task).
+        """
         kind, folder = self.resolve(name)
         if kind == "local":
-            return self._load_local(task, name, folder)
-        return self._load_hub(task, name)
+            return self._local_source(name, folder, task), True
+        return self._hub_source(name, task)
 
-    def _load_local(self, task: str, name: str, folder: Path) -> Any:
+    def _local_source(self, name: str, folder: Path, task: str | None) -> str:
         try:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         except OSError:
             raise WorkbenchError(f"Cannot load '{name}': its folder has no config.json.") from None
         except ValueError as error:
             raise WorkbenchError(f"Cannot load '{name}': config.json is not valid JSON ({error}).") from None
-        _check_fits_task(name, task_of_config(config), task)
+        if task:
+            _check_fits_task(name, task_of_config(config), task)
         if not any((folder / weights).is_file() for weights in _WEIGHT_FILES):
             raise WorkbenchError(f"Cannot load '{name}': its folder has no safetensors weights.")
-        return self._build_pipeline(task, name, str(folder), local_files_only=True)
+        return str(folder)
 
-    def _load_hub(self, task: str, repo_id: str) -> Any:
+    def _hub_source(self, repo_id: str, task: str | None) -> tuple[str, bool]:
         from huggingface_hub import try_to_load_from_cache
 
         cached_config = try_to_load_from_cache(repo_id, "config.json")
@@ -255,10 +266,10 @@ class ModelRegistry:
                     f"Pick a local model, or fine-tune one in the app."
                 )
             cached = cached and status != "ok"  # reachable Hub: let transformers check for updates
-        if cached:
+        if cached and task:
             config = json.loads(Path(cached_config).read_text(encoding="utf-8"))
             _check_fits_task(repo_id, task_of_config(config), task)
-        return self._build_pipeline(task, repo_id, repo_id, local_files_only=cached)
+        return repo_id, cached
 
     def _build_pipeline(self, task: str, name: str, source: str, local_files_only: bool) -> Any:
         import torch
