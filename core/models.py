@@ -85,6 +85,11 @@ def task_of_config(config: dict[str, Any]) -> str | None:
     return None
 
 
+def is_valid_local_name(name: str) -> bool:
+    """A folder name the models directory may hold: no separators, no leading dot."""
+    return bool(_LOCAL_NAME.match(name or ""))
+
+
 def models_dir_from_env() -> Path:
     return Path(os.environ.get("WORKBENCH_MODELS_DIR", DEFAULT_MODELS_DIR))
 
