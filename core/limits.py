@@ -19,3 +19,8 @@ MAX_MASKS = 5
 # Model registry
 MAX_LOADED_MODELS = 3         # least recently used pipeline is evicted beyond this
 HUB_CHECK_TIMEOUT_S = 4.0     # one HTTP request to the Hub before any download
+
+# Fine-tuning
+MAX_TRAIN_UPLOAD_BYTES = 20 * 1024 * 1024  # one training or validation file
+MAX_TRAIN_ROWS = 50_000       # rows in one training or validation file
+MAX_CLASSES = 50              # distinct labels for classification fine-tuning
