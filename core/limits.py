@@ -24,3 +24,8 @@ HUB_CHECK_TIMEOUT_S = 4.0     # one HTTP request to the Hub before any download
 MAX_TRAIN_UPLOAD_BYTES = 20 * 1024 * 1024  # one training or validation file
 MAX_TRAIN_ROWS = 50_000       # rows in one training or validation file
 MAX_CLASSES = 50              # distinct labels for classification fine-tuning
+
+# Fine-tuning loop
+MAX_EPOCHS = 20
+MAX_BATCH_SIZE = 256
+MAX_LENGTH = 1024             # tokens per example / language-model block

