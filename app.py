@@ -14,13 +14,14 @@ from pathlib import Path
 import gradio as gr
 
 from core.models import configure, models_dir_from_env
-from demos import classify, fill_mask, generate
+from demos import classify, fill_mask, finetune, generate
 from demos.common import AppContext
 
 PANELS = (
     ("Text generation", generate),
     ("Sentiment", classify),
     ("Fill-mask", fill_mask),
+    ("Fine-tune", finetune),  # last: it refreshes the other panels' model pickers
 )
 QUEUE_MAX_SIZE = 64  # waiting requests beyond this are refused with "queue full" instead of waiting
 
@@ -29,7 +30,7 @@ def build_app(models_dir: str | Path | None = None) -> gr.Blocks:
     registry = configure(models_dir or models_dir_from_env())
     with gr.Blocks(title="Model Workbench") as demo:
         gr.Markdown("# Model Workbench\nTry transformer models: generate text, classify "
-                    "sentiment and fill in masked words.")
+                    "sentiment, fill in masked words, and fine-tune on your own data.")
         ctx = AppContext(registry=registry, demo=demo)
         with gr.Tabs():
             for title, panel in PANELS:

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import WorkbenchError
-from core.models import get_registry, is_valid_local_name
+from core.models import (
+    FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, get_registry, is_valid_local_name,
+)
+
+# Which panel shows a model fine-tuned for each training task.
+PANEL_TASK = {"classification": TEXT_CLASSIFICATION, "causal-lm": TEXT_GENERATION, "masked-lm": FILL_MASK}
+# Encoders that take a new classification head well, for users who have the Hub.
+CLASSIFICATION_HUB_BASES = ("distilbert/distilbert-base-uncased", "google-bert/bert-base-uncased")
 
 IDLE, RUNNING, STOPPING, CANCELLED, FINISHED, FAILED = (
     "idle", "running", "stopping", "cancelled", "finished", "failed")
@@ -71,7 +78,8 @@ class JobRunner:
             self._stop.clear()
             self._pending = None
             self._status = JobStatus(state=RUNNING, model_name=model_name, task=config.task,
-                                     message="Starting…", started_at=time.time())
+                                     message="Loading the model and data, then scoring it before training…",
+                                     started_at=time.time())
             config = replace(config, output_dir=str(target), models_dir=str(registry.models_dir))
             self._thread = threading.Thread(target=self._run, args=(config,), daemon=True,
                                             name="finetune-job")
@@ -164,6 +172,21 @@ class JobRunner:
             self._status.state = state
             self._status.message = message
             self._status.finished_at = time.time()
+
+
+def base_model_choices(task: str) -> list[ModelChoice]:
+    """Models to fine-tune for `task`: packaged (offline) first, then local, then Hub ids."""
+    registry = get_registry()
+    if task != "classification":
+        return registry.choices(PANEL_TASK[task])
+    from core.packaged import packaged_models
+
+    packaged = [ModelChoice(name, f"{name.split(':', 1)[1]} (packaged, works offline)", True)
+                for name in packaged_models()]
+    # Any local encoder takes a new head: classifiers and masked LMs alike.
+    local = [choice for panel_task in (TEXT_CLASSIFICATION, FILL_MASK)
+             for choice in registry.choices(panel_task) if choice.local]
+    return packaged + local + [ModelChoice(repo, repo, False) for repo in CLASSIFICATION_HUB_BASES]
 
 
 def _describe(progress) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -16,6 +16,8 @@ from core.models import ModelRegistry
 class AppContext:
     registry: ModelRegistry
     demo: gr.Blocks  # the page, for events that run when it loads
+    # Every model picker by task, so a newly saved model can be shown in all of them at once.
+    pickers: dict[str, list[gr.Dropdown]] = field(default_factory=dict)
 
 
 def show_errors(handler):
@@ -60,4 +62,17 @@ def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
 
     refresh.click(refresh_choices, inputs=dropdown, outputs=dropdown, api_name=api_name)
     ctx.demo.load(refresh_choices, inputs=dropdown, outputs=dropdown, api_visibility="private")
+    ctx.pickers.setdefault(task, []).append(dropdown)
     return dropdown
+
+
+def refreshed_pickers(ctx: AppContext) -> tuple[list[gr.Dropdown], callable]:
+    """All pickers, and a handler that re-reads the models directory into them (keeping picks)."""
+    order = [(task, dropdown) for task, dropdowns in ctx.pickers.items() for dropdown in dropdowns]
+
+    def refresh(*current):
+        return [gr.Dropdown(choices=picker_choices(ctx.registry, task),
+                            value=value or picker_choices(ctx.registry, task)[0][1])
+                for (task, _), value in zip(order, current)]
+
+    return [dropdown for _, dropdown in order], refresh

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -100,6 +101,27 @@ def client(app_server):
     from gradio_client import Client
 
     return Client(app_server.url, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def finetune_server(models_dir, tmp_path_factory):
+    """A second app with its own models folder, for fine-tuning tests (their saved models must
+    not change what the other tests list)."""
+    own_models = tmp_path_factory.mktemp("finetune-models")
+    for name in ("tiny-bert-sentiment", "tiny-gpt2"):
+        shutil.copytree(models_dir / name, own_models / name)
+    server = AppServer(["--models-dir", str(own_models)],
+                       log_path=tmp_path_factory.mktemp("logs") / "finetune.log").wait_until_serving()
+    server.models_dir = own_models
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ft_client(finetune_server):
+    from gradio_client import Client
+
+    return Client(finetune_server.url, verbose=False)
 
 
 @pytest.fixture(scope="session")
