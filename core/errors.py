@@ -6,3 +6,23 @@ class WorkbenchError(Exception):
 
     Panels show ``str(error)`` as-is in a ``gr.Error``; nothing else changes.
     """
+
+
+def require_number(value, low: float, high: float, what: str, integer: bool = False,
+                   low_open: bool = False) -> float:
+    """`value` as a number within [low, high] (or (low, high] with low_open), else a
+    WorkbenchError naming `what` and the allowed range."""
+    import math
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise WorkbenchError(f"{what} must be a number (got {value!r}).") from None
+    if math.isnan(number):
+        raise WorkbenchError(f"{what} must be a number (got {value!r}).")
+    if integer and number != int(number):
+        raise WorkbenchError(f"{what} must be a whole number (got {value}).")
+    if (number <= low if low_open else number < low) or number > high:
+        bound = f"above {low}" if low_open else f"at least {low}"
+        raise WorkbenchError(f"{what} must be {bound} and at most {high} (got {value}).")
+    return number

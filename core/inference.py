@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from core.errors import WorkbenchError
+from core.errors import WorkbenchError, require_number
 from core.limits import (
     CLASSIFY_BATCH_SIZE,
     DEFAULT_NEW_TOKENS,
@@ -43,29 +43,18 @@ class GenerationSettings:
     use_chat_template: bool = False
 
     def __post_init__(self) -> None:
-        _require_number(self.max_new_tokens, 1, MAX_NEW_TOKENS, "Max new tokens", integer=True)
-        _require_number(self.temperature, 0.0, 2.0, "Temperature")
-        _require_number(self.top_k, 0, 1000, "Top-k", integer=True)
+        require_number(self.max_new_tokens, 1, MAX_NEW_TOKENS, "Max new tokens", integer=True)
+        require_number(self.temperature, 0.0, 2.0, "Temperature")
+        require_number(self.top_k, 0, 1000, "Top-k", integer=True)
         if not 0.0 < float(self.top_p) <= 1.0:
             raise WorkbenchError(f"Top-p must be above 0 and at most 1 (got {self.top_p}).")
-        _require_number(self.repetition_penalty, 1.0, 2.0, "Repetition penalty")
-        _require_number(self.num_sequences, 1, MAX_NUM_SEQUENCES, "Number of sequences", integer=True)
+        require_number(self.repetition_penalty, 1.0, 2.0, "Repetition penalty")
+        require_number(self.num_sequences, 1, MAX_NUM_SEQUENCES, "Number of sequences", integer=True)
         if self.seed is not None:
-            _require_number(self.seed, 0, 2**32 - 1, "Seed", integer=True)
+            require_number(self.seed, 0, 2**32 - 1, "Seed", integer=True)
         self.max_new_tokens, self.top_k, self.num_sequences = (
             int(self.max_new_tokens), int(self.top_k), int(self.num_sequences))
         self.seed = None if self.seed is None else int(self.seed)
-
-
-def _require_number(value, low, high, what: str, integer: bool = False) -> None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise WorkbenchError(f"{what} must be a number (got {value!r}).") from None
-    if integer and number != int(number):
-        raise WorkbenchError(f"{what} must be a whole number (got {value}).")
-    if not low <= number <= high:
-        raise WorkbenchError(f"{what} must be between {low} and {high} (got {value}).")
 
 
 def _require_text(text: str | None, what: str, limit: int) -> str:
@@ -243,7 +232,7 @@ class MaskPrediction:
 def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 5) -> list[list[MaskPrediction]]:
     """For each mask in `text` (written [MASK] or <mask>), the top-k predictions."""
     text = _require_text(text, "The text", MAX_TEXT_CHARS)
-    _require_number(top_k, 1, MAX_FILL_MASK_TOP_K, "Top-k", integer=True)
+    require_number(top_k, 1, MAX_FILL_MASK_TOP_K, "Top-k", integer=True)
     masks = len(_MASK_SPELLINGS.findall(text))
     if masks == 0:
         raise WorkbenchError("The text has no mask: write [MASK] (or <mask>) where a word is missing.")

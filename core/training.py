@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM, TRAIN_TASKS, TrainingData
-from core.errors import WorkbenchError
+from core.errors import WorkbenchError, require_number
 from core.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LENGTH
 from core.metrics import classification_metrics, perplexity
 
@@ -62,32 +62,20 @@ class TrainConfig:
             raise WorkbenchError(f"task must be one of {', '.join(TRAIN_TASKS)} (got {self.task!r}).")
         if not self.base_model or not str(self.base_model).strip():
             raise WorkbenchError("base_model: choose a model to fine-tune.")
-        _check_range("epochs", self.epochs, 0, MAX_EPOCHS, low_open=True)
-        _check_range("learning_rate", self.learning_rate, 0, 1, low_open=True)
-        _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, integer=True)
-        _check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 64, integer=True)
-        _check_range("max_length", self.max_length, MIN_BLOCK_SIZE, MAX_LENGTH, integer=True)
-        _check_range("warmup_ratio", self.warmup_ratio, 0, 1)
-        _check_range("weight_decay", self.weight_decay, 0, 1)
-        _check_range("seed", self.seed, 0, 2**32 - 1, integer=True)
-        _check_range("validation_share", self.validation_share, 0, 0.9, low_open=True)
-        _check_range("mlm_probability", self.mlm_probability, 0, 1, low_open=True)
+        require_number(self.epochs, 0, MAX_EPOCHS, "epochs", low_open=True)
+        require_number(self.learning_rate, 0, 1, "learning_rate", low_open=True)
+        require_number(self.batch_size, 1, MAX_BATCH_SIZE, "batch_size", integer=True)
+        require_number(self.gradient_accumulation_steps, 1, 64, "gradient_accumulation_steps", integer=True)
+        require_number(self.max_length, MIN_BLOCK_SIZE, MAX_LENGTH, "max_length", integer=True)
+        require_number(self.warmup_ratio, 0, 1, "warmup_ratio")
+        require_number(self.weight_decay, 0, 1, "weight_decay")
+        require_number(self.seed, 0, 2**32 - 1, "seed", integer=True)
+        require_number(self.validation_share, 0, 0.9, "validation_share", low_open=True)
+        require_number(self.mlm_probability, 0, 1, "mlm_probability", low_open=True)
         if self.lora and self.task != CAUSAL_LM:
             raise WorkbenchError("lora: LoRA adapters are offered for causal LM fine-tuning only.")
         self.batch_size, self.max_length, self.seed = int(self.batch_size), int(self.max_length), int(self.seed)
         self.gradient_accumulation_steps = int(self.gradient_accumulation_steps)
-
-
-def _check_range(name, value, low, high, integer=False, low_open=False) -> None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise WorkbenchError(f"{name} must be a number (got {value!r}).") from None
-    if integer and number != int(number):
-        raise WorkbenchError(f"{name} must be a whole number (got {value}).")
-    if (number <= low if low_open else number < low) or number > high or math.isnan(number):
-        bound = f"above {low}" if low_open else f"at least {low}"
-        raise WorkbenchError(f"{name} must be {bound} and at most {high} (got {value}).")
 
 
 @dataclass

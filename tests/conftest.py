@@ -88,19 +88,18 @@ class AppServer:
             self.log.close()
 
 
+def _serve(models_dir: Path, tmp_path_factory, log_name: str) -> AppServer:
+    server = AppServer(["--models-dir", str(models_dir)],
+                       log_path=tmp_path_factory.mktemp("logs") / log_name).wait_until_serving()
+    server.models_dir = models_dir
+    return server
+
+
 @pytest.fixture(scope="session")
 def app_server(models_dir, tmp_path_factory):
-    server = AppServer(["--models-dir", str(models_dir)],
-                       log_path=tmp_path_factory.mktemp("logs") / "app.log").wait_until_serving()
+    server = _serve(models_dir, tmp_path_factory, "app.log")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def client(app_server):
-    from gradio_client import Client
-
-    return Client(app_server.url, verbose=False)
 
 
 @pytest.fixture(scope="session")
@@ -110,18 +109,25 @@ def finetune_server(models_dir, tmp_path_factory):
     own_models = tmp_path_factory.mktemp("finetune-models")
     for name in ("tiny-bert-sentiment", "tiny-gpt2"):
         shutil.copytree(models_dir / name, own_models / name)
-    server = AppServer(["--models-dir", str(own_models)],
-                       log_path=tmp_path_factory.mktemp("logs") / "finetune.log").wait_until_serving()
-    server.models_dir = own_models
+    server = _serve(own_models, tmp_path_factory, "finetune.log")
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def ft_client(finetune_server):
+def _client_of(server: AppServer):
     from gradio_client import Client
 
-    return Client(finetune_server.url, verbose=False)
+    return Client(server.url, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def client(app_server):
+    return _client_of(app_server)
+
+
+@pytest.fixture(scope="session")
+def ft_client(finetune_server):
+    return _client_of(finetune_server)
 
 
 @pytest.fixture(scope="session")
