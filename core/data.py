@@ -16,10 +16,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import WorkbenchError
 from core.limits import (MAX_BATCH_ROWS, MAX_CLASSES, MAX_TRAIN_ROWS, MAX_TRAIN_UPLOAD_BYTES,
                          MAX_UPLOAD_BYTES)
+
+if TYPE_CHECKING:  # imported for annotations only: loading `datasets` is slow, so it waits for use
+    import datasets
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 TEXT_SUFFIXES = {".txt", ".md"}

@@ -46,8 +46,7 @@ class GenerationSettings:
         require_number(self.max_new_tokens, 1, MAX_NEW_TOKENS, "Max new tokens", integer=True)
         require_number(self.temperature, 0.0, 2.0, "Temperature")
         require_number(self.top_k, 0, 1000, "Top-k", integer=True)
-        if not 0.0 < float(self.top_p) <= 1.0:
-            raise WorkbenchError(f"Top-p must be above 0 and at most 1 (got {self.top_p}).")
+        require_number(self.top_p, 0, 1, "Top-p", low_open=True)
         require_number(self.repetition_penalty, 1.0, 2.0, "Repetition penalty")
         require_number(self.num_sequences, 1, MAX_NUM_SEQUENCES, "Number of sequences", integer=True)
         if self.seed is not None:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM, TRAIN_TASKS, TrainingData
+from core import checkpoints
+from core.data import CAUSAL_LM, CLASSIFICATION, TRAIN_TASKS, TrainingData
 from core.errors import WorkbenchError, require_number
 from core.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LENGTH
 from core.metrics import classification_metrics, perplexity
@@ -56,6 +57,9 @@ class TrainConfig:
     whole_word_masking: bool = False
     bf16: bool = False
     lora: bool = False  # LoRA adapters (causal LM), merged into the saved model
+    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: none
+    checkpoint_dir: str | None = None  # where checkpoints are written and resumed from
+    resume: bool = False  # continue from the newest checkpoint in checkpoint_dir, if there is one
 
     def __post_init__(self) -> None:
         if self.task not in TRAIN_TASKS:
@@ -72,10 +76,12 @@ class TrainConfig:
         require_number(self.seed, 0, 2**32 - 1, "seed", integer=True)
         require_number(self.validation_share, 0, 0.9, "validation_share", low_open=True)
         require_number(self.mlm_probability, 0, 1, "mlm_probability", low_open=True)
+        require_number(self.checkpoint_every, 0, 1_000_000, "checkpoint_every", integer=True)
         if self.lora and self.task != CAUSAL_LM:
             raise WorkbenchError("lora: LoRA adapters are offered for causal LM fine-tuning only.")
         self.batch_size, self.max_length, self.seed = int(self.batch_size), int(self.max_length), int(self.seed)
         self.gradient_accumulation_steps = int(self.gradient_accumulation_steps)
+        self.checkpoint_every = int(self.checkpoint_every)
 
 
 @dataclass
@@ -106,21 +112,37 @@ class TrainResult:
     label_names: list[str] | None
     warnings: list[str]
     output_dir: str | None = None
+    resumed_from_step: int = 0  # 0: trained from the start
+    precision: str = "fp32"  # "bf16" when bf16 autocast ran
 
 
 # ----- loading --------------------------------------------------------------------------------
-def _base_source(config: TrainConfig) -> tuple[str, bool]:
+def base_model_source(name: str, models_dir: str | None = None) -> tuple[str, bool]:
+    """Where to load a base model from: (folder or Hub id, local_files_only). Packaged models
+    ("packaged:...") come from their PyPI package; other names go through the registry's checks."""
     from core.models import ModelRegistry, get_registry
     from core.packaged import PACKAGED_PREFIX, packaged_models
 
-    if config.base_model.startswith(PACKAGED_PREFIX):
+    if name.startswith(PACKAGED_PREFIX):
         packaged = packaged_models()
-        if config.base_model not in packaged:
-            raise WorkbenchError(f"'{config.base_model}' is not installed: pip install the package "
+        if name not in packaged:
+            raise WorkbenchError(f"'{name}' is not installed: pip install the package "
                                  f"listed in requirements.txt.")
-        return str(packaged[config.base_model]), True
-    registry = ModelRegistry(config.models_dir) if config.models_dir else get_registry()
-    return registry.source_for(config.base_model)
+        return str(packaged[name]), True
+    registry = ModelRegistry(models_dir) if models_dir else get_registry()
+    return registry.source_for(name)
+
+
+def _load_tokenizer(source: str, local_only: bool):
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only,
+                                                      trust_remote_code=False)
+
+
+def base_tokenizer(name: str, models_dir: str | None = None):
+    """The tokenizer of a base model (for the data preview's token-length statistics)."""
+    return _load_tokenizer(*base_model_source(name, models_dir))
 
 
 def _load_model(config: TrainConfig, source: str, local_only: bool, label_names: list[str] | None):
@@ -159,8 +181,14 @@ def _tokenize(config: TrainConfig, data: TrainingData, tokenizer, model, warning
                   for split in (data.train, data.validation)]
         return splits[0], splits[1], transformers.DataCollatorWithPadding(tokenizer)
 
+    # Whole-word masking finds word boundaries from character offsets (fast tokenizers only).
+    whole_words = config.task != CAUSAL_LM and config.whole_word_masking
+    if whole_words and not tokenizer.is_fast:
+        raise WorkbenchError(f"Whole-word masking needs a fast tokenizer, and '{config.base_model}' has "
+                             f"none: turn whole-word masking off.")
+
     def encode(batch):
-        return tokenizer(batch["text"])
+        return tokenizer(batch["text"], return_offsets_mapping=whole_words)
 
     train_ids, validation_ids = (split.map(encode, batched=True, remove_columns=split.column_names)
                                  for split in (data.train, data.validation))
@@ -181,7 +209,7 @@ def _tokenize(config: TrainConfig, data: TrainingData, tokenizer, model, warning
             grouped["labels"] = [list(ids) for ids in grouped["input_ids"]]
         return grouped
 
-    keep = ["input_ids", "attention_mask"]
+    keep = ["input_ids", "attention_mask"] + (["offset_mapping"] if whole_words else [])
     train_set, validation_set = (split.remove_columns([c for c in split.column_names if c not in keep])
                                  .map(group_texts, batched=True, batch_size=1000)
                                  for split in (train_ids, validation_ids))
@@ -212,12 +240,15 @@ def _loaders(config: TrainConfig, train_set, validation_set, collator):
         # Batches of similar length: dynamic padding then pads little.
         sampler = LengthGroupedSampler(config.batch_size, lengths=[len(ids) for ids in train_set["input_ids"]],
                                        generator=generator)
-        train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collator)
+        # The loader draws its worker seed from `generator` too, not from the global RNG that
+        # dropout uses: a resumed run then continues exactly as an uninterrupted one would.
+        train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collator,
+                                  generator=generator)
     else:
         train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
                                   collate_fn=collator)
     validation_loader = DataLoader(validation_set, batch_size=config.batch_size, collate_fn=collator)
-    return train_loader, validation_loader
+    return train_loader, validation_loader, generator
 
 
 # ----- evaluation -----------------------------------------------------------------------------
@@ -255,19 +286,22 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    if (config.checkpoint_every or config.resume) and not config.checkpoint_dir:
+        # Checked here, not in TrainConfig: the app's job runner chooses the folder itself.
+        raise WorkbenchError("checkpoint_dir: give a folder for the checkpoints.")
     report = on_progress or (lambda progress: None)
     should_stop = should_stop or (lambda: False)
     warnings: list[str] = []
-    mixed_precision = "no"
+    use_bf16 = False
     if config.bf16:
         if torch.cuda.is_available() or _cpu_supports_bf16():
-            mixed_precision = "bf16"
+            use_bf16 = True
         else:
             warnings.append("This CPU has no fast bf16: training in float32 instead.")
     # cpu=True on machines without CUDA: under torchrun Accelerate then joins the processes
     # with gloo (MULTI_CPU) instead of running each as a separate single-process job.
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
-                              mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     if data is None:
         from core.data import load_training_data
@@ -276,10 +310,9 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
                                   config.text_column, config.label_column, config.validation_share,
                                   seed=config.seed)
     warnings += data.warnings
-    source, local_only = _base_source(config)
+    source, local_only = base_model_source(config.base_model, config.models_dir)
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only,
-                                                               trust_remote_code=False)
+        tokenizer = _load_tokenizer(source, local_only)
         model = _load_model(config, source, local_only, data.label_names)
     except WorkbenchError:
         raise
@@ -292,7 +325,7 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         train_set, validation_set, collator = _tokenize(config, data, tokenizer, model, warnings)
     if len(train_set) == 0 or len(validation_set) == 0:
         raise WorkbenchError("Not enough text to train on: add more data.")
-    train_loader, validation_loader = _loaders(config, train_set, validation_set, collator)
+    train_loader, validation_loader, shuffle_generator = _loaders(config, train_set, validation_set, collator)
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")
     parameters = [
@@ -319,16 +352,29 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
             progress.warnings = list(warnings)
             report(progress)
 
-    before = _evaluate(accelerator, model, validation_loader, config, data.label_names)
-    emit(Progress("evaluating-before", 0, total_steps, eval_metrics=before))
+    resumed = checkpoints.load_latest(accelerator, config.checkpoint_dir, total_steps) if config.resume else None
+    if resumed:  # the "before" metrics are those of the base model, measured by the first run
+        start_step, before = resumed
+    else:
+        start_step, before = 0, _evaluate(accelerator, model, validation_loader, config, data.label_names)
+    emit(Progress("evaluating-before", start_step, total_steps, eval_metrics=before))
 
-    step, stopped, started = 0, False, time.monotonic()
+    step, stopped, started = start_step, False, time.monotonic()
     samples_per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
+    epoch = start_step // steps_per_epoch
     model.train()
     while step < total_steps and not stopped:
-        for batch in train_loader:
+        # Each epoch's order depends only on the seed and the epoch, so a resumed run skips
+        # exactly the batches the interrupted one had trained on.
+        shuffle_generator.manual_seed(config.seed + epoch)
+        done_in_epoch = (step % steps_per_epoch) * config.gradient_accumulation_steps
+        batches = accelerator.skip_first_batches(train_loader, done_in_epoch) if done_in_epoch else train_loader
+        epoch += 1
+        for batch in batches:
             with accelerator.accumulate(model):
-                with accelerator.autocast():
+                # torch.autocast, not Accelerator(mixed_precision=...): Accelerate's state is one per
+                # process and refuses a second job with another precision in the same server.
+                with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     loss = model(**batch).loss
                 accelerator.backward(loss)
                 optimizer.step()
@@ -337,12 +383,14 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
             if not accelerator.sync_gradients:
                 continue
             step += 1
-            elapsed = time.monotonic() - started
+            elapsed, steps_now = time.monotonic() - started, step - start_step
             emit(Progress("training", step, total_steps, epoch=step / steps_per_epoch,
                           loss=float(accelerator.reduce(loss.detach(), "mean")),
                           learning_rate=scheduler.get_last_lr()[0],
-                          samples_per_second=step * samples_per_step / elapsed if elapsed else None,
-                          eta_seconds=elapsed / step * (total_steps - step)))
+                          samples_per_second=steps_now * samples_per_step / elapsed if elapsed else None,
+                          eta_seconds=elapsed / steps_now * (total_steps - step)))
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
+                checkpoints.save_checkpoint(accelerator, config.checkpoint_dir, step, total_steps, before)
             if step >= total_steps:
                 break
             if should_stop():
@@ -357,10 +405,12 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     if config.lora:
         unwrapped = unwrapped.merge_and_unload()
     result = TrainResult(before, after, stopped, step, total_steps, unwrapped, tokenizer, config,
-                         data.source, data.label_names, warnings)
+                         data.source, data.label_names, warnings, resumed_from_step=start_step,
+                         precision="bf16" if use_bf16 else "fp32")
     if not stopped and config.output_dir and accelerator.is_main_process:
         emit(Progress("saving", step, total_steps))
         save_model(result, config.output_dir)
+        checkpoints.remove_checkpoints(config.checkpoint_dir)  # the saved model supersedes them
     emit(Progress("done", step, total_steps))
     return result
 
@@ -388,7 +438,8 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
         result.model.save_pretrained(temporary, safe_serialization=True)
         result.tokenizer.save_pretrained(temporary)
         metrics = {"before": result.metrics_before, "after": result.metrics_after,
-                   "steps": result.steps_done, "total_steps": result.total_steps, "stopped": result.stopped}
+                   "steps": result.steps_done, "total_steps": result.total_steps, "stopped": result.stopped,
+                   "resumed_from_step": result.resumed_from_step, "precision": result.precision}
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         (temporary / "README.md").write_text(_model_card(result), encoding="utf-8")
         os.rename(temporary, target)
@@ -402,7 +453,8 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
 def _model_card(result: TrainResult) -> str:
     config = result.config
     hyper = {key: value for key, value in dataclasses.asdict(config).items()
-             if key not in ("train_file", "validation_file", "output_dir", "models_dir")}
+             if key not in ("train_file", "validation_file", "output_dir", "models_dir", "checkpoint_dir",
+                            "resume")}
     rows = []
     for name in ("loss", "perplexity", "accuracy", "macro_f1"):
         if name in result.metrics_after:
@@ -410,6 +462,8 @@ def _model_card(result: TrainResult) -> str:
                         f"{result.metrics_after[name]:.4f} |")
     status = (f"Stopped early after {result.steps_done} of {result.total_steps} steps."
               if result.stopped else f"Trained for {result.steps_done} steps.")
+    if result.resumed_from_step:
+        status += f" Resumed from a checkpoint at step {result.resumed_from_step}."
     labels = f"\nLabels: {', '.join(result.label_names)}\n" if result.label_names else ""
     return (f"# Fine-tuned {config.task} model\n\nFine-tuned with Model Workbench from base model "
             f"`{config.base_model}`.\n\nData: {result.data_source}\n{labels}\n{status}\n\n"
@@ -451,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"step {progress.step}/{progress.total_steps} loss {progress.loss:.4f} "
                       f"lr {progress.learning_rate:.2e}", flush=True)
             elif progress.eval_metrics:
+                if progress.phase == "evaluating-before" and progress.step:
+                    print(f"resumed from the checkpoint at step {progress.step}", flush=True)
                 print(f"{progress.phase}: loss {progress.eval_metrics['loss']:.4f}", flush=True)
 
         result = train(config, on_progress=print_progress)
@@ -461,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if PartialState().is_main_process:
         print(json.dumps({"metrics_before": result.metrics_before, "metrics_after": result.metrics_after,
-                          "output_dir": result.output_dir, "steps": result.steps_done}), flush=True)
+                          "output_dir": result.output_dir, "steps": result.steps_done,
+                          "resumed_from_step": result.resumed_from_step}), flush=True)
     return 0
 
 

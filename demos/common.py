@@ -44,6 +44,13 @@ def picker_choices(registry: ModelRegistry, task: str) -> list[tuple[str, str]]:
     return [(choice.label, choice.name) for choice in registry.choices(task)]
 
 
+def _refreshed(registry: ModelRegistry, task: str, current: str | None) -> gr.Dropdown:
+    """The picker's choices re-read from the models directory; the person's pick (even a typed
+    Hub id) is kept, else the first choice."""
+    fresh = picker_choices(registry, task)
+    return gr.Dropdown(choices=fresh, value=current or fresh[0][1])
+
+
 def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
     """A model dropdown (local models first, then Hub ids; any Hub id may be typed) and a refresh
     button that re-reads the models directory, so new models appear without a restart."""
@@ -56,9 +63,7 @@ def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
         refresh = gr.Button("↻ Refresh models", scale=0, min_width=130, size="sm")
 
     def refresh_choices(current: str | None):
-        fresh = picker_choices(ctx.registry, task)
-        # Keep the person's pick, even a typed Hub id; fall back to the first choice.
-        return gr.Dropdown(choices=fresh, value=current or fresh[0][1])
+        return _refreshed(ctx.registry, task, current)
 
     refresh.click(refresh_choices, inputs=dropdown, outputs=dropdown, api_name=api_name)
     ctx.demo.load(refresh_choices, inputs=dropdown, outputs=dropdown, api_visibility="private")
@@ -71,8 +76,6 @@ def refreshed_pickers(ctx: AppContext) -> tuple[list[gr.Dropdown], callable]:
     order = [(task, dropdown) for task, dropdowns in ctx.pickers.items() for dropdown in dropdowns]
 
     def refresh(*current):
-        return [gr.Dropdown(choices=picker_choices(ctx.registry, task),
-                            value=value or picker_choices(ctx.registry, task)[0][1])
-                for (task, _), value in zip(order, current)]
+        return [_refreshed(ctx.registry, task, value) for (task, _), value in zip(order, current)]
 
     return [dropdown for _, dropdown in order], refresh

@@ -17,7 +17,7 @@ import pandas as pd
 
 from core import data as training_data
 from core.errors import WorkbenchError
-from core.jobs import CANCELLED, FINISHED, base_model_choices, get_runner
+from core.jobs import CANCELLED, FINISHED, base_model_choices, describe_progress, get_runner
 from core.limits import MAX_EPOCHS
 from demos.common import AppContext, refreshed_pickers, show_errors
 
@@ -28,6 +28,7 @@ TASK_CHOICES = [
 ]
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".txt", ".md"]
 POLL_SECONDS = 0.5
+DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
 
 
 def _base_choices(task: str) -> list[tuple[str, str]]:
@@ -68,12 +69,23 @@ def build(ctx: AppContext) -> None:
                 whole_word = gr.Checkbox(value=False, label="Whole-word masking (masked LM)")
                 bf16 = gr.Checkbox(value=False, label="bf16 autocast (CPUs that support it)")
                 lora = gr.Checkbox(value=False, label="LoRA adapters (causal LM)")
+                checkpoint_every = gr.Number(
+                    value=DEFAULT_CHECKPOINT_EVERY, precision=0, minimum=0, label="Checkpoint every N steps",
+                    info="0: never. A run with checkpoints can resume after a crash or a restart.")
             with gr.Row():
                 start_button = gr.Button("Start fine-tuning", variant="primary")
                 cancel_button = gr.Button("Cancel", variant="stop")
             with gr.Row(visible=False) as cancelled_row:
                 save_button = gr.Button("Save what was trained")
                 discard_button = gr.Button("Discard")
+            with gr.Column(visible=False) as interrupted_section:
+                interrupted = gr.Dropdown(label="Interrupted runs (resume from their last checkpoint)",
+                                          choices=[], elem_id="finetune-interrupted",
+                                          # the API names a run directly; the runner checks it
+                                          allow_custom_value=True)
+                with gr.Row():
+                    resume_button = gr.Button("Resume")
+                    forget_button = gr.Button("Discard its checkpoint")
     preview_summary = gr.Markdown(elem_id="finetune-preview")
     preview_table = gr.Dataframe(label="First rows", interactive=False, visible=False)
     status = gr.Markdown("No training has run yet.", elem_id="finetune-status")
@@ -105,7 +117,7 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def preview(task_value, path, validation_path, text_col, label_col, share, base):
         loaded = _load(task_value, path, validation_path, text_col, label_col, share)
-        summary = training_data.preview_training_data(loaded, tokenizer=_tokenizer_or_none(ctx, base))
+        summary = training_data.preview_training_data(loaded, tokenizer=_tokenizer_or_none(base))
         return _preview_markdown(summary), gr.Dataframe(pd.DataFrame(summary["rows"]), visible=True)
 
     preview_button.click(preview, [task, train_file, validation_file, text_column, label_column,
@@ -136,7 +148,7 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def start(task_value, path, validation_path, text_col, label_col, base, name, n_epochs, lr, batch,
               accumulation_steps, length, warmup_share, decay, seed_value, share, mlm_p, whole, use_bf16,
-              use_lora, progress=gr.Progress()):
+              use_lora, checkpoint_steps=DEFAULT_CHECKPOINT_EVERY, progress=gr.Progress()):
         from core.training import TrainConfig
 
         if not path:
@@ -148,10 +160,11 @@ def build(ctx: AppContext) -> None:
             max_length=int(length), warmup_ratio=warmup_share, weight_decay=decay,
             seed=int(seed_value if seed_value is not None else 42), validation_share=share,
             mlm_probability=mlm_p, whole_word_masking=whole, bf16=use_bf16, lora=use_lora,
+            checkpoint_every=int(checkpoint_steps or 0),
         )
-        # Check the data now so a bad upload is refused before anything starts.
-        _load(task_value, path, validation_path, text_col, label_col, share)
-        runner.start(config, name)
+        # Checked now, so a bad upload is refused before anything starts; the job trains on it.
+        checked = _load(task_value, path, validation_path, text_col, label_col, share, seed=config.seed)
+        runner.start(config, name, data=checked)
         yield from watch(progress)
 
     pickers, refresh_pickers = refreshed_pickers(ctx)
@@ -159,17 +172,48 @@ def build(ctx: AppContext) -> None:
         start,
         [task, train_file, validation_file, text_column, label_column, base_model, model_name, epochs,
          learning_rate, batch_size, accumulation, max_length, warmup, weight_decay, seed,
-         validation_share, mlm_probability, whole_word, bf16, lora],
+         validation_share, mlm_probability, whole_word, bf16, lora, checkpoint_every],
         outputs, api_name="finetune",
         # The job runner allows one job; the handler only watches it. Without this, Gradio's
         # default limit of one would queue a second person silently behind the whole run
         # instead of answering "busy" at once.
         concurrency_limit=None,
     )
+    def interrupted_runs():
+        runs = runner.interrupted_runs()
+        return (gr.Dropdown(choices=[(run.label, run.model_name) for run in runs],
+                            value=runs[0].model_name if runs else None),
+                gr.Column(visible=bool(runs)))
+
+    interrupted_outputs = [interrupted, interrupted_section]
     # When the job ends, the new model shows in every panel's picker at once.
-    start_event.then(refresh_pickers, pickers, pickers, api_visibility="private")
+    start_event.then(refresh_pickers, pickers, pickers, api_visibility="private").then(
+        interrupted_runs, None, interrupted_outputs, api_visibility="private")
+    ctx.demo.load(interrupted_runs, None, interrupted_outputs, api_visibility="private")
     ctx.demo.load(watch, None, outputs, api_visibility="private", concurrency_limit=None).then(
+        refresh_pickers, pickers, pickers, api_visibility="private").then(
+        interrupted_runs, None, interrupted_outputs, api_visibility="private")
+
+    @show_errors
+    def resume(name, progress=gr.Progress()):
+        if not name:
+            raise WorkbenchError("Choose an interrupted run to resume.")
+        runner.resume(name)
+        yield from watch(progress)
+
+    resume_button.click(
+        resume, interrupted, outputs, api_name="finetune_resume", concurrency_limit=None,
+    ).then(interrupted_runs, None, interrupted_outputs, api_visibility="private").then(
         refresh_pickers, pickers, pickers, api_visibility="private")
+
+    @show_errors
+    def forget(name):
+        if not name:
+            raise WorkbenchError("Choose an interrupted run to discard.")
+        runner.discard_interrupted(name)
+        return interrupted_runs()
+
+    forget_button.click(forget, interrupted, interrupted_outputs, api_name="finetune_discard_checkpoint")
 
     status_button = gr.Button("Refresh status", size="sm")
     status_button.click(lambda: render(), None, outputs, api_name="finetune_status", concurrency_limit=None)
@@ -194,25 +238,20 @@ def build(ctx: AppContext) -> None:
     discard_button.click(discard, None, outputs, api_name="finetune_discard")
 
 
-def _load(task_value, path, validation_path, text_col, label_col, share):
+def _load(task_value, path, validation_path, text_col, label_col, share, seed: int = 0):
     if not path:
         raise WorkbenchError("Upload a training file first.")
     return training_data.load_training_data(
         task_value, path, validation_path or None, text_column=text_col or None,
-        label_column=label_col or None, validation_share=share)
+        label_column=label_col or None, validation_share=share, seed=seed)
 
 
-def _tokenizer_or_none(ctx: AppContext, base: str):
+def _tokenizer_or_none(base: str):
     """The base model's tokenizer for token-length stats; the preview works without it."""
+    from core.training import base_tokenizer
+
     try:
-        from transformers import AutoTokenizer
-
-        from core.packaged import PACKAGED_PREFIX, packaged_models
-
-        if base.startswith(PACKAGED_PREFIX):
-            return AutoTokenizer.from_pretrained(str(packaged_models()[base]))
-        source, local_only = ctx.registry.source_for(base)
-        return AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+        return base_tokenizer(base)
     except Exception:
         return None
 
@@ -234,6 +273,9 @@ def _status_markdown(job) -> str:
         return "No training has run yet."
     title = f"**{job.model_name}**: " if job.model_name else ""
     lines = [f"{title}{job.message} ({job.state})"]
+    # Once the job has ended its message says how; the last step stays in view with it.
+    if not job.active and job.last_training_step is not None:
+        lines.append(f"Last: {describe_progress(job.last_training_step, with_eta=False)}")
     lines += [f"⚠️ {warning}" for warning in job.warnings]
     return "\n\n".join(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,21 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_models import build_all  # noqa: E402
+
+BRIGHT = ["the bright moon", "a warm bread", "a small garden", "the green river"]
+GLOOMY = ["the old bridge", "before the rain", "a quiet village", "the red house"]
+
+
+def separable_csv(path, rows_per_class: int = 40):
+    """Texts about bright things are 'sunny', gloomy ones 'rainy': easy to learn."""
+    rng = random.Random(0)
+    lines = ["text,label"]
+    for _ in range(rows_per_class):
+        lines.append(f"{rng.choice(['the cat', 'a dog'])} sees {rng.choice(BRIGHT)} and {rng.choice(BRIGHT)},sunny")
+        lines.append(f"{rng.choice(['the cat', 'a dog'])} sees {rng.choice(GLOOMY)} and {rng.choice(GLOOMY)},rainy")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
 from gradio_client import handle_file
 
-
-BRIGHT = ["the bright moon", "a warm bread", "a small garden", "the green river"]
-GLOOMY = ["the old bridge", "before the rain", "a quiet village", "the red house"]
-
-
-def separable_csv(path, rows_per_class: int = 40):
-    """Texts about bright things are 'sunny', gloomy ones 'rainy': easy to learn."""
-    rng = random.Random(0)
-    lines = ["text,label"]
-    for _ in range(rows_per_class):
-        lines.append(f"{rng.choice(['the cat', 'a dog'])} sees {rng.choice(BRIGHT)} and {rng.choice(BRIGHT)},sunny")
-        lines.append(f"{rng.choice(['the cat', 'a dog'])} sees {rng.choice(GLOOMY)} and {rng.choice(GLOOMY)},rainy")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+from conftest import separable_csv
 
 
 def finetune_args(train_path, name, **overrides):
     args = dict(task_value="classification", path=handle_file(str(train_path)), validation_path=None,
-                text_col="text", label_col="label", base="tiny-bert-sentiment", name=name, n_epochs=4,
-                lr=5e-3, batch=8, accumulation_steps=1, length=32, warmup_share=0.1, decay=0.01,
-                seed_value=0, share=0.25, mlm_p=0.15, whole=False, use_bf16=False, use_lora=False)
+                text_col="text", label_col="label", base="tiny-bert-sentiment", name=name, n_epochs=8,
+                lr=3e-3, batch=8, accumulation_steps=1, length=32, warmup_share=0.1, decay=0.01,
+                seed_value=0, share=0.25, mlm_p=0.15, whole=False, use_bf16=False, use_lora=False,
+                checkpoint_steps=0)
     args.update(overrides)
     return args
 
@@ -42,6 +29,26 @@ def wait_for_state(client, state: str, timeout: float = 120) -> str:
     text = status_text(client)
     while f"({state})" not in text and time.monotonic() < deadline:
         time.sleep(0.5)
+        text = status_text(client)
+    return text
+
+
+def wait_for_checkpoint(models_dir, name: str, timeout: float = 120) -> None:
+    """Until the run `name` has written its first complete checkpoint."""
+    folder = models_dir / ".checkpoints" / name
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob("step-*/workbench_state.json")):
+        assert time.monotonic() < deadline, f"no checkpoint in {folder} after {timeout} s"
+        time.sleep(0.05)
+
+
+def wait_for_live_step(client, name: str, timeout: float = 60) -> str:
+    """Until `name` is running and has reported a training step."""
+    deadline = time.monotonic() + timeout
+    text = status_text(client)
+    while not (f"**{name}**" in text and "(running)" in text and "Step" in text) \
+            and time.monotonic() < deadline:
+        time.sleep(0.3)
         text = status_text(client)
     return text
 
@@ -68,9 +75,7 @@ def test_a_second_start_is_refused_as_busy_and_cancel_offers_save_or_discard(ft_
                                                                            tmp_path):
     data = separable_csv(tmp_path / "long.csv", rows_per_class=200)
     ft_client.submit(**finetune_args(data, "long-run", n_epochs=20, batch=2), api_name="/finetune")
-    deadline = time.monotonic() + 60
-    while "Step" not in status_text(ft_client) and time.monotonic() < deadline:
-        time.sleep(0.3)
+    wait_for_live_step(ft_client, "long-run")
     with pytest.raises(Exception, match="Busy: 'long-run' is training \\(step"):
         ft_client.predict(**finetune_args(data, "second-run"), api_name="/finetune")
     ft_client.predict(api_name="/finetune_cancel")
@@ -85,9 +90,7 @@ def test_a_second_start_is_refused_as_busy_and_cancel_offers_save_or_discard(ft_
 def test_a_cancelled_run_can_be_saved_and_is_listed(ft_client, finetune_server, tmp_path):
     data = separable_csv(tmp_path / "long.csv", rows_per_class=200)
     ft_client.submit(**finetune_args(data, "partial-run", n_epochs=20, batch=2), api_name="/finetune")
-    deadline = time.monotonic() + 60
-    while "Step" not in status_text(ft_client) and time.monotonic() < deadline:
-        time.sleep(0.3)
+    wait_for_live_step(ft_client, "partial-run")
     ft_client.predict(api_name="/finetune_cancel")
     wait_for_state(ft_client, "cancelled", timeout=30)
     ft_client.predict(api_name="/finetune_save")
@@ -115,3 +118,17 @@ def test_an_existing_or_unsafe_name_is_refused(ft_client, tmp_path):
         ft_client.predict(**finetune_args(data, "tiny-gpt2"), api_name="/finetune")
     with pytest.raises(Exception, match="Name the new model"):
         ft_client.predict(**finetune_args(data, "../escape"), api_name="/finetune")
+
+
+def test_the_preview_shows_sizes_label_counts_token_lengths_and_first_rows(ft_client, tmp_path):
+    data = separable_csv(tmp_path / "weather.csv", rows_per_class=40)
+    summary, table = ft_client.predict(
+        task_value="classification", path=handle_file(str(data)), validation_path=None, text_col="text",
+        label_col="label", share=0.25, base="tiny-bert-sentiment", api_name="/finetune_preview")
+    assert "**60** training rows, **20** validation rows" in summary  # 80 rows, a quarter held out
+    assert "Labels: rainy: 30, sunny: 30." in summary  # stratified
+    assert "Tokens per text:" in summary  # measured with the base model's tokenizer
+    assert table["visible"] and table["value"]["headers"] == ["text", "label"]
+    rows = table["value"]["data"]
+    assert len(rows) == 5 and all(text in data.read_text() for text, _ in rows)
+    assert {label for _, label in rows} == {"sunny", "rainy"}  # label names, not ids

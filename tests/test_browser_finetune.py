@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+
+from gradio_client import Client
 from playwright.sync_api import expect
 
-from test_app_finetune import separable_csv
+from conftest import AppServer, separable_csv
+from test_app_finetune import finetune_args, wait_for_checkpoint
 
 
 def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_server, tmp_path):
@@ -18,10 +23,16 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
     page.get_by_role("combobox", name="Base model").press("Enter")
     page.get_by_label("Name of the new model").fill("browser-weather")
     page.get_by_role("button", name="Hyperparameters").click()
-    page.get_by_label("Learning rate").fill("0.005")
+    page.get_by_label("Learning rate").fill("0.003")
+    page.get_by_label("number input for Epochs").fill("8")
+    page.get_by_label("number input for Epochs").press("Tab")
     page.get_by_role("button", name="Start fine-tuning").click()
     status = page.locator("#finetune-status")
-    expect(status).to_contain_text("Step", timeout=120_000)  # live progress
+    expect(status).to_contain_text("Step", timeout=120_000)  # progress (live, or the last step once done)
+    # Reloading the page does not stop the job: the tab re-attaches to it.
+    page.reload()
+    page.get_by_role("tab", name="Fine-tune").click()
+    expect(status).to_contain_text("browser-weather", timeout=30_000)
     expect(status).to_contain_text("saved as 'browser-weather'", timeout=300_000)
     expect(page.locator("#finetune-loss canvas, #finetune-loss svg").first).to_be_visible()
     expect(page.locator("#finetune-metrics")).to_contain_text("accuracy")
@@ -34,3 +45,40 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
     page.get_by_role("button", name="Classify", exact=True).click()
     expect(page.locator("#sentiment-scores")).to_contain_text("sunny", timeout=60_000)
     page.close()
+
+
+def test_a_run_killed_with_its_server_resumes_from_its_checkpoint_after_a_restart(browser, models_dir,
+                                                                                  tmp_path):
+    own_models = tmp_path / "models"
+    shutil.copytree(models_dir / "tiny-bert-sentiment", own_models / "tiny-bert-sentiment")
+    data = separable_csv(tmp_path / "long.csv", rows_per_class=60)
+    first = AppServer(["--models-dir", str(own_models)], log_path=tmp_path / "first.log").wait_until_serving()
+    try:
+        Client(first.url, verbose=False).submit(
+            **finetune_args(data, "phoenix", n_epochs=20, batch=2, checkpoint_steps=10), api_name="/finetune")
+        wait_for_checkpoint(own_models, "phoenix")
+    finally:
+        first.process.kill()  # no clean shutdown: as if the machine lost power
+        first.process.wait()
+    assert not (own_models / "phoenix").exists()
+
+    second = AppServer(["--models-dir", str(own_models)], log_path=tmp_path / "second.log").wait_until_serving()
+    try:
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(second.url)
+        page.get_by_role("tab", name="Fine-tune").click()
+        expect(page.locator("#finetune-interrupted")).to_be_visible()
+        expect(page.get_by_label("Interrupted runs (resume from their last checkpoint)")).to_have_value(
+            re.compile(r"phoenix: stopped at step \d+ of \d+"))
+        page.get_by_role("button", name="Resume").click()
+        status = page.locator("#finetune-status")
+        expect(status).to_contain_text("Resum", timeout=30_000)
+        expect(status).to_contain_text(re.compile(r"saved as 'phoenix' \(resumed from step [1-9]\d*0\)"),
+                                       timeout=300_000)
+        expect(page.locator("#finetune-interrupted")).to_be_hidden()
+        page.close()
+    finally:
+        second.stop()
+    assert not (own_models / ".checkpoints" / "phoenix").exists()  # nothing left behind
+    assert (own_models / "phoenix" / "config.json").exists()

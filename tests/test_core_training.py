@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, separable_csv
 from core import inference
 from core.errors import WorkbenchError
 from core.inference import GenerationSettings
@@ -24,17 +23,6 @@ STORY = "the farmer paints the green river every day. " * 3
 def write(path, text):
     path.write_text(text, encoding="utf-8")
     return str(path)
-
-
-def weather_csv(path, rows_per_class=40):
-    rng = random.Random(0)
-    bright = ["the bright moon", "a warm bread", "a small garden", "the green river"]
-    gloomy = ["the old bridge", "before the rain", "a quiet village", "the red house"]
-    lines = ["text,label"]
-    for _ in range(rows_per_class):
-        lines.append(f"a dog sees {rng.choice(bright)} and {rng.choice(bright)},sunny")
-        lines.append(f"a dog sees {rng.choice(gloomy)} and {rng.choice(gloomy)},rainy")
-    return write(path, "\n".join(lines) + "\n")
 
 
 def config(models_dir, **values) -> TrainConfig:
@@ -60,8 +48,8 @@ def test_causal_lm_learns_the_text_and_the_saved_model_writes_its_words(models_d
 
 
 def test_classification_learns_separable_labels_and_reports_every_metric(models_dir, tmp_path):
-    result = train(config(models_dir, task="classification", base_model="tiny-bert-sentiment", epochs=4,
-                          learning_rate=5e-3, validation_share=0.25, train_file=weather_csv(tmp_path / "w.csv")))
+    result = train(config(models_dir, task="classification", base_model="tiny-bert-sentiment", epochs=8,
+                          learning_rate=3e-3, validation_share=0.25, train_file=separable_csv(tmp_path / "w.csv")))
     after = result.metrics_after
     assert after["accuracy"] >= 0.9
     assert set(after["per_class"]) == {"rainy", "sunny"} and after["labels"] == ["rainy", "sunny"]
@@ -118,11 +106,12 @@ def test_bad_settings_are_refused_naming_the_field(models_dir, values, field):
 
 
 def test_two_processes_under_torchrun_train_their_shards_and_gather_metrics(models_dir, tmp_path):
-    data = weather_csv(tmp_path / "w.csv")
+    data = separable_csv(tmp_path / "w.csv")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "core.training",
                "--task", "classification", "--model", "tiny-bert-sentiment", "--train", data,
                "--epochs", "10", "--learning-rate", "0.005", "--batch-size", "8", "--max-length", "32",
-               "--validation-share", "0.25", "--output", str(tmp_path / "models" / "two-procs")]
+               "--validation-share", "0.25", "--output", str(tmp_path / "models" / "two-procs"),
+               "--checkpoint-every", "15", "--checkpoint-dir", str(tmp_path / "checkpoints")]
     env = {**os.environ, "WORKBENCH_MODELS_DIR": str(models_dir), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -133,6 +122,8 @@ def test_two_processes_under_torchrun_train_their_shards_and_gather_metrics(mode
     assert (tmp_path / "models" / "two-procs" / "model.safetensors").is_file()
     # Each process takes its own 8 rows per step: 60 training rows / (8 x 2) = 4 steps an epoch.
     assert final["steps"] == 10 * 4
+    # Both processes wrote their states into each checkpoint; once saved, the checkpoints are gone.
+    assert (tmp_path / "checkpoints").is_dir() and list((tmp_path / "checkpoints").iterdir()) == []
 
 
 POSITIVE = [
@@ -179,3 +170,116 @@ def test_minilm_with_real_weights_learns_sentiment_from_a_few_sentences(tmp_path
                                validation_file=csv_of(test_rows, "test.csv"),
                                epochs=4, learning_rate=1e-4, batch_size=8, max_length=32, seed=0))
     assert result.metrics_after["accuracy"] >= 0.8, result.metrics_after  # chance is 0.5
+
+
+class Crash(Exception):
+    """Stands in for the process dying mid-run."""
+
+
+def test_a_crashed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stopped(models_dir, tmp_path):
+    data = separable_csv(tmp_path / "w.csv", rows_per_class=24)
+    settings = dict(task="classification", base_model="tiny-bert-sentiment", train_file=str(data), epochs=3,
+                    batch_size=8, gradient_accumulation_steps=2, learning_rate=5e-3)
+    uninterrupted = train(config(models_dir, **settings))
+
+    checkpoint_dir = tmp_path / "checkpoints"
+
+    def crash_at_step_5(progress):
+        if progress.phase == "training" and progress.step == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(config(models_dir, **settings, checkpoint_every=2, checkpoint_dir=str(checkpoint_dir)),
+              on_progress=crash_at_step_5)
+    assert sorted(path.name for path in checkpoint_dir.iterdir()) == ["step-4"]  # only the newest
+
+    steps = []
+    resumed = train(config(models_dir, **settings, checkpoint_every=2, checkpoint_dir=str(checkpoint_dir),
+                           resume=True, output_dir=str(tmp_path / "models" / "resumed")),
+                    on_progress=lambda p: steps.append(p.step) if p.phase == "training" else None)
+    assert steps == list(range(5, uninterrupted.total_steps + 1))  # the count continues, nothing redone
+    assert resumed.resumed_from_step == 4 and resumed.metrics_before == uninterrupted.metrics_before
+    assert resumed.metrics_after["loss"] == pytest.approx(uninterrupted.metrics_after["loss"], rel=1e-4)
+    assert not any(path.name.startswith("step-") for path in checkpoint_dir.iterdir())  # saved: gone
+    assert "Resumed from a checkpoint at step 4" in (tmp_path / "models" / "resumed" / "README.md").read_text()
+
+
+def test_a_checkpoint_of_a_run_with_other_settings_is_refused(models_dir, tmp_path):
+    data = separable_csv(tmp_path / "w.csv", rows_per_class=24)
+    settings = dict(task="classification", base_model="tiny-bert-sentiment", train_file=str(data), epochs=1,
+                    checkpoint_every=1, checkpoint_dir=str(tmp_path / "checkpoints"))
+    train(config(models_dir, **settings), should_stop=lambda: True)
+    with pytest.raises(WorkbenchError, match="resume with the same data and settings"):
+        train(config(models_dir, **{**settings, "epochs": 3}, resume=True))
+
+
+def test_lora_trains_adapters_only_and_saves_a_plain_model_the_generation_panel_loads(models_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    own = tmp_path / "models"
+    text = write(tmp_path / "story.txt", "\n".join([STORY] * 60))
+    result = train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, lora=True,
+                          learning_rate=1e-2, output_dir=str(own / "farmer-lora")))
+    assert result.metrics_after["perplexity"] < result.metrics_before["perplexity"]
+    saved = own / "farmer-lora"
+    assert not (saved / "adapter_config.json").exists()  # adapters merged: a model like any other
+    base, tuned = (load_file(folder / "model.safetensors") for folder in (models_dir / "tiny-gpt2", saved))
+    assert set(tuned) == set(base)
+    changed = {name for name in base if not (base[name] == tuned[name]).all()}
+    # LoRA adapts the attention projections; everything else keeps the base model's weights.
+    assert changed and all("attn.c_attn" in name for name in changed)
+    *_, final = inference.generate_stream(ModelRegistry(own), "farmer-lora", "the farmer",
+                                          GenerationSettings(max_new_tokens=5, temperature=0))
+    assert final[0].startswith("the farmer")
+
+
+def test_bf16_autocast_runs_where_the_cpu_supports_it_and_says_so_where_not(models_dir, tmp_path):
+    from core.training import _cpu_supports_bf16
+
+    own = tmp_path / "models"
+    text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))
+    result = train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, epochs=1,
+                          bf16=True, output_dir=str(own / "bf16-gpt2")))
+    recorded = json.loads((own / "bf16-gpt2" / "metrics.json").read_text())["precision"]
+    fell_back = any("no fast bf16" in warning for warning in result.warnings)
+    if _cpu_supports_bf16():
+        assert recorded == "bf16" and not fell_back
+    else:
+        assert recorded == "fp32" and fell_back
+    assert result.metrics_after["perplexity"] < result.metrics_before["perplexity"]
+
+
+def _pieces_masked_apart(models_dir, tmp_path, whole_words: bool) -> tuple[int, int]:
+    """(pairs of word pieces masked apart, masked pieces) over many batches of the real collator."""
+    import torch
+    import transformers
+
+    from core.data import load_training_data
+    from core.training import _tokenize
+
+    # Long words the tiny vocabulary does not hold: the tokenizer cuts them into "##" pieces.
+    text = write(tmp_path / "words.txt", "\n".join(["the farmer whitewashes extraordinarily "
+                                                    "picturesque farmhouses every day."] * 40))
+    settings = config(models_dir, task="masked-lm", base_model="tiny-bert-mlm", train_file=text,
+                      whole_word_masking=whole_words, mlm_probability=0.3)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(models_dir / "tiny-bert-mlm")
+    model = transformers.AutoModelForMaskedLM.from_pretrained(models_dir / "tiny-bert-mlm")
+    train_set, _, collator = _tokenize(settings, load_training_data("masked-lm", text), tokenizer, model, [])
+    torch.manual_seed(0)
+    apart = masked = 0
+    for _ in range(20):
+        batch = collator([train_set[i] for i in range(min(8, len(train_set)))])
+        for ids, labels in zip(train_set[:8]["input_ids"], batch["labels"].tolist()):
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            for i in range(1, len(ids)):
+                if pieces[i].startswith("##"):  # continues the word of token i-1
+                    masked += labels[i] != -100
+                    apart += (labels[i] != -100) != (labels[i - 1] != -100)
+    return apart, masked
+
+
+def test_whole_word_masking_masks_every_piece_of_a_word_together(models_dir, tmp_path):
+    apart, masked = _pieces_masked_apart(models_dir, tmp_path, whole_words=True)
+    assert masked > 0 and apart == 0
+    apart, masked = _pieces_masked_apart(models_dir, tmp_path, whole_words=False)
+    assert apart > 0  # token-level masking splits words: the setting makes the difference
