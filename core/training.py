@@ -121,14 +121,10 @@ def base_model_source(name: str, models_dir: str | None = None) -> tuple[str, bo
     """Where to load a base model from: (folder or Hub id, local_files_only). Packaged models
     ("packaged:...") come from their PyPI package; other names go through the registry's checks."""
     from core.models import ModelRegistry, get_registry
-    from core.packaged import PACKAGED_PREFIX, packaged_models
+    from core.packaged import is_packaged_name, model_folder
 
-    if name.startswith(PACKAGED_PREFIX):
-        packaged = packaged_models()
-        if name not in packaged:
-            raise WorkbenchError(f"'{name}' is not installed: pip install the package "
-                                 f"listed in requirements.txt.")
-        return str(packaged[name]), True
+    if is_packaged_name(name):
+        return str(model_folder(name)), True
     registry = ModelRegistry(models_dir) if models_dir else get_registry()
     return registry.source_for(name)
 

@@ -18,6 +18,8 @@ class AppContext:
     demo: gr.Blocks  # the page, for events that run when it loads
     # Every model picker by task, so a newly saved model can be shown in all of them at once.
     pickers: dict[str, list[gr.Dropdown]] = field(default_factory=dict)
+    # The "nothing is ready offline" note under each picker, by task.
+    offline_notes: dict[str, list[gr.Markdown]] = field(default_factory=dict)
 
 
 def show_errors(handler):
@@ -46,29 +48,41 @@ def picker_choices(registry: ModelRegistry, task: str) -> list[tuple[str, str]]:
 
 def _refreshed(registry: ModelRegistry, task: str, current: str | None) -> gr.Dropdown:
     """The picker's choices re-read from the models directory; the person's pick (even a typed
-    Hub id) is kept, else the first choice."""
-    fresh = picker_choices(registry, task)
-    return gr.Dropdown(choices=fresh, value=current or fresh[0][1])
+    Hub id) is kept, else the first model ready without the network."""
+    return gr.Dropdown(choices=picker_choices(registry, task), value=current or registry.default_choice(task))
+
+
+def _offline_note(registry: ModelRegistry, task: str, **layout) -> gr.Markdown:
+    note = registry.offline_note(task)
+    return gr.Markdown(f"⚠️ {note}" if note else "", visible=bool(note), **layout)
 
 
 def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
-    """A model dropdown (local models first, then Hub ids; any Hub id may be typed) and a refresh
-    button that re-reads the models directory, so new models appear without a restart."""
-    choices = picker_choices(ctx.registry, task)
+    """A model dropdown (packaged and local models first, then Hub ids, each marked ready offline
+    or not; any Hub id may be typed), a refresh button that re-reads the models directory (new
+    models appear without a restart), and a note saying what to do when nothing is ready."""
     with gr.Row(equal_height=True):
         dropdown = gr.Dropdown(
-            choices=choices, value=choices[0][1], label="Model", allow_custom_value=True, scale=5,
-            info="Models in the models folder first, then Hugging Face Hub ids (type any other id).",
+            choices=picker_choices(ctx.registry, task), value=ctx.registry.default_choice(task),
+            label="Model", allow_custom_value=True, scale=5,
+            info="Ready-to-use models first, then Hugging Face Hub ids (type any other id).",
         )
         refresh = gr.Button("↻ Refresh models", scale=0, min_width=130, size="sm")
+    note = _offline_note(ctx.registry, task, elem_id=f"offline-note-{task}")
 
     def refresh_choices(current: str | None):
-        return _refreshed(ctx.registry, task, current)
+        return refreshed_picker(ctx.registry, task, current)
 
-    refresh.click(refresh_choices, inputs=dropdown, outputs=dropdown, api_name=api_name)
-    ctx.demo.load(refresh_choices, inputs=dropdown, outputs=dropdown, api_visibility="private")
+    refresh.click(refresh_choices, inputs=dropdown, outputs=[dropdown, note], api_name=api_name)
+    ctx.demo.load(refresh_choices, inputs=dropdown, outputs=[dropdown, note], api_visibility="private")
     ctx.pickers.setdefault(task, []).append(dropdown)
+    ctx.offline_notes.setdefault(task, []).append(note)
     return dropdown
+
+
+def refreshed_picker(registry: ModelRegistry, task: str, current: str | None) -> tuple[gr.Dropdown, gr.Markdown]:
+    """A picker's fresh choices (keeping `current`, if given) and its offline note."""
+    return _refreshed(registry, task, current), _offline_note(registry, task)
 
 
 def refreshed_pickers(ctx: AppContext) -> tuple[list[gr.Dropdown], callable]:

@@ -13,5 +13,6 @@ stamp=".venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$(base
 if [ ! -f "$stamp" ]; then
   python -m pip install --quiet --upgrade pip
   python -m pip install --quiet -r "$requirements_file"
+  python -m pip install --quiet --no-deps -r requirements-nodeps.txt
   touch "$stamp"
 fi

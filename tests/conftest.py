@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,9 @@ import pytest
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# Packaged models are converted into a cache of this test session, as on a fresh machine; the
+# app servers the tests start inherit it.
+os.environ["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="workbench-test-cache-")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -23,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_models import build_all  # noqa: E402
 
+SMOLLM2 = "packaged:SmolLM2-135M-Instruct"
 BRIGHT = ["the bright moon", "a warm bread", "a small garden", "the green river"]
 GLOOMY = ["the old bridge", "before the rain", "a quiet village", "the red house"]
 
@@ -50,6 +55,14 @@ def models_dir(tmp_path_factory) -> Path:
     """A models directory holding tiny GPT-2 (plain and chat), BERT (masked LM and sentiment)
     and RoBERTa (<mask>) models, built offline once per session."""
     return build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder():
+    """The packaged SmolLM2, converted from its GGUF file once per session (about 20 s)."""
+    from core.packaged import model_folder
+
+    return model_folder(SMOLLM2)
 
 
 @pytest.fixture(scope="session")

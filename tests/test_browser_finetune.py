@@ -82,3 +82,24 @@ def test_a_run_killed_with_its_server_resumes_from_its_checkpoint_after_a_restar
         second.stop()
     assert not (own_models / ".checkpoints" / "phoenix").exists()  # nothing left behind
     assert (own_models / "phoenix" / "config.json").exists()
+
+
+def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser, finetune_server):
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(finetune_server.url)
+    page.get_by_role("tab", name="Sentiment").click()
+    page.get_by_role("button", name="Starter sentiment model (no Hub needed)").click()
+    page.get_by_role("button", name="Train the starter model").click()
+    status = page.locator("#starter-status")
+    expect(status).to_contain_text("saved as 'starter-sentiment'", timeout=180_000)
+    expect(status).to_contain_text(re.compile(r"Accuracy on held-out sentences: (9\d|100)%"))
+    picker = page.get_by_label("Model").filter(visible=True)
+    expect(picker).to_have_value("starter-sentiment (local)")
+    page.get_by_label("Text", exact=True).fill("The staff were wonderful and the food was delicious.")
+    page.get_by_role("button", name="Classify", exact=True).click()
+    scores = page.locator("#sentiment-scores")
+    expect(scores).to_contain_text("neutral", timeout=60_000)  # all three classes are shown
+    expect(scores.locator("h2, .output-class").first).to_contain_text("positive")
+    assert (finetune_server.models_dir / "starter-sentiment" / "config.json").is_file()
+    page.close()

@@ -22,7 +22,8 @@ def names(registry, task):
 
 
 def test_each_task_lists_its_local_models_then_the_hub_defaults(registry):
-    assert names(registry, TEXT_GENERATION) == ["tiny-chat", "tiny-gpt2", *DEFAULT_HUB_MODELS[TEXT_GENERATION]]
+    assert names(registry, TEXT_GENERATION) == ["packaged:SmolLM2-135M-Instruct", "tiny-chat", "tiny-gpt2",
+                                                *DEFAULT_HUB_MODELS[TEXT_GENERATION]]
     assert names(registry, TEXT_CLASSIFICATION) == ["tiny-bert-sentiment", *DEFAULT_HUB_MODELS[TEXT_CLASSIFICATION]]
     assert names(registry, FILL_MASK) == ["tiny-bert-mlm", "tiny-roberta-mlm", *DEFAULT_HUB_MODELS[FILL_MASK]]
     assert "HuggingFaceTB/SmolLM2-135M-Instruct" in names(registry, TEXT_GENERATION)

