@@ -13,6 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from core.jobs import remove_interrupted_saves
+from core.limits import QUEUE_MAX_SIZE
 from core.models import configure, models_dir_from_env
 from demos import classify, fill_mask, finetune, generate
 from demos.common import AppContext
@@ -23,11 +25,13 @@ PANELS = (
     ("Fill-mask", fill_mask),
     ("Fine-tune", finetune),  # last: it refreshes the other panels' model pickers
 )
-QUEUE_MAX_SIZE = 64  # waiting requests beyond this are refused with "queue full" instead of waiting
 
 
-def build_app(models_dir: str | Path | None = None) -> gr.Blocks:
+def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_SIZE) -> gr.Blocks:
     registry = configure(models_dir or models_dir_from_env())
+    for leftover in remove_interrupted_saves(registry.models_dir):
+        print(f"Removed {leftover}: a save cut off by a crash (the run can resume from its checkpoint).",
+              file=sys.stderr, flush=True)
     with gr.Blocks(title="Model Workbench") as demo:
         gr.Markdown("# Model Workbench\nTry transformer models: generate text, classify "
                     "sentiment, fill in masked words, and fine-tune on your own data.")
@@ -36,7 +40,9 @@ def build_app(models_dir: str | Path | None = None) -> gr.Blocks:
             for title, panel in PANELS:
                 with gr.Tab(title):
                     panel.build(ctx)
-    demo.queue(max_size=QUEUE_MAX_SIZE)
+    # A full queue answers "Queue is full, try again later" at once instead of making people wait
+    # without end; each event's own concurrency limit keeps a long generation from blocking others.
+    demo.queue(max_size=queue_size)
     return demo
 
 
@@ -62,13 +68,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="user:password required for the page and the API (env WORKBENCH_AUTH)")
     parser.add_argument("--models-dir", default=str(models_dir_from_env()),
                         help="folder of local and fine-tuned models (env WORKBENCH_MODELS_DIR)")
+    parser.add_argument("--queue-size", type=int, default=QUEUE_MAX_SIZE,
+                        help=f"requests that may wait in the queue; more are refused (default {QUEUE_MAX_SIZE})")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     auth = parse_auth(args.auth)
-    demo = build_app(args.models_dir)
+    if args.share and not auth:
+        print("Warning: --share without --auth makes this app public: anyone with the link can use "
+              "it, run fine-tuning and write models into the models folder. Add --auth user:password.",
+              file=sys.stderr, flush=True)
+    demo = build_app(args.models_dir, args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 prevent_thread_lock=True)
     if args.share and not demo.share_url:

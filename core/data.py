@@ -255,6 +255,21 @@ def preview_training_data(data: TrainingData, tokenizer=None, rows: int = 5) -> 
     }
 
 
+# ----- writing -----
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_safe(cell) -> str:
+    """A cell for a CSV people open in a spreadsheet: text that would start a formula
+    (=, +, -, @; CSV injection) gets a leading apostrophe, so it shows as text and never runs.
+    Plain numbers such as -3.5 stay as they are."""
+    text = "" if cell is None else str(cell)
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 # ----- reading one file -----
 def _read_training_table(path: Path) -> tuple[TextTable, list[str]]:
     """The rows of one training or validation file, plus warnings about how it was read."""

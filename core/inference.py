@@ -65,6 +65,19 @@ def _require_text(text: str | None, what: str, limit: int) -> str:
     return text
 
 
+def _run_model(model_name: str, call):
+    """Run one model call; a failure inside the model (a broken checkpoint, an input it cannot
+    take) becomes a message for this request, naming the model."""
+    try:
+        return call()
+    except WorkbenchError:
+        raise
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WorkbenchError(f"'{model_name}' failed on this input: {type(error).__name__}: "
+                             f"{reason[:300]}") from error
+
+
 # ----- text generation ------------------------------------------------------------------------
 def has_chat_template(registry: ModelRegistry, model_name: str) -> bool:
     return bool(getattr(registry.get(TEXT_GENERATION, model_name).tokenizer, "chat_template", None))
@@ -177,7 +190,7 @@ def classify(registry: ModelRegistry, model_name: str, text: str) -> dict[str, f
     """Every class of the model with its probability, highest first."""
     text = _require_text(text, "The text", MAX_TEXT_CHARS)
     pipe = registry.get(TEXT_CLASSIFICATION, model_name)
-    scores = pipe(text, top_k=None, truncation=True)
+    scores = _run_model(model_name, lambda: pipe(text, top_k=None, truncation=True))
     if scores and isinstance(scores[0], list):  # some versions nest per input
         scores = scores[0]
     ranked = sorted(scores, key=lambda item: item["score"], reverse=True)
@@ -207,7 +220,8 @@ def classify_batch(registry: ModelRegistry, model_name: str, texts: list[str]) -
     pipe = registry.get(TEXT_CLASSIFICATION, model_name)
     # Empty rows are kept in place (so the table lines up with the file) but not scored.
     to_score = [i for i, text in enumerate(cleaned) if text.strip()]
-    results = pipe([cleaned[i] for i in to_score], batch_size=CLASSIFY_BATCH_SIZE, truncation=True)
+    results = _run_model(model_name, lambda: pipe([cleaned[i] for i in to_score], batch_size=CLASSIFY_BATCH_SIZE,
+                                                  truncation=True))
     scored = [ScoredText(text, "", float("nan")) for text in cleaned]
     for i, result in zip(to_score, results):
         if isinstance(result, list):
@@ -243,7 +257,7 @@ def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 
     input_ids = pipe.tokenizer(model_text, truncation=True)["input_ids"]
     if input_ids.count(pipe.tokenizer.mask_token_id) < masks:
         raise WorkbenchError("The text is too long for this model: a mask falls after its last token.")
-    raw = pipe(model_text, top_k=int(top_k), tokenizer_kwargs={"truncation": True})
+    raw = _run_model(model_name, lambda: pipe(model_text, top_k=int(top_k), tokenizer_kwargs={"truncation": True}))
     per_mask = [raw] if masks == 1 else raw
     return [
         [MaskPrediction(index, item["token_str"].strip() or repr(item["token_str"]), float(item["score"]), item["sequence"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import shutil
 import threading
 import time
@@ -263,6 +264,28 @@ class JobRunner:
             self._status.finished_at = time.time()
 
 
+def remove_interrupted_saves(models_dir) -> list[str]:
+    """Delete the hidden `.<name>.saving-<pid>` folders of saves cut off by a crash (kill -9, power
+    loss); the registry never lists them, this only frees the disk. Returns what was removed."""
+    removed = []
+    for folder in Path(models_dir).glob(".*.saving-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def base_model_choices(task: str) -> list[ModelChoice]:
     """Models to fine-tune for `task`: packaged (offline) first, then local, then Hub ids."""
     from core.packaged import packaged_models
@@ -275,7 +298,7 @@ def base_model_choices(task: str) -> list[ModelChoice]:
     else:
         # Any local encoder takes a new head: classifiers and masked LMs alike.
         others = [choice for panel_task in (TEXT_CLASSIFICATION, FILL_MASK)
-                  for choice in registry.choices(panel_task) if choice.local]
+                  for choice in registry.choices(panel_task) if choice.local and choice.ready]
         others += [ModelChoice(repo, repo, False, ready=False) for repo in CLASSIFICATION_HUB_BASES]
     listed = {choice.name for choice in packaged}
     return packaged + [choice for choice in others if choice.name not in listed]
@@ -307,6 +330,10 @@ def _interrupted_run(run_folder: Path) -> InterruptedRun | None:
     record = checkpoints.read_run_record(run_folder)
     latest = checkpoints.latest_checkpoint(run_folder)
     if not record or not latest:
+        return None
+    if (run_folder.parent.parent / record["model_name"]).exists():
+        # Saved, then cut off before its checkpoints were cleared: nothing left to resume.
+        shutil.rmtree(run_folder, ignore_errors=True)
         return None
     state = checkpoints.read_state(latest[1])
     return InterruptedRun(record["model_name"], state["step"], state["total_steps"])

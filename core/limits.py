@@ -30,3 +30,6 @@ MAX_CLASSES = 50              # distinct labels for classification fine-tuning
 MAX_EPOCHS = 20
 MAX_BATCH_SIZE = 256
 MAX_LENGTH = 1024             # tokens per example / language-model block
+
+# Serving
+QUEUE_MAX_SIZE = 64           # requests waiting in the app's queue; more are refused at once

@@ -192,6 +192,24 @@ class ModelRegistry:
             found[folder.name] = task_of_config(config) if isinstance(config, dict) else None
         return found
 
+    def unusable_models(self) -> dict[str, str]:
+        """Folder name -> why it cannot be loaded, for folders in the models dir that are broken
+        or half-copied (listed so a person sees them, never loaded)."""
+        problems = {}
+        for name, task in self.local_models().items():
+            folder = self.models_dir / name
+            if task is None:
+                try:
+                    json.loads((folder / "config.json").read_text(encoding="utf-8"))
+                    problems[name] = "its config names no text-generation, classification or fill-mask model"
+                except OSError:
+                    problems[name] = "no config.json"
+                except ValueError:
+                    problems[name] = "config.json is not valid JSON"
+            elif not any((folder / weights).is_file() for weights in _WEIGHT_FILES):
+                problems[name] = "no safetensors weights (half-copied, or pickle weights only)"
+        return problems
+
     def choices(self, task: str) -> list[ModelChoice]:
         """Packaged models for `task`, then local ones, then the Hub defaults, each labelled with
         whether it is ready without the network."""
@@ -200,18 +218,21 @@ class ModelRegistry:
         _check_task(task)
         packaged = [ModelChoice(model.name, f"{model.short_name} (packaged, works offline)", True)
                     for model in packaged_models().values() if model.panel_task == task]
+        unusable = self.unusable_models()
         local = [
             ModelChoice(name, f"{name} (local)", True)
             for name, model_task in self.local_models().items()
-            if model_task == task
+            if model_task == task and name not in unusable
         ]
+        broken = [ModelChoice(name, f"{name} (unusable: {reason})", True, ready=False)
+                  for name, reason in unusable.items()]
         online = hub_reachable()
         hub = []
         for repo in DEFAULT_HUB_MODELS[task]:
             cached = in_hub_cache(repo)
             note = "cached" if cached else ("downloads on first use" if online else "needs the Hub")
             hub.append(ModelChoice(repo, f"{repo} ({note})", False, ready=cached))
-        return packaged + local + hub
+        return packaged + local + hub + broken
 
     def default_choice(self, task: str) -> str | None:
         """What a panel's picker starts on: the first model ready without the network; with

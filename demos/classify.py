@@ -11,12 +11,12 @@ import gradio as gr
 import pandas as pd
 
 from core import inference
-from core.data import read_text_table
+from core.data import csv_safe, read_text_table
 from core.jobs import describe_progress, get_runner
 from core.limits import MAX_BATCH_ROWS
 from core.models import TEXT_CLASSIFICATION
 from core.starter import STARTER_NAME, start_starter
-from demos.common import AppContext, model_picker, refreshed_picker, show_errors
+from demos.common import AppContext, as_text, model_picker, refreshed_picker, show_errors
 
 POLL_SECONDS = 0.5
 
@@ -58,17 +58,17 @@ def build(ctx: AppContext) -> None:
         runner = get_runner()
         job = start_starter(runner, ctx.registry.models_dir)
         while job.active:
-            yield f"**{STARTER_NAME}**: {job.message}"
+            yield f"**{STARTER_NAME}**: {as_text(job.message)}"
             time.sleep(POLL_SECONDS)
             job = runner.status()
             if job.progress is not None and job.progress.total_steps:
                 progress((job.progress.step, job.progress.total_steps), desc=job.message, unit="steps")
         if job.state != "finished":
-            raise gr.Error(f"The starter model did not finish: {job.message}")
+            raise gr.Error(f"The starter model did not finish: {as_text(job.message)}")
         accuracy = (job.metrics_after or {}).get("accuracy")
         scored = f" Accuracy on held-out sentences: {accuracy:.0%}." if accuracy is not None else ""
         last = f" ({describe_progress(job.last_training_step, with_eta=False)})" if job.last_training_step else ""
-        yield f"**{STARTER_NAME}**: {job.message}{scored}{last} It is selected above."
+        yield f"**{STARTER_NAME}**: {as_text(job.message)}{scored}{last} It is selected above."
 
     def select_starter(current):
         chosen = STARTER_NAME if (ctx.registry.models_dir / STARTER_NAME).is_dir() else current
@@ -112,8 +112,8 @@ def _scored_csv(columns, rows, scored) -> str:
     out_path = Path(tempfile.mkdtemp(prefix="workbench-scored-")) / "scored.csv"
     with out_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*columns, "label", "score"])
+        writer.writerow([*(csv_safe(name) for name in columns), "label", "score"])
         for row, result in zip(rows, scored):
-            writer.writerow([*(row[name] for name in columns), result.label,
+            writer.writerow([*(csv_safe(row[name]) for name in columns), csv_safe(result.label),
                              "" if result.score != result.score else f"{result.score:.4f}"])
     return str(out_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 from dataclasses import dataclass, field
 
@@ -22,6 +23,18 @@ class AppContext:
     offline_notes: dict[str, list[gr.Markdown]] = field(default_factory=dict)
 
 
+def as_text(message: str) -> str:
+    """A message that may quote user input (file names, labels, cells), made safe for components
+    that render HTML or Markdown (toasts, gr.Markdown): shown as the characters, never as markup."""
+    return html.escape(str(message), quote=False).replace("*", "&#42;").replace("`", "&#96;")
+
+
+def _toast(error: WorkbenchError) -> gr.Error:
+    # Toasts render HTML: escape it, but keep the message readable for API clients (no entities
+    # for quotes, and Markdown is not rendered in toasts).
+    return gr.Error(html.escape(str(error), quote=False))
+
+
 def show_errors(handler):
     """Turn WorkbenchError from core into a gr.Error toast; works for plain and generator handlers."""
     if inspect.isgeneratorfunction(handler):
@@ -30,7 +43,7 @@ def show_errors(handler):
             try:
                 yield from handler(*args, **kwargs)
             except WorkbenchError as error:
-                raise gr.Error(str(error)) from error
+                raise _toast(error) from error
         return generator_wrapper
 
     @functools.wraps(handler)
@@ -38,7 +51,7 @@ def show_errors(handler):
         try:
             return handler(*args, **kwargs)
         except WorkbenchError as error:
-            raise gr.Error(str(error)) from error
+            raise _toast(error) from error
     return wrapper
 
 

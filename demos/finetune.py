@@ -19,7 +19,7 @@ from core import data as training_data
 from core.errors import WorkbenchError
 from core.jobs import CANCELLED, FINISHED, base_model_choices, describe_progress, get_runner
 from core.limits import MAX_EPOCHS
-from demos.common import AppContext, refreshed_pickers, show_errors
+from demos.common import AppContext, as_text, refreshed_pickers, show_errors
 
 TASK_CHOICES = [
     ("Classification (e.g. sentiment): CSV/TSV/JSONL with text and label columns", training_data.CLASSIFICATION),
@@ -259,12 +259,12 @@ def _tokenizer_or_none(base: str):
 def _preview_markdown(summary: dict) -> str:
     lines = [f"**{summary['train_rows']:,}** training rows, **{summary['validation_rows']:,}** validation rows."]
     if summary.get("label_counts"):
-        counts = ", ".join(f"{name}: {count}" for name, count in summary["label_counts"].items())
+        counts = ", ".join(f"{as_text(name)}: {count}" for name, count in summary["label_counts"].items())
         lines.append(f"Labels: {counts}.")
     if summary.get("token_lengths"):
         stats = summary["token_lengths"]
         lines.append("Tokens per text: " + ", ".join(f"{key} {value:.0f}" for key, value in stats.items()) + ".")
-    lines += [f"⚠️ {warning}" for warning in summary.get("warnings") or []]
+    lines += [f"⚠️ {as_text(warning)}" for warning in summary.get("warnings") or []]
     return "\n\n".join(lines)
 
 
@@ -272,11 +272,11 @@ def _status_markdown(job) -> str:
     if job.state == "idle" and not job.message:
         return "No training has run yet."
     title = f"**{job.model_name}**: " if job.model_name else ""
-    lines = [f"{title}{job.message} ({job.state})"]
+    lines = [f"{title}{as_text(job.message)} ({job.state})"]
     # Once the job has ended its message says how; the last step stays in view with it.
     if not job.active and job.last_training_step is not None:
         lines.append(f"Last: {describe_progress(job.last_training_step, with_eta=False)}")
-    lines += [f"⚠️ {warning}" for warning in job.warnings]
+    lines += [f"⚠️ {as_text(warning)}" for warning in job.warnings]
     return "\n\n".join(lines)
 
 

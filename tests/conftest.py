@@ -125,14 +125,14 @@ def _serve(models_dir: Path, tmp_path_factory, log_name: str) -> AppServer:
 
 
 @pytest.fixture(scope="session")
-def app_server(models_dir, tmp_path_factory):
+def app_server(models_dir, smollm2_folder, tmp_path_factory):  # SmolLM2 converted before it starts
     server = _serve(models_dir, tmp_path_factory, "app.log")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def finetune_server(models_dir, tmp_path_factory):
+def finetune_server(models_dir, smollm2_folder, tmp_path_factory):
     """A second app with its own models folder, for fine-tuning tests (their saved models must
     not change what the other tests list)."""
     own_models = tmp_path_factory.mktemp("finetune-models")

@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -58,7 +59,7 @@ def test_a_model_picked_for_the_wrong_task_names_the_right_panel(registry):
         registry.get(TEXT_GENERATION, "tiny-bert-mlm")
 
 
-def test_broken_folders_are_not_listed_and_fail_with_the_reason(models_dir, tmp_path):
+def test_broken_folders_are_listed_as_unusable_with_the_reason_and_fail_with_it(models_dir, tmp_path):
     own_dir = tmp_path / "models"
     shutil.copytree(models_dir / "tiny-gpt2", own_dir / "no-weights")
     (own_dir / "no-weights" / "model.safetensors").unlink()
@@ -66,9 +67,16 @@ def test_broken_folders_are_not_listed_and_fail_with_the_reason(models_dir, tmp_
     (own_dir / "bad-config" / "config.json").write_text("{ not json")
     shutil.copytree(models_dir / "tiny-gpt2", own_dir / "pickle-only")
     (own_dir / "pickle-only" / "model.safetensors").rename(own_dir / "pickle-only" / "pytorch_model.bin")
+    (own_dir / "empty-folder").mkdir()
     registry = ModelRegistry(own_dir)
-    assert "bad-config" not in names(registry, TEXT_GENERATION)
-    assert registry.local_models()["bad-config"] is None
+    labels = {choice.name: choice.label for choice in registry.choices(TEXT_GENERATION)}
+    assert labels["bad-config"] == "bad-config (unusable: config.json is not valid JSON)"
+    assert labels["empty-folder"] == "empty-folder (unusable: no config.json)"
+    assert labels["no-weights"].startswith("no-weights (unusable: no safetensors weights")
+    assert labels["pickle-only"].startswith("pickle-only (unusable: no safetensors weights")
+    broken = {"bad-config", "empty-folder", "no-weights", "pickle-only"}
+    assert registry.default_choice(TEXT_GENERATION) not in broken
+    assert all(not choice.ready for choice in registry.choices(TEXT_GENERATION) if choice.name in broken)
     with pytest.raises(WorkbenchError, match="bad-config.*not valid JSON"):
         registry.get(TEXT_GENERATION, "bad-config")
     for name in ("no-weights", "pickle-only"):
@@ -170,3 +178,29 @@ def test_offline_mode_explains_the_model_is_not_cached(registry, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WorkbenchError, match="google-bert/bert-base-uncased.*HF_HUB_OFFLINE"):
         registry.get(FILL_MASK, "google-bert/bert-base-uncased")
+
+
+def _resident_mb() -> float:
+    import gc
+
+    gc.collect()
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_memory_stays_bounded_while_models_are_switched_again_and_again(models_dir):
+    registry = ModelRegistry(models_dir, max_loaded=2)
+    rotation = [(TEXT_GENERATION, "tiny-gpt2"), (TEXT_GENERATION, "tiny-chat"),
+                (FILL_MASK, "tiny-bert-mlm"), (FILL_MASK, "tiny-roberta-mlm"),
+                (TEXT_CLASSIFICATION, "tiny-bert-sentiment")]
+    for task, name in rotation * 2:  # warm up: libraries, allocator pools
+        registry.get(task, name)
+    settled = _resident_mb()
+    for task, name in rotation * 8:
+        registry.get(task, name)
+        assert len(registry.loaded()) <= 2
+    grown = _resident_mb() - settled
+    # 40 more loads of five models: evicted pipelines are freed, so memory does not climb.
+    assert grown < 60, f"resident memory grew by {grown:.0f} MB"

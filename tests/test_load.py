@@ -1,0 +1,87 @@
+"""Many people at once, on loopback with tiny models: no errors, no request starved by another
+event, and a full queue says so at once."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+from gradio_client import Client
+
+from conftest import AppServer
+from test_app_api import GENERATE_ARGS
+
+CLIENTS, REQUESTS_EACH = 20, 10
+
+
+def test_twenty_clients_times_ten_requests_all_succeed(app_server):
+    errors: list[str] = []
+    done = [0]
+    lock = threading.Lock()
+
+    def person(number: int) -> None:
+        client = Client(app_server.url, verbose=False)
+        for request in range(REQUESTS_EACH):
+            try:
+                if request % 2:
+                    text, _ = client.predict(prompt_text=f"person {number} asks", **{**GENERATE_ARGS, "new_tokens": 8},
+                                             api_name="/generate")
+                    assert text.startswith(f"person {number} asks")
+                else:
+                    scores = client.predict(text_value=f"text {number}-{request}", model_name="tiny-bert-sentiment",
+                                            api_name="/classify")
+                    assert scores["label"] in {"negative", "positive"}
+                with lock:
+                    done[0] += 1
+            except Exception as error:  # noqa: BLE001 - every failure is counted and shown
+                with lock:
+                    errors.append(f"{number}/{request}: {type(error).__name__}: {error}")
+
+    started = time.monotonic()
+    people = [threading.Thread(target=person, args=(number,)) for number in range(CLIENTS)]
+    for thread in people:
+        thread.start()
+    for thread in people:
+        thread.join(timeout=120)
+    elapsed = time.monotonic() - started
+    assert errors == []
+    assert done[0] == CLIENTS * REQUESTS_EACH
+    assert elapsed < 60, f"{CLIENTS * REQUESTS_EACH} requests took {elapsed:.0f} s"
+
+
+def test_a_long_generation_does_not_block_classification(client):
+    long_run = client.submit(prompt_text="the cat", **{**GENERATE_ARGS, "new_tokens": 512, "sequences": 4},
+                             api_name="/generate")
+    time.sleep(1)  # the generation is under way
+    started = time.monotonic()
+    assert client.predict(text_value="Quick one.", model_name="tiny-bert-sentiment", api_name="/classify")
+    assert time.monotonic() - started < 5
+    assert not long_run.done(), "the generation should still be running while classification answered"
+    long_run.cancel()
+
+
+def test_a_full_queue_answers_at_once_instead_of_waiting(models_dir, tmp_path):
+    server = AppServer(["--models-dir", str(models_dir), "--queue-size", "2"],
+                       log_path=tmp_path / "app.log").wait_until_serving()
+    try:
+        client = Client(server.url, verbose=False)
+        slow = {**GENERATE_ARGS, "new_tokens": 512, "sequences": 4}
+        jobs = [client.submit(prompt_text="the cat", **slow, api_name="/generate") for _ in range(6)]
+        refused = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not refused:
+            for job in jobs:
+                if job.done():
+                    try:
+                        job.result()
+                    except Exception as error:  # noqa: BLE001
+                        refused.append(str(error))
+            time.sleep(0.1)
+        assert refused, "with 1 running and 2 waiting, further requests must be refused"
+        assert any(re.search("queue is full", message, re.I) for message in refused), refused
+        for job in jobs:
+            job.cancel()
+    finally:
+        server.stop()
+
