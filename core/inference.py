@@ -136,6 +136,28 @@ def _prepare_inputs(tokenizer, model, prompt: str, settings: GenerationSettings)
     return inputs, max_new_tokens
 
 
+def _token_streamer(base):
+    """TextIteratorStreamer that hands over text after every token, not only at word ends: the
+    first words appear as soon as the model makes them (bench/infer.py measures it)."""
+
+    class TokenStreamer(base):
+        def put(self, value):
+            if len(value.shape) > 1:
+                value = value[0]
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            self.token_cache.extend(value.tolist())
+            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+                return
+            printable, self.print_len = text[self.print_len:], len(text)
+            if printable:
+                self.on_finalized_text(printable)
+
+    return TokenStreamer
+
+
 def _stream_one(model, tokenizer, inputs, settings, max_new_tokens, seed, should_stop):
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
 
@@ -145,7 +167,7 @@ def _stream_one(model, tokenizer, inputs, settings, max_new_tokens, seed, should
         def __call__(self, input_ids, scores, **kwargs):
             return stop.is_set() or should_stop()
 
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = _token_streamer(TextIteratorStreamer)(tokenizer, skip_prompt=True, skip_special_tokens=True)
     sampling = settings.temperature > 0
     kwargs = dict(
         **inputs,

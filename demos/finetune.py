@@ -69,6 +69,7 @@ def build(ctx: AppContext) -> None:
                 whole_word = gr.Checkbox(value=False, label="Whole-word masking (masked LM)")
                 bf16 = gr.Checkbox(value=False, label="bf16 autocast (CPUs that support it)")
                 lora = gr.Checkbox(value=False, label="LoRA adapters (causal LM)")
+                freeze = gr.Checkbox(value=False, label="Freeze the word embeddings (faster on a CPU)")
                 checkpoint_every = gr.Number(
                     value=DEFAULT_CHECKPOINT_EVERY, precision=0, minimum=0, label="Checkpoint every N steps",
                     info="0: never. A run with checkpoints can resume after a crash or a restart.")
@@ -148,7 +149,8 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def start(task_value, path, validation_path, text_col, label_col, base, name, n_epochs, lr, batch,
               accumulation_steps, length, warmup_share, decay, seed_value, share, mlm_p, whole, use_bf16,
-              use_lora, checkpoint_steps=DEFAULT_CHECKPOINT_EVERY, progress=gr.Progress()):
+              use_lora, checkpoint_steps=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False,
+              progress=gr.Progress()):
         from core.training import TrainConfig
 
         if not path:
@@ -160,7 +162,7 @@ def build(ctx: AppContext) -> None:
             max_length=int(length), warmup_ratio=warmup_share, weight_decay=decay,
             seed=int(seed_value if seed_value is not None else 42), validation_share=share,
             mlm_probability=mlm_p, whole_word_masking=whole, bf16=use_bf16, lora=use_lora,
-            checkpoint_every=int(checkpoint_steps or 0),
+            checkpoint_every=int(checkpoint_steps or 0), freeze_embeddings=bool(freeze_embeddings),
         )
         # Checked now, so a bad upload is refused before anything starts; the job trains on it.
         checked = _load(task_value, path, validation_path, text_col, label_col, share, seed=config.seed)
@@ -172,7 +174,7 @@ def build(ctx: AppContext) -> None:
         start,
         [task, train_file, validation_file, text_column, label_column, base_model, model_name, epochs,
          learning_rate, batch_size, accumulation, max_length, warmup, weight_decay, seed,
-         validation_share, mlm_probability, whole_word, bf16, lora, checkpoint_every],
+         validation_share, mlm_probability, whole_word, bf16, lora, checkpoint_every, freeze],
         outputs, api_name="finetune",
         # The job runner allows one job; the handler only watches it. Without this, Gradio's
         # default limit of one would queue a second person silently behind the whole run

@@ -283,3 +283,19 @@ def test_whole_word_masking_masks_every_piece_of_a_word_together(models_dir, tmp
     assert masked > 0 and apart == 0
     apart, masked = _pieces_masked_apart(models_dir, tmp_path, whole_words=False)
     assert apart > 0  # token-level masking splits words: the setting makes the difference
+
+
+def test_frozen_embeddings_stay_as_they_were_while_the_rest_learns(models_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    own = tmp_path / "models"
+    train(config(models_dir, task="classification", base_model="tiny-bert-sentiment", epochs=8,
+                 learning_rate=3e-3, validation_share=0.25, train_file=separable_csv(tmp_path / "w.csv"),
+                 freeze_embeddings=True, output_dir=str(own / "frozen")))
+    base, tuned = (load_file(folder / "model.safetensors") for folder in (models_dir / "tiny-bert-sentiment",
+                                                                           own / "frozen"))
+    name = "bert.embeddings.word_embeddings.weight"
+    assert (base[name] == tuned[name]).all()
+    assert not (base["classifier.weight"] == tuned["classifier.weight"]).all()
+    metrics = json.loads((own / "frozen" / "metrics.json").read_text())
+    assert metrics["after"]["loss"] < metrics["before"]["loss"]
