@@ -1,0 +1,63 @@
+"""Shared by the bench scripts: medians over repeats, a printed table, and bench/RESULTS.md.
+
+Each script measures a baseline and our way in the same run and prints the ratio. With
+`--smoke` (used by the test suite, so the scripts cannot rot) it runs once on tiny inputs and
+does not touch RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+sys.path.insert(0, str(ROOT))
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    def cell(value: object) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def record(section: str, body: str, smoke: bool) -> None:
+    """Print `body`, and (unless smoke) put it in RESULTS.md under `## section`, replacing the
+    previous figures of that section only."""
+    print(body, flush=True)
+    if smoke:
+        return
+    stamp = time.strftime("%Y-%m-%d")
+    block = f"## {section}\n\nMeasured {stamp} on {machine()}.\n\n{body}\n"
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else (
+        "# Benchmark results\n\nEach section is written by its script in bench/ (rerun it to update).\n\n")
+    marker = f"## {section}\n"
+    if marker in text:
+        start = text.index(marker)
+        following = text.find("\n## ", start + len(marker))
+        end = len(text) if following == -1 else following + 1
+        text = text[:start] + block + ("\n" if following != -1 else "") + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    RESULTS.write_text(text, encoding="utf-8")

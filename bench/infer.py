@@ -1,0 +1,147 @@
+"""Inference: our core wrappers against the raw transformers calls they wrap, on the same inputs.
+
+- classify overhead: core.inference.classify vs pipeline(text) (target <= 3 % slower)
+- scoring 1,000 rows: core.inference.classify_batch vs a per-row pipeline loop (target >= 3x)
+- generation overhead: core.inference.generate_stream (all tokens) vs model.generate (<= 3 %)
+- time to first streamed token vs one prefill + one token with model.generate (<= 1.5x)
+- model load: cold (first use) vs cached (second use)
+
+Real models: the packaged SmolLM2 for generation and an all-MiniLM-L6-v2 encoder with a
+classification head for scoring (the head's weights do not change the timing).
+
+    .venv/bin/python bench/infer.py [--repeats 5] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import ROOT, median_seconds, record, table
+
+SENTENCES = [line.split(",")[0].strip('"') for line in
+             (ROOT / "data" / "starter_sentiment.csv").read_text(encoding="utf-8").splitlines()[1:]]
+
+
+def prepare_models(smoke: bool) -> tuple[Path, str, str]:
+    """A models folder with a classifier, and the (classifier, generator) names to use."""
+    folder = Path(tempfile.mkdtemp(prefix="workbench-bench-models-"))
+    if smoke:
+        import sys
+
+        sys.path.insert(0, str(ROOT / "tests"))
+        from tiny_models import build_all
+
+        build_all(folder)
+        return folder, "tiny-bert-sentiment", "tiny-gpt2"
+    import transformers
+
+    from core.packaged import model_folder
+
+    encoder = model_folder("packaged:all-MiniLM-L6-v2")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        encoder, num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"},
+        label2id={"negative": 0, "neutral": 1, "positive": 2})
+    model.save_pretrained(folder / "minilm-classifier")
+    transformers.AutoTokenizer.from_pretrained(encoder).save_pretrained(folder / "minilm-classifier")
+    return folder, "minilm-classifier", "packaged:SmolLM2-135M-Instruct"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    repeats = 1 if args.smoke else args.repeats
+    import torch
+
+    from core import inference
+    from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
+
+    folder, classifier, generator = prepare_models(args.smoke)
+    registry = ModelRegistry(folder)
+    rows = []
+
+    cold, _ = median_seconds(lambda: registry.get(TEXT_CLASSIFICATION, classifier), 1)
+    cached, _ = median_seconds(lambda: registry.get(TEXT_CLASSIFICATION, classifier), max(repeats, 3))
+    rows.append(["model load: cold vs cached", "cold load", cold, "cached", cached, cold / cached, "(info)"])
+
+    pipe = registry.get(TEXT_CLASSIFICATION, classifier)
+    texts = SENTENCES[:20 if args.smoke else 100]
+    ours, _ = median_seconds(lambda: [inference.classify(registry, classifier, t) for t in texts], repeats)
+    raw, _ = median_seconds(lambda: [pipe(t, top_k=None, truncation=True) for t in texts], repeats)
+    rows.append([f"classify {len(texts)} texts one by one", "pipeline()", raw, "core.inference.classify", ours,
+                 ours / raw, "<= 1.03"])
+
+    thousand = (SENTENCES * 4)[:100 if args.smoke else 1000]
+    ours, _ = median_seconds(lambda: inference.classify_batch(registry, classifier, thousand), repeats)
+    loop, _ = median_seconds(lambda: [pipe(t, truncation=True) for t in thousand], max(1, repeats // 2))
+    rows.append([f"score {len(thousand)} rows", "per-row loop", loop, "classify_batch", ours, loop / ours, ">= 3"])
+
+    gen = registry.get(TEXT_GENERATION, generator)
+    settings = inference.GenerationSettings(max_new_tokens=8 if args.smoke else 48, temperature=0,
+                                            repetition_penalty=1.0, top_k=0, top_p=1.0)
+    prompt = "The museum opens at nine and"
+    encoded = gen.tokenizer(prompt, return_tensors="pt")
+
+    def raw_generate(tokens: int):
+        with torch.no_grad():
+            return gen.model.generate(**encoded, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                                      pad_token_id=gen.tokenizer.eos_token_id)
+
+    def ours_generate():
+        for _ in inference.generate_stream(registry, generator, prompt, settings):
+            pass
+
+    raw_generate(2)  # warm up both paths
+    ours_generate()
+    raw, _ = median_seconds(lambda: raw_generate(settings.max_new_tokens), repeats)
+    ours, _ = median_seconds(ours_generate, repeats)
+    rows.append([f"generate {settings.max_new_tokens} tokens (greedy)", "model.generate", raw,
+                 "generate_stream", ours, ours / raw, "<= 1.03"])
+
+    def first_token() -> float:
+        started = time.perf_counter()
+        stream = inference.generate_stream(registry, generator, prompt, settings)
+        next(stream)
+        elapsed = time.perf_counter() - started
+        stream.close()
+        time.sleep(0.3)  # untimed: let the stopped generation finish its last token first
+        return elapsed
+
+    firsts = sorted(first_token() for _ in range(repeats))
+    ttft = firsts[len(firsts) // 2]
+    one, _ = median_seconds(lambda: raw_generate(1), repeats)
+    rows.append(["time to first streamed token", "prefill + 1 token", one, "generate_stream", ttft, ttft / one,
+                 "<= 1.5"])
+
+    body = table(["what", "baseline", "baseline s", "ours", "ours s", "ratio", "target"], rows)
+    body += (f"\n\nModels: {classifier} (scoring), {generator} (generation); medians of {repeats} runs. "
+             f"Ratios: ours / baseline for overheads, baseline / ours for speedups.")
+    record("Inference: wrappers vs raw calls", body, args.smoke)
+
+
+def off_main_thread(function) -> None:
+    """Run `function` in a worker thread, as the app runs every request (never on the main
+    thread). On this machine, while a thread that has run torch (OpenMP) work is alive, torch ops
+    in another thread run up to 2.6x slower; see the note in RESULTS.md."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            function()
+        except BaseException as error:  # noqa: BLE001 - re-raised on the main thread
+            failure.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
+if __name__ == "__main__":
+    off_main_thread(main)
