@@ -20,6 +20,19 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 sys.path.insert(0, str(ROOT))
 
 
+def parse_args(default_repeats: int | None, description: str | None = None):
+    """The flags every bench script takes; returns (args, repeats): one repeat with --smoke, and
+    no --repeats flag for a script whose figures are rates over whole runs (default None)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    if default_repeats is not None:
+        parser.add_argument("--repeats", type=int, default=default_repeats)
+    parser.add_argument("--smoke", action="store_true", help="tiny inputs, one repeat, RESULTS.md untouched")
+    args = parser.parse_args()
+    return args, 1 if args.smoke or default_repeats is None else args.repeats
+
+
 def median_seconds(run: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):

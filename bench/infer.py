@@ -14,13 +14,12 @@ classification head for scoring (the head's weights do not change the timing).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import ROOT, median_seconds, record, table
+from common import parse_args, ROOT, median_seconds, record, table
 
 SENTENCES = [line.split(",")[0].strip('"') for line in
              (ROOT / "data" / "starter_sentiment.csv").read_text(encoding="utf-8").splitlines()[1:]]
@@ -51,11 +50,7 @@ def prepare_models(smoke: bool) -> tuple[Path, str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
-    repeats = 1 if args.smoke else args.repeats
+    args, repeats = parse_args(5, __doc__)
     import torch
 
     from core import inference

@@ -9,20 +9,16 @@ Both are measured in this run, after the libraries are imported, in a fresh cach
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 
-from common import median_seconds, record, table
+from common import parse_args, median_seconds, record, table
 
 NAME = "packaged:SmolLM2-135M-Instruct"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
+    args, repeats = parse_args(3, __doc__)
     if not args.smoke:
         os.environ["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="workbench-bench-")
     import torch  # noqa: F401  (imports are not what is measured)
@@ -32,7 +28,6 @@ def main() -> None:
     from core.packaged import model_folder
 
     convert, _ = median_seconds(lambda: model_folder(NAME, report=lambda line: None), 1)
-    repeats = 1 if args.smoke else args.repeats
     # A new registry each time: nothing cached in memory, the folder read from disk.
     load, loads = median_seconds(lambda: ModelRegistry(tempfile.mkdtemp()).get(TEXT_GENERATION, NAME), repeats)
     body = table(["start", "seconds", "runs (s)"], [

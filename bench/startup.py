@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import statistics
@@ -16,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from common import ROOT, record, table
+from common import parse_args, ROOT, record, table
 
 EAGER = "import torch, transformers, runpy, sys; sys.argv = ['app.py'] + sys.argv[1:]; runpy.run_path('app.py', run_name='__main__')"
 
@@ -49,11 +48,7 @@ def time_to_page(command: list[str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
-    repeats = 1 if args.smoke else args.repeats
+    args, repeats = parse_args(3, __doc__)
     lazy = [time_to_page([sys.executable, "app.py"]) for _ in range(repeats)]
     eager = [time_to_page([sys.executable, "-c", EAGER]) for _ in range(repeats)]
     ours, baseline = statistics.median(lazy), statistics.median(eager)

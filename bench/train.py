@@ -15,12 +15,11 @@ Targets: ours >= 1.3x Trainer and >= 2x the max-length recipe, with no loss of a
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, record, table
+from common import parse_args, ROOT, record, table
 
 DATA = ROOT / "data" / "starter_sentiment.csv"
 EPOCHS, BATCH, LR, MAX_LENGTH, SEED = 3, 16, 1e-4, 128, 42
@@ -71,9 +70,7 @@ def trainer_way(base_source: str, epochs: float, max_length_padding: bool) -> tu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
+    args, _ = parse_args(None, __doc__)  # one run per way: its figures are rates over whole epochs
     import sys
 
     from core.packaged import model_folder

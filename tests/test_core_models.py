@@ -8,10 +8,10 @@ import socket
 import threading
 import time
 from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from conftest import fake_hub_answering
 from core.errors import WorkbenchError
 from core.models import (
     DEFAULT_HUB_MODELS, FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry,
@@ -139,20 +139,8 @@ def test_unreachable_hub_gives_a_clear_message_fast(registry):
 @pytest.fixture
 def fake_hub(monkeypatch):
     """A local HTTP endpoint standing in for the Hub's file server: 404 for every file."""
-
-    class NotFound(BaseHTTPRequestHandler):
-        def do_HEAD(self):
-            self.send_response(404)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    yield server
-    server.shutdown()
+    with fake_hub_answering(monkeypatch, 404) as server:
+        yield server
 
 
 def test_an_unknown_hub_id_is_reported_as_not_found(registry, fake_hub):

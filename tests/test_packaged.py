@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import SMOLLM2
+from conftest import SMOLLM2, fake_hub_answering
 from core import inference, models, packaged
 from core.errors import WorkbenchError
 from core.inference import GenerationSettings
@@ -94,22 +92,8 @@ def test_the_hub_check_is_quick_and_respects_offline_mode(monkeypatch, fresh_hub
     assert time.monotonic() - started < 0.1  # no request at all
     monkeypatch.delenv("HF_HUB_OFFLINE")
 
-    class AnyAnswer(BaseHTTPRequestHandler):
-        def do_HEAD(self):
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), AnyAnswer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    with fake_hub_answering(monkeypatch, 200):
         assert models.hub_reachable() is True
-    finally:
-        server.shutdown()
-        server.server_close()
     monkeypatch.setattr(models, "_hub_reachable_cache", None)
     silent = socket.socket()  # accepts connections, never answers
     silent.bind(("127.0.0.1", 0))
