@@ -26,6 +26,7 @@ from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM
 from core.errors import WorkbenchError
 from core.models import (
     FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, get_registry, is_valid_local_name,
+    packaged_choice,
 )
 
 # Which panel shows a model fine-tuned for each training task.
@@ -291,8 +292,7 @@ def base_model_choices(task: str) -> list[ModelChoice]:
     from core.packaged import packaged_models
 
     registry = get_registry()
-    packaged = [ModelChoice(model.name, f"{model.short_name} (packaged, works offline)", True)
-                for model in packaged_models().values() if task in model.train_tasks]
+    packaged = [packaged_choice(model) for model in packaged_models().values() if task in model.train_tasks]
     if task != CLASSIFICATION:
         others = registry.choices(PANEL_TASK[task])
     else:

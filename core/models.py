@@ -81,6 +81,11 @@ class ModelChoice:
     ready: bool = True  # loads without the network (packaged, local, or in the HF cache)
 
 
+def packaged_choice(model) -> ModelChoice:
+    """The picker entry of a core.packaged.PackagedModel."""
+    return ModelChoice(model.name, f"{model.short_name} (packaged, works offline)", True)
+
+
 def task_of_config(config: dict[str, Any]) -> str | None:
     """The task a saved model's config.json was built for, or None if none of ours."""
     for architecture in config.get("architectures") or []:
@@ -176,9 +181,10 @@ class ModelRegistry:
         self._loading: dict[tuple[str, str], Future] = {}
 
     # ----- listing -------------------------------------------------------------------------
-    def local_models(self) -> dict[str, str | None]:
-        """Folder name -> task (None when the folder is not a usable model) for the models dir."""
-        found: dict[str, str | None] = {}
+    def _scan(self) -> dict[str, tuple[str | None, str | None]]:
+        """Folder name -> (task, why it cannot be loaded) for every folder in the models dir;
+        each config.json is read once."""
+        found: dict[str, tuple[str | None, str | None]] = {}
         if not self.models_dir.is_dir():
             return found
         for folder in sorted(self.models_dir.iterdir()):
@@ -186,29 +192,30 @@ class ModelRegistry:
                 continue
             try:
                 config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                found[folder.name] = None
+            except OSError:
+                found[folder.name] = (None, "no config.json")
                 continue
-            found[folder.name] = task_of_config(config) if isinstance(config, dict) else None
+            except ValueError:
+                found[folder.name] = (None, "config.json is not valid JSON")
+                continue
+            task = task_of_config(config) if isinstance(config, dict) else None
+            if task is None:
+                problem = "its config names no text-generation, classification or fill-mask model"
+            elif not any((folder / weights).is_file() for weights in _WEIGHT_FILES):
+                problem = "no safetensors weights (half-copied, or pickle weights only)"
+            else:
+                problem = None
+            found[folder.name] = (task, problem)
         return found
+
+    def local_models(self) -> dict[str, str | None]:
+        """Folder name -> task (None when the folder is not a usable model) for the models dir."""
+        return {name: task for name, (task, _) in self._scan().items()}
 
     def unusable_models(self) -> dict[str, str]:
         """Folder name -> why it cannot be loaded, for folders in the models dir that are broken
         or half-copied (listed so a person sees them, never loaded)."""
-        problems = {}
-        for name, task in self.local_models().items():
-            folder = self.models_dir / name
-            if task is None:
-                try:
-                    json.loads((folder / "config.json").read_text(encoding="utf-8"))
-                    problems[name] = "its config names no text-generation, classification or fill-mask model"
-                except OSError:
-                    problems[name] = "no config.json"
-                except ValueError:
-                    problems[name] = "config.json is not valid JSON"
-            elif not any((folder / weights).is_file() for weights in _WEIGHT_FILES):
-                problems[name] = "no safetensors weights (half-copied, or pickle weights only)"
-        return problems
+        return {name: problem for name, (_, problem) in self._scan().items() if problem}
 
     def choices(self, task: str) -> list[ModelChoice]:
         """Packaged models for `task`, then local ones, then the Hub defaults, each labelled with
@@ -216,16 +223,12 @@ class ModelRegistry:
         from core.packaged import packaged_models
 
         _check_task(task)
-        packaged = [ModelChoice(model.name, f"{model.short_name} (packaged, works offline)", True)
-                    for model in packaged_models().values() if model.panel_task == task]
-        unusable = self.unusable_models()
-        local = [
-            ModelChoice(name, f"{name} (local)", True)
-            for name, model_task in self.local_models().items()
-            if model_task == task and name not in unusable
-        ]
-        broken = [ModelChoice(name, f"{name} (unusable: {reason})", True, ready=False)
-                  for name, reason in unusable.items()]
+        packaged = [packaged_choice(model) for model in packaged_models().values() if model.panel_task == task]
+        scanned = self._scan()
+        local = [ModelChoice(name, f"{name} (local)", True)
+                 for name, (model_task, problem) in scanned.items() if model_task == task and not problem]
+        broken = [ModelChoice(name, f"{name} (unusable: {problem})", True, ready=False)
+                  for name, (_, problem) in scanned.items() if problem]
         online = hub_reachable()
         hub = []
         for repo in DEFAULT_HUB_MODELS[task]:
@@ -234,18 +237,20 @@ class ModelRegistry:
             hub.append(ModelChoice(repo, f"{repo} ({note})", False, ready=cached))
         return packaged + local + hub + broken
 
-    def default_choice(self, task: str) -> str | None:
+    def default_choice(self, task: str, choices: list[ModelChoice] | None = None) -> str | None:
         """What a panel's picker starts on: the first model ready without the network; with
-        none, the first Hub model if the Hub answers, else None (the panel explains)."""
-        choices = self.choices(task)
+        none, the first Hub model if the Hub answers, else None (the panel explains).
+        `choices`: this task's choices if the caller has them already."""
+        choices = self.choices(task) if choices is None else choices
         ready = [choice for choice in choices if choice.ready]
         if ready:
             return ready[0].name
         return choices[0].name if choices and hub_reachable() else None
 
-    def offline_note(self, task: str) -> str | None:
+    def offline_note(self, task: str, choices: list[ModelChoice] | None = None) -> str | None:
         """What to do when no model for `task` is ready and the Hub cannot be reached."""
-        if any(choice.ready for choice in self.choices(task)) or hub_reachable():
+        choices = self.choices(task) if choices is None else choices
+        if any(choice.ready for choice in choices) or hub_reachable():
             return None
         return _OFFLINE_ADVICE[task]
 

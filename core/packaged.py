@@ -90,14 +90,6 @@ def _converted_folder(model: PackagedModel) -> Path:
     return cache_dir() / "converted" / f"{model.short_name}-{version}"
 
 
-def is_ready(name: str) -> bool:
-    """Installed, and (for GGUF) already converted: loads in about a second."""
-    model = _BY_NAME.get(name)
-    if model is None or not _installed_file(model):
-        return False
-    return not model.is_gguf or (_converted_folder(model) / "config.json").is_file()
-
-
 def model_folder(name: str, report=print) -> Path:
     """A folder `from_pretrained` loads `name` from, converting a GGUF file the first time.
     Raises WorkbenchError naming what to install when the package is missing."""

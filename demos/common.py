@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import html
 import inspect
+import time
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -55,18 +56,31 @@ def show_errors(handler):
     return wrapper
 
 
-def picker_choices(registry: ModelRegistry, task: str) -> list[tuple[str, str]]:
-    return [(choice.label, choice.name) for choice in registry.choices(task)]
+JOB_POLL_SECONDS = 0.5  # how often a page watching the training job reads its status
 
 
-def _refreshed(registry: ModelRegistry, task: str, current: str | None) -> gr.Dropdown:
-    """The picker's choices re-read from the models directory; the person's pick (even a typed
-    Hub id) is kept, else the first model ready without the network."""
-    return gr.Dropdown(choices=picker_choices(registry, task), value=current or registry.default_choice(task))
+def follow_job(runner, progress: gr.Progress, job=None):
+    """Snapshots of the training job (from `job`, else its current status) until it ends,
+    moving the page's progress bar: the loop of every handler that streams a job."""
+    job = job or runner.status()
+    yield job
+    while job.active:
+        time.sleep(JOB_POLL_SECONDS)
+        job = runner.status()
+        if job.progress is not None and job.progress.total_steps:
+            progress((job.progress.step, job.progress.total_steps), desc=job.message, unit="steps")
+        yield job
 
 
-def _offline_note(registry: ModelRegistry, task: str, **layout) -> gr.Markdown:
-    note = registry.offline_note(task)
+def _picker_state(registry: ModelRegistry, task: str, current: str | None = None):
+    """(choices, value, offline note) from one reading of the task's choices: the models folder
+    re-read; the person's pick (even a typed Hub id) kept, else the first model ready offline."""
+    choices = registry.choices(task)
+    return ([(choice.label, choice.name) for choice in choices],
+            current or registry.default_choice(task, choices), registry.offline_note(task, choices))
+
+
+def _note_markdown(note: str | None, **layout) -> gr.Markdown:
     return gr.Markdown(f"⚠️ {note}" if note else "", visible=bool(note), **layout)
 
 
@@ -74,14 +88,14 @@ def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
     """A model dropdown (packaged and local models first, then Hub ids, each marked ready offline
     or not; any Hub id may be typed), a refresh button that re-reads the models directory (new
     models appear without a restart), and a note saying what to do when nothing is ready."""
+    choices, value, offline_note = _picker_state(ctx.registry, task)
     with gr.Row(equal_height=True):
         dropdown = gr.Dropdown(
-            choices=picker_choices(ctx.registry, task), value=ctx.registry.default_choice(task),
-            label="Model", allow_custom_value=True, scale=5,
+            choices=choices, value=value, label="Model", allow_custom_value=True, scale=5,
             info="Ready-to-use models first, then Hugging Face Hub ids (type any other id).",
         )
         refresh = gr.Button("↻ Refresh models", scale=0, min_width=130, size="sm")
-    note = _offline_note(ctx.registry, task, elem_id=f"offline-note-{task}")
+    note = _note_markdown(offline_note, elem_id=f"offline-note-{task}")
 
     def refresh_choices(current: str | None):
         return refreshed_picker(ctx.registry, task, current)
@@ -95,7 +109,8 @@ def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
 
 def refreshed_picker(registry: ModelRegistry, task: str, current: str | None) -> tuple[gr.Dropdown, gr.Markdown]:
     """A picker's fresh choices (keeping `current`, if given) and its offline note."""
-    return _refreshed(registry, task, current), _offline_note(registry, task)
+    choices, value, note = _picker_state(registry, task, current)
+    return gr.Dropdown(choices=choices, value=value), _note_markdown(note)
 
 
 def refreshed_pickers(ctx: AppContext) -> tuple[list[gr.Dropdown], callable]:
@@ -103,6 +118,6 @@ def refreshed_pickers(ctx: AppContext) -> tuple[list[gr.Dropdown], callable]:
     order = [(task, dropdown) for task, dropdowns in ctx.pickers.items() for dropdown in dropdowns]
 
     def refresh(*current):
-        return [_refreshed(ctx.registry, task, value) for (task, _), value in zip(order, current)]
+        return [refreshed_picker(ctx.registry, task, value)[0] for (task, _), value in zip(order, current)]
 
     return [dropdown for _, dropdown in order], refresh

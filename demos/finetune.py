@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -19,7 +18,7 @@ from core import data as training_data
 from core.errors import WorkbenchError
 from core.jobs import CANCELLED, FINISHED, base_model_choices, describe_progress, get_runner
 from core.limits import MAX_EPOCHS
-from demos.common import AppContext, as_text, refreshed_pickers, show_errors
+from demos.common import AppContext, as_text, follow_job, refreshed_pickers, show_errors
 
 TASK_CHOICES = [
     ("Classification (e.g. sentiment): CSV/TSV/JSONL with text and label columns", training_data.CLASSIFICATION),
@@ -27,7 +26,6 @@ TASK_CHOICES = [
     ("Masked LM (fill-mask): TXT/MD or a text column", training_data.MASKED_LM),
 ]
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".txt", ".md"]
-POLL_SECONDS = 0.5
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
 
 
@@ -137,13 +135,7 @@ def build(ctx: AppContext) -> None:
 
     def watch(progress=gr.Progress()):
         """Stream the job's status until it ends (also re-attaches after a page reload)."""
-        job = runner.status()
-        yield render(job)
-        while job.active:
-            time.sleep(POLL_SECONDS)
-            job = runner.status()
-            if job.progress is not None and job.progress.total_steps:
-                progress((job.progress.step, job.progress.total_steps), desc=job.message, unit="steps")
+        for job in follow_job(runner, progress):
             yield render(job)
 
     @show_errors
