@@ -42,6 +42,13 @@ def median_seconds(run: Callable[[], object], repeats: int) -> tuple[float, list
     return statistics.median(times), times
 
 
+def paired_medians(baseline: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median seconds of each, timed in turns (baseline, ours, baseline, ...) so that drift in the
+    machine's speed during the run falls on both alike."""
+    pairs = [(median_seconds(baseline, 1)[0], median_seconds(ours, 1)[0]) for _ in range(repeats)]
+    return statistics.median(b for b, _ in pairs), statistics.median(o for _, o in pairs)
+
+
 def table(headers: list[str], rows: list[list[object]]) -> str:
     def cell(value: object) -> str:
         return f"{value:.3g}" if isinstance(value, float) else str(value)

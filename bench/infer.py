@@ -14,13 +14,15 @@ classification head for scoring (the head's weights do not change the timing).
 
 from __future__ import annotations
 
+import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from common import parse_args, ROOT, median_seconds, record, table
+from common import ROOT, median_seconds, paired_medians, parse_args, record, table
 
+# SmolLM2 writes 48 tokens on this prompt before it stops, so greedy runs make the full length.
+GENERATION_PROMPT = "The history of the city begins in"
 SENTENCES = [line.split(",")[0].strip('"') for line in
              (ROOT / "data" / "starter_sentiment.csv").read_text(encoding="utf-8").splitlines()[1:]]
 
@@ -55,47 +57,62 @@ def main() -> None:
 
     from core import inference
     from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
+    from core.threads import MODEL_THREAD, run_in_own_thread
 
-    folder, classifier, generator = prepare_models(args.smoke)
+    # Ours are called from this thread, as the app calls them from its request threads, and hand
+    # their model work to the model thread. The raw baselines run on the model thread as well:
+    # torch work on this thread would give the process a second OpenMP pool and slow both
+    # (core/threads.py says why; bench/threads.py measures it).
+    def on_model_thread(run):
+        return lambda: MODEL_THREAD.run_model_work(run)
+
+    def timed(run, times: int) -> float:
+        return median_seconds(run, times)[0]
+
+    folder, classifier, generator = run_in_own_thread(lambda: prepare_models(args.smoke))
     registry = ModelRegistry(folder)
     rows = []
 
-    cold, _ = median_seconds(lambda: registry.get(TEXT_CLASSIFICATION, classifier), 1)
-    cached, _ = median_seconds(lambda: registry.get(TEXT_CLASSIFICATION, classifier), max(repeats, 3))
+    cold = timed(lambda: registry.get(TEXT_CLASSIFICATION, classifier), 1)
+    cached = timed(lambda: registry.get(TEXT_CLASSIFICATION, classifier), max(repeats, 3))
     rows.append(["model load: cold vs cached", "cold load", cold, "cached", cached, cold / cached, "(info)"])
 
     pipe = registry.get(TEXT_CLASSIFICATION, classifier)
     texts = SENTENCES[:20 if args.smoke else 100]
-    ours, _ = median_seconds(lambda: [inference.classify(registry, classifier, t) for t in texts], repeats)
-    raw, _ = median_seconds(lambda: [pipe(t, top_k=None, truncation=True) for t in texts], repeats)
+    raw, ours = paired_medians(on_model_thread(lambda: [pipe(t, top_k=None, truncation=True) for t in texts]),
+                               lambda: [inference.classify(registry, classifier, t) for t in texts], repeats)
     rows.append([f"classify {len(texts)} texts one by one", "pipeline()", raw, "core.inference.classify", ours,
                  ours / raw, "<= 1.03"])
 
     thousand = (SENTENCES * 4)[:100 if args.smoke else 1000]
-    ours, _ = median_seconds(lambda: inference.classify_batch(registry, classifier, thousand), repeats)
-    loop, _ = median_seconds(lambda: [pipe(t, truncation=True) for t in thousand], max(1, repeats // 2))
+    ours = timed(lambda: inference.classify_batch(registry, classifier, thousand), repeats)
+    loop = timed(on_model_thread(lambda: [pipe(t, truncation=True) for t in thousand]), max(1, repeats // 2))
     rows.append([f"score {len(thousand)} rows", "per-row loop", loop, "classify_batch", ours, loop / ours, ">= 3"])
 
     gen = registry.get(TEXT_GENERATION, generator)
     settings = inference.GenerationSettings(max_new_tokens=8 if args.smoke else 48, temperature=0,
                                             repetition_penalty=1.0, top_k=0, top_p=1.0)
-    prompt = "The museum opens at nine and"
+    prompt = GENERATION_PROMPT
     encoded = gen.tokenizer(prompt, return_tensors="pt")
 
     def raw_generate(tokens: int):
+        # The same greedy decoding as ours, so both stop at the same token.
         with torch.no_grad():
-            return gen.model.generate(**encoded, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+            return gen.model.generate(**encoded, max_new_tokens=tokens, do_sample=False,
                                       pad_token_id=gen.tokenizer.eos_token_id)
 
-    def ours_generate():
-        for _ in inference.generate_stream(registry, generator, prompt, settings):
+    def ours_generate() -> str:
+        texts = [""]
+        for texts in inference.generate_stream(registry, generator, prompt, settings):
             pass
+        return texts[0]
 
-    raw_generate(2)  # warm up both paths
-    ours_generate()
-    raw, _ = median_seconds(lambda: raw_generate(settings.max_new_tokens), repeats)
-    ours, _ = median_seconds(ours_generate, repeats)
-    rows.append([f"generate {settings.max_new_tokens} tokens (greedy)", "model.generate", raw,
+    output = MODEL_THREAD.run_model_work(lambda: raw_generate(settings.max_new_tokens))
+    new_tokens = output.shape[1] - encoded["input_ids"].shape[1]
+    ours_generate()  # warm up
+    raw, ours = paired_medians(on_model_thread(lambda: raw_generate(settings.max_new_tokens)), ours_generate,
+                               repeats)
+    rows.append([f"generate {new_tokens} tokens (greedy)", "model.generate", raw,
                  "generate_stream", ours, ours / raw, "<= 1.03"])
 
     def first_token() -> float:
@@ -107,36 +124,20 @@ def main() -> None:
         time.sleep(0.3)  # untimed: let the stopped generation finish its last token first
         return elapsed
 
-    firsts = sorted(first_token() for _ in range(repeats))
-    ttft = firsts[len(firsts) // 2]
-    one, _ = median_seconds(lambda: raw_generate(1), repeats)
+    ttfts, ones = [], []
+    for _ in range(repeats):  # in turns, as paired_medians does
+        ones.append(timed(on_model_thread(lambda: raw_generate(1)), 1))
+        ttfts.append(first_token())
+    one, ttft = statistics.median(ones), statistics.median(ttfts)
     rows.append(["time to first streamed token", "prefill + 1 token", one, "generate_stream", ttft, ttft / one,
                  "<= 1.5"])
 
     body = table(["what", "baseline", "baseline s", "ours", "ours s", "ratio", "target"], rows)
-    body += (f"\n\nModels: {classifier} (scoring), {generator} (generation); medians of {repeats} runs. "
-             f"Ratios: ours / baseline for overheads, baseline / ours for speedups.")
+    body += (f"\n\nModels: {classifier} (scoring), {generator} (generation); medians of {repeats} runs; all model "
+             f"work on the model thread, as in the app. Ratios: ours / baseline for overheads, "
+             f"baseline / ours for speedups.")
     record("Inference: wrappers vs raw calls", body, args.smoke)
 
 
-def off_main_thread(function) -> None:
-    """Run `function` in a worker thread, as the app runs every request (never on the main
-    thread). On this machine, while a thread that has run torch (OpenMP) work is alive, torch ops
-    in another thread run up to 2.6x slower; see the note in RESULTS.md."""
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            function()
-        except BaseException as error:  # noqa: BLE001 - re-raised on the main thread
-            failure.append(error)
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-
-
 if __name__ == "__main__":
-    off_main_thread(main)
+    main()

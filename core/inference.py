@@ -24,11 +24,7 @@ from core.limits import (
     MAX_TEXT_CHARS,
 )
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
-
-# Sampling draws from torch's global random generator, so two generations running at once
-# would disturb each other's seeds. One generation runs at a time; a stopped one ends within
-# a token, so the wait is short.
-_SAMPLING_LOCK = threading.Lock()
+from core.threads import MODEL_THREAD
 
 
 @dataclass
@@ -66,10 +62,10 @@ def _require_text(text: str | None, what: str, limit: int) -> str:
 
 
 def _run_model(model_name: str, call):
-    """Run one model call; a failure inside the model (a broken checkpoint, an input it cannot
-    take) becomes a message for this request, naming the model."""
+    """Run one model call on the model thread (core/threads.py says why); a failure inside the
+    model (a broken checkpoint, an input it cannot take) becomes a message naming the model."""
     try:
-        return call()
+        return MODEL_THREAD.run_model_work(call)
     except WorkbenchError:
         raise
     except Exception as error:
@@ -165,7 +161,8 @@ def _stream_one(model, tokenizer, inputs, settings, max_new_tokens, seed, should
 
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            return stop.is_set() or should_stop()
+            MODEL_THREAD.between_tokens()  # a classification asked meanwhile runs now, not after us
+            return bool(stop.is_set() or should_stop())
 
     streamer = _token_streamer(TextIteratorStreamer)(tokenizer, skip_prompt=True, skip_special_tokens=True)
     sampling = settings.temperature > 0
@@ -185,24 +182,26 @@ def _stream_one(model, tokenizer, inputs, settings, max_new_tokens, seed, should
     failure: list[BaseException] = []
 
     def run() -> None:
+        if stop.is_set():  # the consumer went away while an earlier generation ran
+            return
         try:
-            with _SAMPLING_LOCK:
-                if seed is not None:
-                    set_seed(seed)
-                model.generate(**kwargs)
+            # Sampling draws from torch's global random generator: generations run one at a time
+            # on the model thread, so the seed set here is the one this generation uses.
+            if seed is not None:
+                set_seed(seed)
+            model.generate(**kwargs)
         except BaseException as error:  # surfaced to the caller below
             failure.append(error)
             streamer.end()
 
-    worker = threading.Thread(target=run, daemon=True, name="generate")
-    worker.start()
+    finished = MODEL_THREAD.start_generation(run)
     try:
         for chunk in streamer:
             if chunk:
                 yield chunk
     finally:
         stop.set()  # the consumer went away (Stop button, closed page): end generation now
-    worker.join()
+    finished.result()
     if failure:
         raise WorkbenchError(f"Generation failed: {failure[0]}") from failure[0]
 

@@ -28,6 +28,7 @@ from core.models import (
     FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, get_registry, is_valid_local_name,
     packaged_choice,
 )
+from core.threads import run_in_own_thread
 
 # Which panel shows a model fine-tuned for each training task.
 PANEL_TASK = {CLASSIFICATION: TEXT_CLASSIFICATION, CAUSAL_LM: TEXT_GENERATION, MASKED_LM: FILL_MASK}
@@ -187,7 +188,7 @@ class JobRunner:
             result, name = self._pending, self._status.model_name
         models_dir = get_registry().models_dir
         target = _target_folder(models_dir, name)
-        save_model(result, target)
+        run_in_own_thread(lambda: save_model(result, target), name="save-model")  # why: core/threads.py
         shutil.rmtree(_run_folder(models_dir, name), ignore_errors=True)
         with self._lock:
             self._pending = None

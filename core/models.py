@@ -25,6 +25,7 @@ from typing import Any
 
 from core.errors import WorkbenchError
 from core.limits import HUB_CHECK_TIMEOUT_S, HUB_REACHABLE_TIMEOUT_S, MAX_LOADED_MODELS
+from core.threads import run_in_own_thread
 
 TEXT_GENERATION = "text-generation"
 TEXT_CLASSIFICATION = "text-classification"
@@ -310,8 +311,11 @@ class ModelRegistry:
         )
 
     def _load(self, task: str, name: str) -> Any:
-        source, local_files_only = self.source_for(name, task)
-        return self._build_pipeline(task, name, source, local_files_only)
+        def load() -> Any:
+            source, local_files_only = self.source_for(name, task)
+            return self._build_pipeline(task, name, source, local_files_only)
+
+        return run_in_own_thread(load, name="load-model")  # why: core/threads.py
 
     def source_for(self, name: str, task: str | None = None) -> tuple[str, bool]:
         """Where `from_pretrained` should load `name` from: (path or Hub id, local_files_only).
