@@ -238,7 +238,8 @@ class JobRunner:
             if config.checkpoint_dir:  # saved: the settings, uploads and checkpoints are done with
                 shutil.rmtree(config.checkpoint_dir, ignore_errors=True)
             resumed = f" (resumed from step {result.resumed_from_step})" if result.resumed_from_step else ""
-            self._finish(FINISHED, f"Done: saved as '{self._status.model_name}'{resumed}.")
+            precision = "bf16 autocast" if result.precision == "bf16" else "float32"
+            self._finish(FINISHED, f"Done: saved as '{self._status.model_name}'{resumed}; trained in {precision}.")
 
     def _on_progress(self, progress) -> None:
         with self._lock:

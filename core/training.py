@@ -55,7 +55,7 @@ class TrainConfig:
     validation_share: float = 0.2
     mlm_probability: float = 0.15
     whole_word_masking: bool = False
-    bf16: bool = False
+    bf16: bool | None = None  # bf16 autocast; None: where it is faster (see choose_bf16)
     lora: bool = False  # LoRA adapters (causal LM), merged into the saved model
     freeze_embeddings: bool = False  # keep the input word embeddings fixed: fewer weights to update
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: none
@@ -289,12 +289,6 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     report = on_progress or (lambda progress: None)
     should_stop = should_stop or (lambda: False)
     warnings: list[str] = []
-    use_bf16 = False
-    if config.bf16:
-        if torch.cuda.is_available() or _cpu_supports_bf16():
-            use_bf16 = True
-        else:
-            warnings.append("This CPU has no fast bf16: training in float32 instead.")
     # cpu=True on machines without CUDA: under torchrun Accelerate then joins the processes
     # with gloo (MULTI_CPU) instead of running each as a separate single-process job.
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -315,6 +309,9 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         raise
     except Exception as error:
         raise WorkbenchError(f"Cannot load '{config.base_model}' for fine-tuning: {error}") from error
+    use_bf16, precision_note = choose_bf16(config.bf16, model)
+    if precision_note:
+        warnings.append(precision_note)
     if config.freeze_embeddings:
         # The word embeddings are often half of a small model's weights (MiniLM: 11.7M of 22.7M):
         # not updating them saves their gradients and optimizer state. Tied output layers
@@ -419,12 +416,41 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     return result
 
 
+# bf16 autocast pays where the CPU has bf16 matrix units (AMX) and matrix products dominate a
+# step; on a tiny model the casts cost more than they save (bench/train.py measures both).
+BF16_AUTO_MIN_PARAMETERS = 5_000_000
+
+
+def choose_bf16(requested: bool | None, model) -> tuple[bool, str | None]:
+    """(use bf16 autocast?, a note for the person or None). `requested` None means automatic:
+    bf16 on CPUs with AMX for models of at least BF16_AUTO_MIN_PARAMETERS weights; float32 on
+    GPUs unless asked (untested here: this project has no GPU to measure it on)."""
+    import torch
+
+    if requested is None:
+        return (not torch.cuda.is_available() and _cpu_has_amx()
+                and sum(p.numel() for p in model.parameters()) >= BF16_AUTO_MIN_PARAMETERS), None
+    if requested and not (torch.cuda.is_available() or _cpu_supports_bf16()):
+        return False, "This CPU has no fast bf16: training in float32 instead."
+    return bool(requested), None
+
+
 def _cpu_supports_bf16() -> bool:
     import torch
 
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
+        return False
+
+
+def _cpu_has_amx() -> bool:
+    import torch
+
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so looked up with care
+    try:
+        return bool(check and check())
+    except RuntimeError:
         return False
 
 
@@ -488,7 +514,9 @@ def _parse_args(argv: list[str] | None) -> TrainConfig:
         if item.name in ("task", "base_model", "train_file", "validation_file", "output_dir"):
             continue
         flag = "--" + item.name.replace("_", "-")
-        if item.type in ("bool", bool):
+        if item.name == "bf16":  # --bf16 / --no-bf16; neither: where it is faster
+            parser.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, default=None)
+        elif item.type in ("bool", bool):
             parser.add_argument(flag, dest=item.name, action="store_true", default=None)
         else:
             kind = {"int": int, "float": float}.get(str(item.type), str)

@@ -18,6 +18,7 @@ from core import data as training_data
 from core.errors import WorkbenchError
 from core.jobs import CANCELLED, FINISHED, base_model_choices, describe_progress, get_runner
 from core.limits import MAX_EPOCHS
+from core.training import BF16_AUTO_MIN_PARAMETERS
 from demos.common import AppContext, as_text, follow_job, refreshed_pickers, show_errors
 
 TASK_CHOICES = [
@@ -26,6 +27,7 @@ TASK_CHOICES = [
     ("Masked LM (fill-mask): TXT/MD or a text column", training_data.MASKED_LM),
 ]
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".txt", ".md"]
+_PRECISIONS = {"auto": None, "fp32": False, "bf16": True}  # Precision choice -> TrainConfig.bf16
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
 
 
@@ -65,7 +67,10 @@ def build(ctx: AppContext) -> None:
                 validation_share = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
                 mlm_probability = gr.Slider(0.05, 0.5, value=0.15, step=0.05, label="Masking probability (masked LM)")
                 whole_word = gr.Checkbox(value=False, label="Whole-word masking (masked LM)")
-                bf16 = gr.Checkbox(value=False, label="bf16 autocast (CPUs that support it)")
+                precision = gr.Dropdown(
+                    [("Automatic", "auto"), ("float32", "fp32"), ("bf16 autocast", "bf16")], value="auto",
+                    label="Precision", info="Automatic: bf16 autocast on CPUs with AMX for models of "
+                    f"{BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights or more (faster there), else float32.")
                 lora = gr.Checkbox(value=False, label="LoRA adapters (causal LM)")
                 freeze = gr.Checkbox(value=False, label="Freeze the word embeddings (faster on a CPU)")
                 checkpoint_every = gr.Number(
@@ -140,7 +145,7 @@ def build(ctx: AppContext) -> None:
 
     @show_errors
     def start(task_value, path, validation_path, text_col, label_col, base, name, n_epochs, lr, batch,
-              accumulation_steps, length, warmup_share, decay, seed_value, share, mlm_p, whole, use_bf16,
+              accumulation_steps, length, warmup_share, decay, seed_value, share, mlm_p, whole, precision_choice,
               use_lora, checkpoint_steps=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False,
               progress=gr.Progress()):
         from core.training import TrainConfig
@@ -153,7 +158,7 @@ def build(ctx: AppContext) -> None:
             learning_rate=lr, batch_size=int(batch), gradient_accumulation_steps=int(accumulation_steps),
             max_length=int(length), warmup_ratio=warmup_share, weight_decay=decay,
             seed=int(seed_value if seed_value is not None else 42), validation_share=share,
-            mlm_probability=mlm_p, whole_word_masking=whole, bf16=use_bf16, lora=use_lora,
+            mlm_probability=mlm_p, whole_word_masking=whole, bf16=_PRECISIONS[precision_choice], lora=use_lora,
             checkpoint_every=int(checkpoint_steps or 0), freeze_embeddings=bool(freeze_embeddings),
         )
         # Checked now, so a bad upload is refused before anything starts; the job trains on it.
@@ -166,7 +171,7 @@ def build(ctx: AppContext) -> None:
         start,
         [task, train_file, validation_file, text_column, label_column, base_model, model_name, epochs,
          learning_rate, batch_size, accumulation, max_length, warmup, weight_decay, seed,
-         validation_share, mlm_probability, whole_word, bf16, lora, checkpoint_every, freeze],
+         validation_share, mlm_probability, whole_word, precision, lora, checkpoint_every, freeze],
         outputs, api_name="finetune",
         # The job runner allows one job; the handler only watches it. Without this, Gradio's
         # default limit of one would queue a second person silently behind the whole run

@@ -14,7 +14,7 @@ def finetune_args(train_path, name, **overrides):
     args = dict(task_value="classification", path=handle_file(str(train_path)), validation_path=None,
                 text_col="text", label_col="label", base="tiny-bert-sentiment", name=name, n_epochs=8,
                 lr=3e-3, batch=8, accumulation_steps=1, length=32, warmup_share=0.1, decay=0.01,
-                seed_value=0, share=0.25, mlm_p=0.15, whole=False, use_bf16=False, use_lora=False,
+                seed_value=0, share=0.25, mlm_p=0.15, whole=False, precision_choice="auto", use_lora=False,
                 checkpoint_steps=0)
     args.update(overrides)
     return args

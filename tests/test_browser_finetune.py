@@ -9,6 +9,7 @@ from gradio_client import Client
 from playwright.sync_api import expect
 
 from conftest import AppServer, separable_csv
+from core.training import _cpu_has_amx
 from test_app_finetune import finetune_args, wait_for_checkpoint
 
 
@@ -93,6 +94,8 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     page.get_by_role("button", name="Train the starter model").click()
     status = page.locator("#starter-status")
     expect(status).to_contain_text("saved as 'starter-sentiment'", timeout=180_000)
+    # Precision is automatic: bf16 autocast for MiniLM where the CPU has AMX.
+    expect(status).to_contain_text("trained in bf16 autocast" if _cpu_has_amx() else "trained in float32")
     expect(status).to_contain_text(re.compile(r"Accuracy on held-out sentences: (9\d|100)%"))
     picker = page.get_by_label("Model").filter(visible=True)
     expect(picker).to_have_value("starter-sentiment (local)")

@@ -249,6 +249,35 @@ def test_bf16_autocast_runs_where_the_cpu_supports_it_and_says_so_where_not(mode
     assert result.metrics_after["perplexity"] < result.metrics_before["perplexity"]
 
 
+def test_automatic_precision_keeps_a_small_model_in_float32(models_dir, tmp_path):
+    own = tmp_path / "models"
+    text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))
+    result = train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, epochs=1,
+                          output_dir=str(own / "auto-gpt2")))  # precision left automatic
+    assert json.loads((own / "auto-gpt2" / "metrics.json").read_text())["precision"] == "fp32"
+    assert not any("bf16" in warning for warning in result.warnings)
+
+
+def test_automatic_precision_picks_bf16_for_minilm_exactly_where_the_cpu_has_amx():
+    import transformers
+
+    from core.packaged import model_folder
+    from core.training import BF16_AUTO_MIN_PARAMETERS, _cpu_has_amx, choose_bf16
+
+    minilm = transformers.AutoModel.from_pretrained(model_folder("packaged:all-MiniLM-L6-v2"))
+    assert sum(p.numel() for p in minilm.parameters()) >= BF16_AUTO_MIN_PARAMETERS
+    assert choose_bf16(None, minilm) == (_cpu_has_amx(), None)
+    assert choose_bf16(False, minilm) == (False, None)  # asked for float32: float32
+
+
+@pytest.mark.parametrize("flags, expected", [([], None), (["--bf16"], True), (["--no-bf16"], False)])
+def test_the_command_line_leaves_precision_automatic_unless_a_flag_chooses(flags, expected):
+    from core.training import _parse_args
+
+    parsed = _parse_args(["--task", "classification", "--model", "some-model", "--train", "t.csv", *flags])
+    assert parsed.bf16 is expected
+
+
 def _pieces_masked_apart(models_dir, tmp_path, whole_words: bool) -> tuple[int, int]:
     """(pairs of word pieces masked apart, masked pieces) over many batches of the real collator."""
     import torch
