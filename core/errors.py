@@ -8,6 +8,13 @@ class WorkbenchError(Exception):
     """
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of a library error's message (its type name if it has none): enough for a
+    person to see what went wrong without a traceback."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def require_number(value, low: float, high: float, what: str, integer: bool = False,
                    low_open: bool = False) -> float:
     """`value` as a number within [low, high] (or (low, high] with low_open), else a

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from core.errors import WorkbenchError, require_number
+from core.errors import WorkbenchError, first_line, require_number
 from core.limits import (
     CLASSIFY_BATCH_SIZE,
     DEFAULT_NEW_TOKENS,
@@ -69,9 +69,8 @@ def _run_model(model_name: str, call):
     except WorkbenchError:
         raise
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WorkbenchError(f"'{model_name}' failed on this input: {type(error).__name__}: "
-                             f"{reason[:300]}") from error
+                             f"{first_line(error)[:300]}") from error
 
 
 # ----- text generation ------------------------------------------------------------------------

@@ -299,8 +299,7 @@ def base_model_choices(task: str) -> list[ModelChoice]:
         others = registry.choices(PANEL_TASK[task])
     else:
         # Any local encoder takes a new head: classifiers and masked LMs alike.
-        others = [choice for panel_task in (TEXT_CLASSIFICATION, FILL_MASK)
-                  for choice in registry.choices(panel_task) if choice.local and choice.ready]
+        others = registry.local_choices(TEXT_CLASSIFICATION, FILL_MASK)
         others += [ModelChoice(repo, repo, False, ready=False) for repo in CLASSIFICATION_HUB_BASES]
     listed = {choice.name for choice in packaged}
     return packaged + [choice for choice in others if choice.name not in listed]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import WorkbenchError
+from core.errors import WorkbenchError, first_line
 from core.limits import HUB_CHECK_TIMEOUT_S, HUB_REACHABLE_TIMEOUT_S, MAX_LOADED_MODELS
 from core.threads import run_in_own_thread
 
@@ -226,8 +226,7 @@ class ModelRegistry:
         _check_task(task)
         packaged = [packaged_choice(model) for model in packaged_models().values() if model.panel_task == task]
         scanned = self._scan()
-        local = [ModelChoice(name, f"{name} (local)", True)
-                 for name, (model_task, problem) in scanned.items() if model_task == task and not problem]
+        local = _local_choices(scanned, (task,))
         broken = [ModelChoice(name, f"{name} (unusable: {problem})", True, ready=False)
                   for name, (_, problem) in scanned.items() if problem]
         online = hub_reachable()
@@ -237,6 +236,10 @@ class ModelRegistry:
             note = "cached" if cached else ("downloads on first use" if online else "needs the Hub")
             hub.append(ModelChoice(repo, f"{repo} ({note})", False, ready=cached))
         return packaged + local + hub + broken
+
+    def local_choices(self, *tasks: str) -> list[ModelChoice]:
+        """The usable folders in the models dir built for `tasks` (in that order), one scan."""
+        return _local_choices(self._scan(), tasks)
 
     def default_choice(self, task: str, choices: list[ModelChoice] | None = None) -> str | None:
         """What a panel's picker starts on: the first model ready without the network; with
@@ -399,8 +402,7 @@ class ModelRegistry:
         except WorkbenchError:
             raise
         except Exception as error:  # any library failure becomes a message naming the model
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise WorkbenchError(f"Cannot load '{name}': {reason[:300]}") from error
+            raise WorkbenchError(f"Cannot load '{name}': {first_line(error)[:300]}") from error
         with self._lock:
             self.load_count += 1
         return pipe
@@ -420,6 +422,11 @@ _OFFLINE_ADVICE = {
         "cannot be reached). Connect to the Hub, or fine-tune a masked LM in the Fine-tune tab "
         "(the packaged all-MiniLM-L6-v2 works as its base offline)."),
 }
+
+
+def _local_choices(scanned: dict[str, tuple[str | None, str | None]], tasks: tuple[str, ...]) -> list[ModelChoice]:
+    return [ModelChoice(name, f"{name} (local)", True) for task in tasks
+            for name, (model_task, problem) in scanned.items() if model_task == task and not problem]
 
 
 def _check_task(task: str) -> None:
