@@ -51,12 +51,38 @@ def prepare_models(smoke: bool) -> tuple[Path, str, str]:
     return folder, "minilm-classifier", "packaged:SmolLM2-135M-Instruct"
 
 
-def main() -> None:
-    args, repeats = parse_args(5, __doc__)
+def greedy_generation(registry, generator: str, tokens: int):
+    """The same greedy decoding of GENERATION_PROMPT two ways, so both stop at the same token:
+    (raw(n): model.generate of up to n tokens, returning how many it made; ours(): read
+    core.inference.generate_stream to the end; the settings `ours` streams with)."""
     import torch
 
     from core import inference
-    from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
+    from core.models import TEXT_GENERATION
+
+    gen = registry.get(TEXT_GENERATION, generator)
+    encoded = gen.tokenizer(GENERATION_PROMPT, return_tensors="pt")
+    settings = inference.GenerationSettings(max_new_tokens=tokens, temperature=0, repetition_penalty=1.0,
+                                            top_k=0, top_p=1.0)
+
+    def raw(new_tokens: int = tokens) -> int:
+        with torch.no_grad():
+            output = gen.model.generate(**encoded, max_new_tokens=new_tokens, do_sample=False,
+                                        pad_token_id=gen.tokenizer.eos_token_id)
+        return output.shape[1] - encoded["input_ids"].shape[1]
+
+    def ours() -> None:
+        for _ in inference.generate_stream(registry, generator, GENERATION_PROMPT, settings):
+            pass
+
+    return raw, ours, settings
+
+
+def main() -> None:
+    args, repeats = parse_args(5, __doc__)
+
+    from core import inference
+    from core.models import TEXT_CLASSIFICATION, ModelRegistry
     from core.threads import MODEL_THREAD, run_in_own_thread
 
     # Ours are called from this thread, as the app calls them from its request threads, and hand
@@ -89,35 +115,16 @@ def main() -> None:
     loop = timed(on_model_thread(lambda: [pipe(t, truncation=True) for t in thousand]), max(1, repeats // 2))
     rows.append([f"score {len(thousand)} rows", "per-row loop", loop, "classify_batch", ours, loop / ours, ">= 3"])
 
-    gen = registry.get(TEXT_GENERATION, generator)
-    settings = inference.GenerationSettings(max_new_tokens=8 if args.smoke else 48, temperature=0,
-                                            repetition_penalty=1.0, top_k=0, top_p=1.0)
-    prompt = GENERATION_PROMPT
-    encoded = gen.tokenizer(prompt, return_tensors="pt")
-
-    def raw_generate(tokens: int):
-        # The same greedy decoding as ours, so both stop at the same token.
-        with torch.no_grad():
-            return gen.model.generate(**encoded, max_new_tokens=tokens, do_sample=False,
-                                      pad_token_id=gen.tokenizer.eos_token_id)
-
-    def ours_generate() -> str:
-        texts = [""]
-        for texts in inference.generate_stream(registry, generator, prompt, settings):
-            pass
-        return texts[0]
-
-    output = MODEL_THREAD.run_model_work(lambda: raw_generate(settings.max_new_tokens))
-    new_tokens = output.shape[1] - encoded["input_ids"].shape[1]
+    raw_generate, ours_generate, settings = greedy_generation(registry, generator, 8 if args.smoke else 48)
+    new_tokens = MODEL_THREAD.run_model_work(raw_generate)
     ours_generate()  # warm up
-    raw, ours = paired_medians(on_model_thread(lambda: raw_generate(settings.max_new_tokens)), ours_generate,
-                               repeats)
+    raw, ours = paired_medians(on_model_thread(raw_generate), ours_generate, repeats)
     rows.append([f"generate {new_tokens} tokens (greedy)", "model.generate", raw,
                  "generate_stream", ours, ours / raw, "<= 1.03"])
 
     def first_token() -> float:
         started = time.perf_counter()
-        stream = inference.generate_stream(registry, generator, prompt, settings)
+        stream = inference.generate_stream(registry, generator, GENERATION_PROMPT, settings)
         next(stream)
         elapsed = time.perf_counter() - started
         stream.close()

@@ -17,36 +17,23 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 
 from common import median_seconds, parse_args, record, table
-from infer import GENERATION_PROMPT, prepare_models
+from infer import greedy_generation, prepare_models
 
 SENTENCE = "The staff were kind and the food was wonderful."
 
 
 def main() -> None:
     args, repeats = parse_args(5, __doc__)
-    import torch
 
     from core import inference
-    from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
+    from core.models import TEXT_CLASSIFICATION, ModelRegistry
     from core.threads import run_in_own_thread
 
     folder, classifier, generator = run_in_own_thread(lambda: prepare_models(args.smoke))
     registry = ModelRegistry(folder)
     classify_pipe = registry.get(TEXT_CLASSIFICATION, classifier)
-    gen = registry.get(TEXT_GENERATION, generator)
     tokens = 8 if args.smoke else 48
-    encoded = gen.tokenizer(GENERATION_PROMPT, return_tensors="pt")
-    settings = inference.GenerationSettings(max_new_tokens=tokens, temperature=0, repetition_penalty=1.0,
-                                            top_k=0, top_p=1.0)
-
-    def raw_generate():
-        with torch.no_grad():
-            gen.model.generate(**encoded, max_new_tokens=tokens, do_sample=False,
-                               pad_token_id=gen.tokenizer.eos_token_id)
-
-    def ours_generate():
-        for _ in inference.generate_stream(registry, generator, GENERATION_PROMPT, settings):
-            pass
+    raw_generate, ours_generate, _ = greedy_generation(registry, generator, tokens)
 
     def measure(classify, generate) -> float:
         """Median generation time on request thread B, after request thread A classified.
