@@ -14,7 +14,7 @@ import re
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,7 @@ class TextTable:
     columns: list[str]  # ["text"] for a plain text file
     rows: list[dict[str, str]]
     encoding: str
+    warnings: list[str] = field(default_factory=list)  # how the file was read, for the person
 
     def texts(self, column: str) -> list[str]:
         if column not in self.columns:
@@ -92,21 +93,75 @@ def _decode(data: bytes, subject: str = "The file", accepted: str = _SCORING_FIL
     raise AssertionError("latin-1 decodes any bytes")
 
 
-def _parse_rows(text: str, suffix: str, subject: str = "The file") -> tuple[list[str], list[dict[str, str]]]:
-    """Columns and rows of decoded text; every cell is a string ("" when missing)."""
+def _parse_rows(text: str, suffix: str, subject: str = "The file") -> tuple[list[str], list[dict[str, str]], list[str]]:
+    """Columns, rows and warnings of decoded text; every cell is a string ("" when missing)."""
     if suffix in TEXT_SUFFIXES:
-        return ["text"], [{"text": line} for line in text.splitlines() if line.strip()]
+        return ["text"], [{"text": line} for line in text.splitlines() if line.strip()], []
     if suffix == JSONL_SUFFIX:
-        return _parse_jsonl(text, subject)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=TABLE_SUFFIXES[suffix])
+        return (*_parse_jsonl(text, subject), [])
+    warnings: list[str] = []
     try:
-        columns = [name for name in (reader.fieldnames or []) if name is not None and name.strip()]
-        if not columns:
-            raise WorkbenchError(f"{subject} has no header row: its first line must name the columns.")
-        rows = [{name: (row.get(name) or "") for name in columns} for row in reader]
+        records = _csv_records(_normalise_line_ends(text), TABLE_SUFFIXES[suffix], subject, warnings)
     except csv.Error as error:  # e.g. a field over the csv module's size limit
         raise WorkbenchError(f"{subject} is not a valid {suffix[1:].upper()} file: {error}.") from error
-    return columns, rows
+    header = records[0] if records else []
+    columns = [name for name in header if name.strip()]
+    if not columns:
+        raise WorkbenchError(f"{subject} has no header row: its first line must name the columns.")
+    # Short rows are padded, cells beyond the header ignored: every row keeps its place.
+    positions = [index for index, name in enumerate(header) if name.strip()]
+    rows = [{header[i]: (record[i] if i < len(record) else "") for i in positions} for record in records[1:]]
+    return columns, rows, warnings
+
+
+def _normalise_line_ends(text: str) -> str:
+    """Line ends as the csv module reads them. Spreadsheet exports often carry a lone carriage
+    return inside a line (a pasted line break): it is text, not a row break, and becomes a space.
+    A file with carriage returns only (old Mac line ends) keeps them as its line ends."""
+    if "\n" not in text:
+        return text.replace("\r", "\n")
+    return _LONE_CARRIAGE_RETURN.sub(" ", text)
+
+
+_LONE_CARRIAGE_RETURN = re.compile(r"\r(?!\n)")
+
+
+def _csv_records(text: str, delimiter: str, subject: str, warnings: list[str], first_line: int = 1) -> list[list[str]]:
+    """The non-empty records of CSV text. A quote that opens and is never properly closed would
+    swallow the following lines into one cell (up to the next stray quote, or the end of the
+    file): that line is read with its quotes as plain characters, the rest is read normally, and
+    a warning names the line."""
+    lines = _physical_lines(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    records, consumed = [], 0
+    for record in reader:
+        start, consumed = consumed, reader.line_num
+        raw = "".join(lines[start:consumed])
+        if '"' in raw and not _strictly_valid(raw, delimiter):
+            warnings.append(f"Line {first_line + start} of {subject} opens a quote (\") that is never closed: "
+                            "that line was read with its quotes as plain text. Check that row.")
+            plain = next(csv.reader([lines[start]], delimiter=delimiter, quoting=csv.QUOTE_NONE), [])
+            rest = _csv_records("".join(lines[start + 1:]), delimiter, subject, warnings, first_line + start + 1)
+            return records + ([plain] if plain else []) + rest
+        if record:  # blank lines are not rows
+            records.append(record)
+    return records
+
+
+def _physical_lines(text: str) -> list[str]:
+    """The lines as the csv module counts them (after _normalise_line_ends: ended by a newline)."""
+    return re.findall(r"[^\n]*\n|[^\n]+$", text)
+
+
+def _strictly_valid(record_text: str, delimiter: str) -> bool:
+    """Whether one record's text is well-formed CSV: every quoted field closed, and closed by a
+    quote followed by a delimiter or the line's end."""
+    try:
+        for _ in csv.reader(io.StringIO(record_text, newline=""), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error:
+        return False
+    return True
 
 
 def _parse_jsonl(text: str, subject: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -144,11 +199,12 @@ def _check_row_count(rows: list, max_rows: int, subject: str, advice: str) -> No
 def read_text_table(path: str | Path, max_rows: int = MAX_BATCH_ROWS) -> TextTable:
     """Read an uploaded CSV, TSV or TXT file. Raises WorkbenchError with the reason."""
     path = Path(path)
+    name = path.name  # only the base name: the server's temporary folder means nothing to people
     suffix = _check_suffix(path, {*TABLE_SUFFIXES, *TEXT_SUFFIXES}, _SCORING_FILES)
-    text, encoding = _decode(_read_bytes(path, MAX_UPLOAD_BYTES))
-    columns, rows = _parse_rows(text, suffix)
-    _check_row_count(rows, max_rows, "The file", "Split the file and score it in parts.")
-    return TextTable(columns, rows, encoding)
+    text, encoding = _decode(_read_bytes(path, MAX_UPLOAD_BYTES, subject=name), subject=name)
+    columns, rows, warnings = _parse_rows(text, suffix, subject=name)
+    _check_row_count(rows, max_rows, name, "Split the file and score it in parts.")
+    return TextTable(columns, rows, encoding, warnings)
 
 
 # ----- training uploads ------------------------------------------------------------------------
@@ -284,9 +340,10 @@ def _read_training_table(path: Path) -> tuple[TextTable, list[str]]:
                         "look right in the preview, or save the file as UTF-8.")
     elif not data.startswith(codecs.BOM_UTF8):
         encoding = "utf-8"  # _decode says "utf-8-sig" for both; keep that name for files with a BOM
-    columns, rows = _parse_rows(text, suffix, subject=name)
+    columns, rows, parse_warnings = _parse_rows(text, suffix, subject=name)
     _check_row_count(rows, MAX_TRAIN_ROWS, name, f"Train on a sample of {name}.")
-    return TextTable(columns, rows, encoding), warnings
+    warnings += parse_warnings
+    return TextTable(columns, rows, encoding, parse_warnings), warnings
 
 
 def _refuse_undecodable(text: str, name: str) -> None:

@@ -66,3 +66,35 @@ def test_too_many_rows_are_refused(tmp_path):
     path = write(tmp_path, "many.txt", b"row\n" * 11)
     with pytest.raises(WorkbenchError, match="Too many rows: 11"):
         read_text_table(path, max_rows=10)
+
+
+def tweets_export(count: int = 200) -> bytes:
+    """A spreadsheet export of tweets: CRLF line ends, and a lone carriage return inside some
+    tweets (a line break pasted into a cell), as real exports carry."""
+    rows = ["id,tweet"]
+    for number in range(count):
+        text = f"tweet {number} about the weather" + ("\rsent from my phone" if number % 7 == 0 else "")
+        rows.append(f"{number},{text}")
+    return ("\r\n".join(rows) + "\r\n").encode("utf-8")
+
+
+def test_a_lone_carriage_return_inside_a_line_is_text_not_a_row_break(tmp_path):
+    table = read_text_table(write(tmp_path, "tweets.csv", tweets_export(200)))
+    assert len(table.rows) == 200
+    assert table.texts("id") == [str(number) for number in range(200)]  # every row in its place
+    assert table.texts("tweet")[7] == "tweet 7 about the weather sent from my phone"
+    assert table.warnings == []
+
+
+def test_carriage_returns_alone_still_end_lines_in_an_old_mac_file(tmp_path):
+    table = read_text_table(write(tmp_path, "old.csv", b"text,n\rfirst,1\rsecond,2\r"))
+    assert table.texts("text") == ["first", "second"]
+
+
+def test_an_unterminated_quote_is_named_and_does_not_swallow_the_rest(tmp_path):
+    data = b'id,tweet\n1,fine\n2,"so excited for tonight\n3,next one\n4,"quoted, properly"\n5,last\n'
+    table = read_text_table(write(tmp_path, "tweets.csv", data))
+    assert table.texts("id") == ["1", "2", "3", "4", "5"]
+    assert table.texts("tweet") == ["fine", '"so excited for tonight', "next one", "quoted, properly", "last"]
+    assert table.warnings == ['Line 3 of tweets.csv opens a quote (") that is never closed: that line was read '
+                              "with its quotes as plain text. Check that row."]

@@ -312,3 +312,14 @@ def test_preview_token_lengths_use_the_tokenizer(tmp_path):
     assert summary["label_counts"] is None and summary["rows"][0].keys() == {"text"}
     assert summary["token_lengths"] == {"min": short, "mean": (10 * short + 9 * middle + longest) / 20,
                                         "max": longest, "p95": middle}
+
+
+def test_stray_carriage_returns_and_a_broken_quote_keep_every_training_row(tmp_path):
+    rows = [f"{i},tweet {i} about the day" + ("\rsent from my phone" if i % 5 == 0 else "") +
+            f",{'good' if i % 2 else 'bad'}" for i in range(200)]
+    rows[57] = '57,"loving this weather,good'  # a quote opened and never closed
+    path = write(tmp_path, "tweets.csv", ("id,tweet,label\r\n" + "\r\n".join(rows) + "\r\n").encode())
+    data = load_training_data(CLASSIFICATION, path, validation_share=0.2)
+    assert len(data.train) + len(data.validation) == 200
+    assert any(warning.startswith("Line 59 of tweets.csv opens a quote") for warning in data.warnings)
+    assert "tweet 5 about the day sent from my phone" in texts_of(data.train) + texts_of(data.validation)
