@@ -30,6 +30,11 @@ def require_number(value, low: float, high: float, what: str, integer: bool = Fa
     if integer and number != int(number):
         raise WorkbenchError(f"{what} must be a whole number (got {value}).")
     if (number <= low if low_open else number < low) or number > high:
-        bound = f"above {low}" if low_open else f"at least {low}"
-        raise WorkbenchError(f"{what} must be {bound} and at most {high} (got {value}).")
+        bound = f"above {_plain(low)}" if low_open else f"at least {_plain(low)}"
+        raise WorkbenchError(f"{what} must be {bound} and at most {_plain(high)} (got {_plain(number)}).")
     return number
+
+
+def _plain(number: float) -> str:
+    """A number as people write it: 2 not 2.0, 0.5, 4294967295 not 4.29e+09."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"

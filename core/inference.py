@@ -21,7 +21,10 @@ from core.limits import (
     MAX_NEW_TOKENS,
     MAX_NUM_SEQUENCES,
     MAX_PROMPT_CHARS,
+    MAX_REPETITION_PENALTY,
+    MAX_TEMPERATURE,
     MAX_TEXT_CHARS,
+    MAX_TOP_K,
 )
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
 from core.threads import MODEL_THREAD
@@ -40,10 +43,10 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         require_number(self.max_new_tokens, 1, MAX_NEW_TOKENS, "Max new tokens", integer=True)
-        require_number(self.temperature, 0.0, 2.0, "Temperature")
-        require_number(self.top_k, 0, 1000, "Top-k", integer=True)
-        require_number(self.top_p, 0, 1, "Top-p", low_open=True)
-        require_number(self.repetition_penalty, 1.0, 2.0, "Repetition penalty")
+        require_number(self.temperature, 0.0, MAX_TEMPERATURE, "Temperature")
+        require_number(self.top_k, 0, MAX_TOP_K, "Top-k", integer=True)
+        require_number(self.top_p, 0.01, 1, "Top-p")
+        require_number(self.repetition_penalty, 1.0, MAX_REPETITION_PENALTY, "Repetition penalty")
         require_number(self.num_sequences, 1, MAX_NUM_SEQUENCES, "Number of sequences", integer=True)
         if self.seed is not None:
             require_number(self.seed, 0, 2**32 - 1, "Seed", integer=True)
@@ -97,18 +100,37 @@ def generate_stream(
     if settings.use_chat_template and not getattr(tokenizer, "chat_template", None):
         raise WorkbenchError(f"'{model_name}' has no chat template: turn off chat mode.")
     inputs, max_new_tokens = _prepare_inputs(tokenizer, model, prompt, settings)
-    prefix = "" if settings.use_chat_template else prompt
+    prefix = generation_prefix(prompt, settings)
     texts: list[str] = []
     for index in range(settings.num_sequences):
         texts.append(prefix)
         seed = None if settings.seed is None else settings.seed + index
+        wrote = False
         for chunk in _stream_one(model, tokenizer, inputs, settings, max_new_tokens, seed, should_stop):
             texts[index] += chunk
+            wrote = True
+            yield list(texts)
+        if not wrote:  # the model ended at once: the caller still gets every sequence
             yield list(texts)
         if should_stop():
             return
-    if not texts[-1]:
-        yield list(texts)
+
+
+def generation_prefix(prompt: str, settings: GenerationSettings) -> str:
+    """What each yielded text starts with before the model writes: the prompt in plain mode,
+    nothing in chat mode (the reply only)."""
+    return "" if settings.use_chat_template else prompt
+
+
+def nothing_written_advice(model_name: str, settings: GenerationSettings) -> str:
+    """What to tell a person whose generation ended before the model wrote a single token."""
+    if settings.use_chat_template:
+        return (f"'{model_name}' ended its reply at once, without writing anything. Rephrase the "
+                "message, or raise the temperature.")
+    return (f"'{model_name}' ended at once, without writing anything: in plain mode it continues "
+            "the prompt as text, and it read this prompt as finished. Turn on Chat mode to ask a "
+            "chat model a question, or write the start of the text you want it to continue "
+            "(for example 'The capital of France is').")
 
 
 def _prepare_inputs(tokenizer, model, prompt: str, settings: GenerationSettings):

@@ -5,6 +5,9 @@ MAX_NEW_TOKENS = 512          # cap on tokens generated per sequence
 DEFAULT_NEW_TOKENS = 64
 MAX_NUM_SEQUENCES = 4         # sequences per request (generated one after another)
 MAX_PROMPT_CHARS = 4_000
+MAX_TEMPERATURE = 2.0
+MAX_TOP_K = 200
+MAX_REPETITION_PENALTY = 2.0
 
 # Sentiment
 MAX_TEXT_CHARS = 5_000        # one text to classify or fill
@@ -26,10 +29,16 @@ MAX_TRAIN_UPLOAD_BYTES = 20 * 1024 * 1024  # one training or validation file
 MAX_TRAIN_ROWS = 50_000       # rows in one training or validation file
 MAX_CLASSES = 50              # distinct labels for classification fine-tuning
 
-# Fine-tuning loop
+# Fine-tuning loop (the Fine-tune tab's sliders span these ranges)
 MAX_EPOCHS = 20
 MAX_BATCH_SIZE = 256
+MAX_GRADIENT_ACCUMULATION = 64
 MAX_LENGTH = 1024             # tokens per example / language-model block
+MIN_LENGTH = 8                # shortest block the loop trains on (it falls back to it for tiny texts)
+MAX_WARMUP_RATIO = 0.5        # share of the steps
+MAX_WEIGHT_DECAY = 0.5
+MAX_VALIDATION_SHARE = 0.5
+MAX_MLM_PROBABILITY = 0.5     # share of tokens masked (masked LM)
 
 # Serving
 QUEUE_MAX_SIZE = 64           # requests waiting in the app's queue; more are refused at once

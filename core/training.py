@@ -28,10 +28,11 @@ from typing import Any
 from core import checkpoints
 from core.data import CAUSAL_LM, CLASSIFICATION, TRAIN_TASKS, TrainingData
 from core.errors import WorkbenchError, require_number
-from core.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LENGTH
+from core.limits import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_MLM_PROBABILITY,
+                         MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.metrics import classification_metrics, perplexity
 
-MIN_BLOCK_SIZE = 8  # shortest language-model block the loop falls back to for tiny texts
+MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back to for tiny texts
 
 
 @dataclass
@@ -70,13 +71,14 @@ class TrainConfig:
         require_number(self.epochs, 0, MAX_EPOCHS, "epochs", low_open=True)
         require_number(self.learning_rate, 0, 1, "learning_rate", low_open=True)
         require_number(self.batch_size, 1, MAX_BATCH_SIZE, "batch_size", integer=True)
-        require_number(self.gradient_accumulation_steps, 1, 64, "gradient_accumulation_steps", integer=True)
-        require_number(self.max_length, MIN_BLOCK_SIZE, MAX_LENGTH, "max_length", integer=True)
-        require_number(self.warmup_ratio, 0, 1, "warmup_ratio")
-        require_number(self.weight_decay, 0, 1, "weight_decay")
+        require_number(self.gradient_accumulation_steps, 1, MAX_GRADIENT_ACCUMULATION, "gradient_accumulation_steps",
+                       integer=True)
+        require_number(self.max_length, MIN_LENGTH, MAX_LENGTH, "max_length", integer=True)
+        require_number(self.warmup_ratio, 0, MAX_WARMUP_RATIO, "warmup_ratio")
+        require_number(self.weight_decay, 0, MAX_WEIGHT_DECAY, "weight_decay")
         require_number(self.seed, 0, 2**32 - 1, "seed", integer=True)
-        require_number(self.validation_share, 0, 0.9, "validation_share", low_open=True)
-        require_number(self.mlm_probability, 0, 1, "mlm_probability", low_open=True)
+        require_number(self.validation_share, 0, MAX_VALIDATION_SHARE, "validation_share", low_open=True)
+        require_number(self.mlm_probability, 0, MAX_MLM_PROBABILITY, "mlm_probability", low_open=True)
         require_number(self.checkpoint_every, 0, 1_000_000, "checkpoint_every", integer=True)
         if self.lora and self.task != CAUSAL_LM:
             raise WorkbenchError("lora: LoRA adapters are offered for causal LM fine-tuning only.")
@@ -143,9 +145,12 @@ def base_tokenizer(name: str, models_dir: str | None = None):
 
 
 def _load_model(config: TrainConfig, source: str, local_only: bool, label_names: list[str] | None):
+    import torch
     import transformers
 
-    common = dict(trust_remote_code=False, local_files_only=local_only,
+    # float32 weights: the optimizer updates them in full precision (bf16 runs as autocast on
+    # top, see choose_bf16). transformers would otherwise keep a bf16 checkpoint (SmolLM2) in bf16.
+    common = dict(trust_remote_code=False, local_files_only=local_only, dtype=torch.float32,
                   use_safetensors=True if local_only else None)
     if config.task == CLASSIFICATION:
         base_config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=False,
@@ -185,7 +190,9 @@ def _tokenize(config: TrainConfig, data: TrainingData, tokenizer, model, warning
                              f"none: turn whole-word masking off.")
 
     def encode(batch):
-        return tokenizer(batch["text"], return_offsets_mapping=whole_words)
+        # Each row ends with its line break, as run_clm's `keep_linebreaks`: concatenated into
+        # blocks, the lines of a text file read as lines ("every day.\nThe farmer") again.
+        return tokenizer([text + "\n" for text in batch["text"]], return_offsets_mapping=whole_words)
 
     train_ids, validation_ids = (split.map(encode, batched=True, remove_columns=split.column_names)
                                  for split in (data.train, data.validation))
@@ -525,7 +532,25 @@ def _parse_args(argv: list[str] | None) -> TrainConfig:
     values = json.loads(Path(args.pop("config")).read_text()) if args.get("config") else {}
     args.pop("config", None)
     values.update({key: value for key, value in args.items() if value is not None})
-    return TrainConfig(**values)
+    return TrainConfig(**_base_folder_as_models_dir(values))
+
+
+def _base_folder_as_models_dir(values: dict) -> dict:
+    """On the command line `--model` may also be a folder path (`./out/my-model`): it is then
+    looked up as a model folder inside its parent folder, with the checks every local model
+    gets (config.json, safetensors weights). The web UI keeps to the models folder."""
+    name = str(values.get("base_model") or "")
+    looks_like_path = os.sep in name or name.startswith((".", "~"))
+    folder = Path(name).expanduser()
+    if not (looks_like_path and folder.is_dir()):
+        return values
+    from core.models import is_valid_local_name
+
+    folder = folder.resolve()
+    if not is_valid_local_name(folder.name):
+        raise WorkbenchError(f"--model {name}: the folder name may hold letters, digits, '.', '_' and '-' only "
+                             f"(starting with a letter or digit): rename the folder.")
+    return {**values, "base_model": folder.name, "models_dir": str(folder.parent)}
 
 
 def main(argv: list[str] | None = None) -> int:

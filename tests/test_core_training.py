@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -328,3 +329,35 @@ def test_frozen_embeddings_stay_as_they_were_while_the_rest_learns(models_dir, t
     assert not (base["classifier.weight"] == tuned["classifier.weight"]).all()
     metrics = json.loads((own / "frozen" / "metrics.json").read_text())
     assert metrics["after"]["loss"] < metrics["before"]["loss"]
+
+
+def test_the_lines_of_a_text_file_keep_their_line_breaks_in_the_training_blocks(models_dir, tmp_path):
+    import transformers
+
+    from core.data import load_training_data
+    from core.training import _tokenize
+
+    text = write(tmp_path / "story.txt", "The farmer paints the green river every day.\nThe cat sees the red house.\n" * 20)
+    settings = config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, max_length=64)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(models_dir / "tiny-gpt2")
+    model = transformers.AutoModelForCausalLM.from_pretrained(models_dir / "tiny-gpt2")
+    train_set, _, _ = _tokenize(settings, load_training_data("causal-lm", text, seed=0), tokenizer, model, [])
+    blocks = "".join(tokenizer.decode(ids) for ids in train_set["input_ids"])
+    assert "every day.\nThe" in blocks or "house.\nThe" in blocks
+    assert "day.The" not in blocks and "house.The" not in blocks
+
+
+def test_the_command_line_takes_a_folder_path_as_the_base_model(models_dir, tmp_path):
+    elsewhere = tmp_path / "downloads" / "my-base"
+    shutil.copytree(models_dir / "tiny-bert-sentiment", elsewhere)
+    data = separable_csv(tmp_path / "w.csv")
+    command = [sys.executable, "-m", "core.training", "--task", "classification", "--model", str(elsewhere),
+               "--train", str(data), "--epochs", "1", "--batch-size", "16", "--max-length", "32",
+               "--output", str(tmp_path / "out" / "from-a-path")]
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "WORKBENCH_MODELS_DIR": str(tmp_path / "empty")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "out" / "from-a-path" / "model.safetensors").is_file()
+    relative = subprocess.run([*command[:6], "./nowhere/my-base", *command[7:]], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=300)
+    assert relative.returncode == 2 and "nowhere/my-base" in relative.stderr  # a clear refusal, no traceback
