@@ -87,9 +87,10 @@ def remove_checkpoints(folder: str | Path | None) -> None:
 
 
 # ----- run records (the app's resumable runs) -------------------------------------------------
-def write_run_record(folder: Path, model_name: str, config_fields: dict) -> dict:
-    """Copy the uploads into `folder` and record the run's settings; returns the fields with the
-    upload paths pointing at the copies (uploads in a temp folder may be gone after a restart)."""
+def write_run_record(folder: Path, model_name: str, config_fields: dict, server_pid: int | None = None) -> dict:
+    """Copy the uploads into `folder` and record the run's settings (and the server process that
+    runs it); returns the fields with the upload paths pointing at the copies (uploads in a temp
+    folder may be gone after a restart)."""
     folder.mkdir(parents=True, exist_ok=True)
     fields = dict(config_fields)
     for key, stem in (("train_file", "train"), ("validation_file", "validation")):
@@ -99,7 +100,7 @@ def write_run_record(folder: Path, model_name: str, config_fields: dict) -> dict
             if source.resolve() != copy.resolve():
                 shutil.copyfile(source, copy)
             fields[key] = str(copy)
-    record = {"model_name": model_name, "config": fields}
+    record = {"model_name": model_name, "config": fields, "server_pid": server_pid}
     (folder / RUN_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return fields
 

@@ -1,12 +1,15 @@
 """The one fine-tuning job a server runs at a time, outside any web request.
 
 The job runs in its own thread, so closing or refreshing the page does not stop it; any page
-can read its live status and re-attach. After a cancel, the partly trained model is kept in
-memory until the person chooses to save or discard it.
+can read its live status and re-attach. The runner saves the trained model itself: after a
+cancel, or when the save fails (disk full, the name taken meanwhile), the trained model is kept
+in memory until the person saves it (under the same or another name) or discards it.
 
 A run that checkpoints keeps its settings, uploads and checkpoints in
 `<models dir>/.checkpoints/<name>/` (a dot-folder, so no picker lists it). If the server dies
-mid-run, that folder survives, and the next server offers to resume the run from it.
+mid-run, that folder survives, and the next server offers to resume the run from it. A run
+folder that cannot be resumed (the run failed before its first checkpoint, or its model was
+saved) is removed when the run ends, or when the next server starts (`remove_stale_runs`).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ CLASSIFICATION_HUB_BASES = ("distilbert/distilbert-base-uncased", "google-bert/b
 
 CHECKPOINTS_FOLDER = ".checkpoints"  # inside the models directory
 
-IDLE, RUNNING, STOPPING, CANCELLED, FINISHED, FAILED = (
-    "idle", "running", "stopping", "cancelled", "finished", "failed")
+IDLE, RUNNING, STOPPING, SAVING, CANCELLED, SAVE_FAILED, FINISHED, FAILED = (
+    "idle", "running", "stopping", "saving", "cancelled", "save failed", "finished", "failed")
+AWAITING_SAVE = (CANCELLED, SAVE_FAILED)  # a trained model waits in memory: save it or discard it
 
 
 @dataclass
@@ -73,7 +77,20 @@ class JobStatus:
 
     @property
     def active(self) -> bool:
-        return self.state in (RUNNING, STOPPING)
+        return self.state in (RUNNING, STOPPING, SAVING)
+
+    @property
+    def awaiting_save(self) -> bool:
+        return self.state in AWAITING_SAVE
+
+    def summary(self) -> dict:
+        """The status as plain data, for API clients."""
+        step = self.progress if self.active else self.last_training_step or self.progress
+        return {"state": self.state, "model_name": self.model_name, "task": self.task, "message": self.message,
+                "phase": getattr(self.progress, "phase", None), "step": getattr(step, "step", 0),
+                "total_steps": getattr(step, "total_steps", 0), "loss_curve": list(self.loss_curve),
+                "metrics_before": self.metrics_before, "metrics_after": self.metrics_after,
+                "warnings": list(self.warnings), "started_at": self.started_at, "finished_at": self.finished_at}
 
 
 class JobRunner:
@@ -81,8 +98,9 @@ class JobRunner:
         self._lock = threading.Lock()
         self._status = JobStatus()
         self._stop = threading.Event()
-        self._pending = None  # TrainResult of a cancelled run, until saved or discarded
+        self._pending = None  # TrainResult of a cancelled run or a failed save, until saved or discarded
         self._thread: threading.Thread | None = None
+        self._run_name: str | None = None  # the run's folder name (the model may be saved under another)
 
     def status(self) -> JobStatus:
         with self._lock:
@@ -93,10 +111,10 @@ class JobRunner:
         `data`: the uploads already loaded and checked (else train() loads them).
         With `config.checkpoint_every`, the run can be resumed after a crash or restart."""
         models_dir = get_registry().models_dir
-        target = _target_folder(models_dir, model_name)
-        run_folder = _run_folder(models_dir, target.name)
         with self._lock:
             self._refuse_while_busy()
+            target = _target_folder(models_dir, model_name)
+            run_folder = _run_folder(models_dir, target.name)
             waiting = _interrupted_run(run_folder)
             if waiting:
                 raise WorkbenchError(f"An interrupted run of '{waiting.model_name}' can resume from step "
@@ -105,7 +123,8 @@ class JobRunner:
             config = replace(config, output_dir=str(target), models_dir=str(models_dir),
                              checkpoint_dir=str(run_folder) if config.checkpoint_every else None, resume=False)
             if config.checkpoint_every:
-                fields = checkpoints.write_run_record(run_folder, target.name, _record_fields(config))
+                fields = checkpoints.write_run_record(run_folder, target.name, _record_fields(config),
+                                                      server_pid=os.getpid())
                 config = replace(config, train_file=fields["train_file"],
                                  validation_file=fields["validation_file"])
             return self._launch(config, target.name, data,
@@ -136,7 +155,7 @@ class JobRunner:
         if not root.is_dir():
             return []
         with self._lock:
-            busy = self._status.model_name if self._status.active or self._status.state == CANCELLED else None
+            busy = self._status.model_name if self._status.active or self._status.awaiting_save else None
         runs = [_interrupted_run(folder) for folder in sorted(root.iterdir()) if folder.name != busy]
         return [run for run in runs if run]
 
@@ -149,6 +168,12 @@ class JobRunner:
                 raise WorkbenchError(f"'{model_name}' is training now: cancel it instead.")
         shutil.rmtree(run_folder, ignore_errors=True)
 
+    def check_can_start(self) -> None:
+        """Raise WorkbenchError saying why if a new run cannot start now (one runs, or a trained
+        model waits to be saved): callers check this before any slow preparation."""
+        with self._lock:
+            self._refuse_while_busy()
+
     def _refuse_while_busy(self) -> None:
         if self._status.active:
             progress = self._status.progress
@@ -156,13 +181,14 @@ class JobRunner:
             raise WorkbenchError(
                 f"Busy: '{self._status.model_name}' is training{where}. Wait for it to finish "
                 f"or cancel it first.")
-        if self._status.state == CANCELLED:
-            raise WorkbenchError(
-                f"A cancelled run of '{self._status.model_name}' waits: save it or discard it first.")
+        if self._status.awaiting_save:
+            what = "A cancelled run" if self._status.state == CANCELLED else "A trained model that could not be saved"
+            raise WorkbenchError(f"{what} of '{self._status.model_name}' waits: save it or discard it first.")
 
     def _launch(self, config, model_name: str, data, message: str) -> JobStatus:
         self._stop.clear()
         self._pending = None
+        self._run_name = model_name
         self._status = JobStatus(state=RUNNING, model_name=model_name, task=config.task, message=message,
                                  started_at=time.time())
         self._thread = threading.Thread(target=self._run, args=(config, data), daemon=True,
@@ -179,31 +205,31 @@ class JobRunner:
         self._stop.set()
         return self.status()
 
-    def save_cancelled(self) -> JobStatus:
-        from core.training import save_model
+    def save_pending(self, model_name: str | None = None) -> JobStatus:
+        """Start saving the model waiting after a cancel or a failed save, as `model_name`
+        (default: the name the run was started with), in the background like the job itself.
+        A failed save keeps it waiting, with the reason."""
+        with self._lock:
+            if not self._status.awaiting_save or self._pending is None:
+                raise WorkbenchError("There is no trained model waiting to be saved.")
+            name = (model_name or "").strip() or self._status.model_name
+            target = _target_folder(get_registry().models_dir, name)  # a bad or taken name: refused
+            self._status.state, self._status.model_name = SAVING, target.name
+            self._status.message = f"Saving as '{target.name}'…"
+            self._thread = threading.Thread(target=self._save, args=(self._pending, target, self._run_name),
+                                            daemon=True, name="finetune-save")
+            self._thread.start()
+            return copy.deepcopy(self._status)
 
+    def discard_pending(self) -> JobStatus:
+        """Drop the model waiting after a cancel or a failed save, with its checkpoints."""
         with self._lock:
-            if self._status.state != CANCELLED or self._pending is None:
-                raise WorkbenchError("There is no cancelled run to save.")
-            result, name = self._pending, self._status.model_name
-        models_dir = get_registry().models_dir
-        target = _target_folder(models_dir, name)
-        run_in_own_thread(lambda: save_model(result, target), name="save-model")  # why: core/threads.py
-        shutil.rmtree(_run_folder(models_dir, name), ignore_errors=True)
-        with self._lock:
-            self._pending = None
-            self._status.state = FINISHED
-            self._status.message = f"Saved the partly trained model as '{name}'."
-        return self.status()
-
-    def discard_cancelled(self) -> JobStatus:
-        with self._lock:
-            if self._status.state != CANCELLED:
-                raise WorkbenchError("There is no cancelled run to discard.")
-            shutil.rmtree(_run_folder(get_registry().models_dir, self._status.model_name), ignore_errors=True)
+            if not self._status.awaiting_save:
+                raise WorkbenchError("There is no trained model waiting to be saved or discarded.")
+            shutil.rmtree(_run_folder(get_registry().models_dir, self._run_name), ignore_errors=True)
             self._pending = None
             self._status.state = IDLE
-            self._status.message = "Discarded the cancelled run."
+            self._status.message = "Discarded the trained model."
         return self.status()
 
     def wait(self, timeout: float | None = None) -> JobStatus:
@@ -218,28 +244,55 @@ class JobRunner:
         from core.training import train
 
         try:
-            result = train(config, on_progress=self._on_progress, should_stop=self._stop.is_set, data=data)
-        except WorkbenchError as error:
-            self._finish(FAILED, str(error) + _resumable_note(config))
-            return
-        except Exception as error:  # a bug or a library failure: report it, keep serving
-            self._finish(FAILED, f"Training failed: {type(error).__name__}: {error}" + _resumable_note(config))
+            # The runner saves, not train(): a failed save then keeps the trained model.
+            result = train(replace(config, output_dir=None), on_progress=self._on_progress,
+                           should_stop=self._stop.is_set, data=data)
+        except Exception as error:  # WorkbenchError, a bug or a library failure: report it, keep serving
+            reason = str(error) if isinstance(error, WorkbenchError) else \
+                f"Training failed: {type(error).__name__}: {error}"
+            if not checkpoints.latest_checkpoint(config.checkpoint_dir):
+                # Nothing to resume from: the run record and its copy of the uploads go too.
+                shutil.rmtree(_run_folder(get_registry().models_dir, self._run_name), ignore_errors=True)
+            self._finish(FAILED, reason + _resumable_note(config))
             return
         with self._lock:
             self._status.metrics_before = result.metrics_before
             self._status.metrics_after = result.metrics_after
             self._status.warnings = list(result.warnings)
+            self._pending = result
         if result.stopped:
-            with self._lock:
-                self._pending = result
             self._finish(CANCELLED, f"Cancelled after step {result.steps_done} of "
                                     f"{result.total_steps}: save what was trained, or discard it.")
+            return
+        with self._lock:
+            self._status.state = SAVING
+            self._status.message = "Saving…"
+        self._save(result, Path(config.output_dir), self._run_name)
+
+    def _save(self, result, target: Path, run_name: str) -> None:
+        """Save the trained model (state SAVING); FINISHED, or SAVE_FAILED with the reason and
+        the model still waiting."""
+        from core.training import save_model
+
+        try:
+            run_in_own_thread(lambda: save_model(result, target), name="save-model")  # why: core/threads.py
+        except Exception as error:  # disk full, the name taken meanwhile, ...: the model stays in memory
+            reason = str(error) if isinstance(error, WorkbenchError) else f"{type(error).__name__}: {error}"
+            self._finish(SAVE_FAILED, f"Could not save '{target.name}': {reason} The trained model is kept: "
+                                      "fix the cause and save again (under another name if you like), or "
+                                      "discard it.")
+            return
+        # Saved: the run's settings, uploads and checkpoints are done with.
+        shutil.rmtree(_run_folder(get_registry().models_dir, run_name), ignore_errors=True)
+        with self._lock:
+            self._pending = None
+        if result.stopped:
+            self._finish(FINISHED, f"Saved the partly trained model as '{target.name}' (step "
+                                   f"{result.steps_done} of {result.total_steps}).")
         else:
-            if config.checkpoint_dir:  # saved: the settings, uploads and checkpoints are done with
-                shutil.rmtree(config.checkpoint_dir, ignore_errors=True)
             resumed = f" (resumed from step {result.resumed_from_step})" if result.resumed_from_step else ""
             precision = "bf16 autocast" if result.precision == "bf16" else "float32"
-            self._finish(FINISHED, f"Done: saved as '{self._status.model_name}'{resumed}; trained in {precision}.")
+            self._finish(FINISHED, f"Done: saved as '{target.name}'{resumed}; trained in {precision}.")
 
     def _on_progress(self, progress) -> None:
         with self._lock:
@@ -279,6 +332,25 @@ def remove_interrupted_saves(models_dir) -> list[str]:
     return removed
 
 
+def remove_stale_runs(models_dir) -> list[str]:
+    """Delete run folders in `<models>/.checkpoints/` that no run can use: no run record or no
+    complete checkpoint (the run failed or was cut off before its first one), or a model already
+    saved under the run's name (cut off after its save). Runs of a server that is still alive
+    are left alone. Returns the names removed."""
+    root = Path(models_dir) / CHECKPOINTS_FOLDER
+    removed = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        record = checkpoints.read_run_record(folder)
+        owner = (record or {}).get("server_pid")
+        if owner and owner != os.getpid() and _process_alive(int(owner)):
+            continue
+        saved = record and (Path(models_dir) / record["model_name"]).exists()
+        if not record or not checkpoints.latest_checkpoint(folder) or saved:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -294,7 +366,9 @@ def base_model_choices(task: str) -> list[ModelChoice]:
     from core.packaged import packaged_models
 
     registry = get_registry()
-    packaged = [packaged_choice(model) for model in packaged_models().values() if task in model.train_tasks]
+    packaged = [packaged_choice(model) if task not in model.untrained_head_for else
+                ModelChoice(model.name, f"{model.short_name} (packaged; its {task} head starts untrained)", True)
+                for model in packaged_models().values() if task in model.train_tasks]
     if task != CLASSIFICATION:
         others = registry.choices(PANEL_TASK[task])
     else:
@@ -330,12 +404,8 @@ def _run_folder(models_dir, model_name: str) -> Path:
 def _interrupted_run(run_folder: Path) -> InterruptedRun | None:
     record = checkpoints.read_run_record(run_folder)
     latest = checkpoints.latest_checkpoint(run_folder)
-    if not record or not latest:
-        return None
-    if (run_folder.parent.parent / record["model_name"]).exists():
-        # Saved, then cut off before its checkpoints were cleared: nothing left to resume.
-        shutil.rmtree(run_folder, ignore_errors=True)
-        return None
+    if not record or not latest or (run_folder.parent.parent / record["model_name"]).exists():
+        return None  # nothing to resume (remove_stale_runs clears such folders at start)
     state = checkpoints.read_state(latest[1])
     return InterruptedRun(record["model_name"], state["step"], state["total_steps"])
 
