@@ -13,17 +13,17 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.jobs import remove_interrupted_saves
+from core.jobs import remove_interrupted_saves, remove_stale_runs
 from core.limits import QUEUE_MAX_SIZE
 from core.models import configure, models_dir_from_env
 from demos import classify, fill_mask, finetune, generate
-from demos.common import AppContext
+from demos.common import IDLE_POLL_SECONDS, AppContext, list_models, watch_job
 
 PANELS = (
     ("Text generation", generate),
     ("Sentiment", classify),
     ("Fill-mask", fill_mask),
-    ("Fine-tune", finetune),  # last: it refreshes the other panels' model pickers
+    ("Fine-tune", finetune),
 )
 
 
@@ -32,14 +32,20 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: a save cut off by a crash (the run can resume from its checkpoint).",
               file=sys.stderr, flush=True)
+    for leftover in remove_stale_runs(registry.models_dir):
+        print(f"Removed the run folder of '{leftover}': it had no checkpoint to resume from.",
+              file=sys.stderr, flush=True)
     with gr.Blocks(title="Model Workbench") as demo:
         gr.Markdown("# Model Workbench\nTry transformer models: generate text, classify "
                     "sentiment, fill in masked words, and fine-tune on your own data.")
-        ctx = AppContext(registry=registry, demo=demo)
+        ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS))
         with gr.Tabs():
             for title, panel in PANELS:
                 with gr.Tab(title):
                     panel.build(ctx)
+        watch_job(ctx)  # after every panel: it drives what each shows of the training job
+        # Listed last on the "Use via API" page, after the panels' own endpoints.
+        gr.api(list_models, api_name="models")
     # A full queue answers "Queue is full, try again later" at once instead of making people wait
     # without end; each event's own concurrency limit keeps a long generation from blocking others.
     demo.queue(max_size=queue_size)

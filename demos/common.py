@@ -1,17 +1,32 @@
-"""Pieces every panel shares: the context, error display and the model picker."""
+"""Pieces every panel shares: the context, error display, model pickers, settings sliders, and
+the one watch over the training job that every page keeps."""
 
 from __future__ import annotations
 
 import functools
 import html
 import inspect
-import time
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gradio as gr
+from gradio.components.number import Number
 
 from core.errors import WorkbenchError
-from core.models import ModelRegistry
+from core.jobs import get_runner
+from core.models import TASKS, ModelRegistry
+
+JOB_POLL_SECONDS = 0.5  # how often a page reads the training job's status while it runs
+IDLE_POLL_SECONDS = 2.0  # and while none runs: a job started from another page or the API shows up
+
+
+@dataclass
+class JobView:
+    """Outputs that show the training job, and how to fill them from a core.jobs.JobStatus."""
+
+    outputs: list
+    render: Callable  # JobStatus -> one value (or gr.update) per output
 
 
 @dataclass
@@ -22,6 +37,9 @@ class AppContext:
     pickers: dict[str, list[gr.Dropdown]] = field(default_factory=dict)
     # The "nothing is ready offline" note under each picker, by task.
     offline_notes: dict[str, list[gr.Markdown]] = field(default_factory=dict)
+    # What each panel shows of the training job; `watch_job` drives them all from one timer.
+    job_views: list[JobView] = field(default_factory=list)
+    job_timer: gr.Timer | None = None  # drives every JobView (see watch_job)
 
 
 def as_text(message: str) -> str:
@@ -34,6 +52,11 @@ def _toast(error: WorkbenchError) -> gr.Error:
     # Toasts render HTML: escape it, but keep the message readable for API clients (no entities
     # for quotes, and Markdown is not rendered in toasts).
     return gr.Error(html.escape(str(error), quote=False))
+
+
+def warn(message: str) -> None:
+    """A yellow toast (escaped like errors); the event goes on."""
+    gr.Warning(html.escape(str(message), quote=False))
 
 
 def show_errors(handler):
@@ -56,20 +79,63 @@ def show_errors(handler):
     return wrapper
 
 
-JOB_POLL_SECONDS = 0.5  # how often a page watching the training job reads its status
+# ----- settings ---------------------------------------------------------------------------------
+class SettingSlider(gr.Slider):
+    """A slider whose value reaches the handler unchecked, so that core's range checks refuse an
+    out-of-range value sent through the API with a message naming the setting (Gradio's own check
+    says only "Value 50 is greater than maximum value 20"). In the browser the slider keeps its
+    value in range itself; `setting_slider` tells the person when it does."""
+
+    is_template = True  # drawn by Gradio's own slider
+
+    def preprocess(self, payload):
+        try:
+            return Number.round_to_precision(payload, self.precision)
+        except (TypeError, ValueError):
+            return payload  # not a number: core says so, naming the setting
 
 
-def follow_job(runner, progress: gr.Progress, job=None):
-    """Snapshots of the training job (from `job`, else its current status) until it ends,
-    moving the page's progress bar: the loop of every handler that streams a job."""
-    job = job or runner.status()
-    yield job
-    while job.active:
-        time.sleep(JOB_POLL_SECONDS)
-        job = runner.status()
-        if job.progress is not None and job.progress.total_steps:
-            progress((job.progress.step, job.progress.total_steps), desc=job.message, unit="steps")
-        yield job
+def setting_slider(minimum: float, maximum: float, label: str, info: str | None = None,
+                   **options) -> SettingSlider:
+    """A slider for a setting limited to [minimum, maximum], its range shown under it. A value
+    typed outside the range is set to the nearest end by the browser, with a note saying so."""
+    limits = f"{minimum:g}–{maximum:g}"
+    slider = SettingSlider(minimum, maximum, label=label, info=f"{info} ({limits})" if info else limits,
+                           interactive=True, **options)
+
+    def note_if_outside(value):
+        # `release` carries the typed value; the browser then moves the slider into range.
+        if isinstance(value, (int, float)) and not minimum <= value <= maximum:
+            nearest = maximum if value > maximum else minimum
+            warn(f"{label} goes from {minimum:g} to {maximum:g}: {value:g} was set to {nearest:g}.")
+
+    slider.release(note_if_outside, slider, None, show_progress="hidden", concurrency_limit=None,
+                   api_visibility="private")
+    return slider
+
+
+# ----- model pickers ------------------------------------------------------------------------------
+class OpenDropdown(gr.Dropdown):
+    """A dropdown whose choices change while the app runs (models saved since the page was built,
+    the columns of an upload, interrupted runs) and that accepts any value: the API says `str`,
+    not the list of choices frozen when the page was built. Made by `open_dropdown`."""
+
+    is_template = True  # drawn by Gradio's own dropdown
+    api_hint = ""
+
+    def api_info(self) -> dict:
+        return {"type": "string", "description": self.api_hint}
+
+
+def open_dropdown(api_hint: str, **options) -> OpenDropdown:
+    """An OpenDropdown; `api_hint` tells API users what the value may be."""
+    # Set after construction: Gradio builds the page config from __init__'s own parameters.
+    dropdown = OpenDropdown(allow_custom_value=True, **options)
+    dropdown.api_hint = api_hint
+    return dropdown
+
+
+MODEL_API_HINT = "a model name: a Hub id, a packaged model or a folder in the models folder (see /models)"
 
 
 def _picker_state(registry: ModelRegistry, task: str, current: str | None = None):
@@ -84,14 +150,14 @@ def _note_markdown(note: str | None, **layout) -> gr.Markdown:
     return gr.Markdown(f"⚠️ {note}" if note else "", visible=bool(note), **layout)
 
 
-def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
+def model_picker(ctx: AppContext, task: str) -> OpenDropdown:
     """A model dropdown (packaged and local models first, then Hub ids, each marked ready offline
     or not; any Hub id may be typed), a refresh button that re-reads the models directory (new
     models appear without a restart), and a note saying what to do when nothing is ready."""
     choices, value, offline_note = _picker_state(ctx.registry, task)
     with gr.Row(equal_height=True):
-        dropdown = gr.Dropdown(
-            choices=choices, value=value, label="Model", allow_custom_value=True, scale=5,
+        dropdown = open_dropdown(
+            MODEL_API_HINT, choices=choices, value=value, label="Model", scale=5,
             info="Ready-to-use models first, then Hugging Face Hub ids (type any other id).",
         )
         refresh = gr.Button("↻ Refresh models", scale=0, min_width=130, size="sm")
@@ -100,24 +166,99 @@ def model_picker(ctx: AppContext, task: str, api_name: str) -> gr.Dropdown:
     def refresh_choices(current: str | None):
         return refreshed_picker(ctx.registry, task, current)
 
-    refresh.click(refresh_choices, inputs=dropdown, outputs=[dropdown, note], api_name=api_name)
+    refresh.click(refresh_choices, inputs=dropdown, outputs=[dropdown, note], api_visibility="private")
     ctx.demo.load(refresh_choices, inputs=dropdown, outputs=[dropdown, note], api_visibility="private")
     ctx.pickers.setdefault(task, []).append(dropdown)
     ctx.offline_notes.setdefault(task, []).append(note)
     return dropdown
 
 
-def refreshed_picker(registry: ModelRegistry, task: str, current: str | None) -> tuple[gr.Dropdown, gr.Markdown]:
+def refreshed_picker(registry: ModelRegistry, task: str, current: str | None) -> tuple[dict, dict]:
     """A picker's fresh choices (keeping `current`, if given) and its offline note."""
     choices, value, note = _picker_state(registry, task, current)
-    return gr.Dropdown(choices=choices, value=value), _note_markdown(note)
+    return gr.update(choices=choices, value=value), gr.update(value=f"⚠️ {note}" if note else "",
+                                                              visible=bool(note))
 
 
-def refreshed_pickers(ctx: AppContext) -> tuple[list[gr.Dropdown], callable]:
-    """All pickers, and a handler that re-reads the models directory into them (keeping picks)."""
-    order = [(task, dropdown) for task, dropdowns in ctx.pickers.items() for dropdown in dropdowns]
+def all_pickers_refresh(ctx: AppContext) -> tuple[list, list, Callable]:
+    """(inputs, outputs, handler) that re-read the models directory into every picker and its
+    offline note, keeping each picker's current pick."""
+    order = [(task, dropdown, note) for task in ctx.pickers
+             for dropdown, note in zip(ctx.pickers[task], ctx.offline_notes[task])]
 
     def refresh(*current):
-        return [refreshed_picker(ctx.registry, task, value)[0] for (task, _), value in zip(order, current)]
+        updates = []
+        for (task, _, _), value in zip(order, current):
+            updates += refreshed_picker(ctx.registry, task, value)
+        return updates
 
-    return [dropdown for _, dropdown in order], refresh
+    return ([dropdown for _, dropdown, _ in order],
+            [component for _, dropdown, note in order for component in (dropdown, note)], refresh)
+
+
+def list_models(task: str) -> list[dict]:
+    """The models each picker offers now, for API users: name, label (with readiness) and
+    whether it is ready without the network."""
+    from core.models import get_registry
+
+    if task not in TASKS:
+        raise gr.Error(f"Unknown task '{html.escape(str(task))}': choose one of {', '.join(TASKS)}.")
+    return [{"name": choice.name, "label": choice.label, "ready": choice.ready}
+            for choice in get_registry().choices(task)]
+
+
+# ----- watching the training job ------------------------------------------------------------------
+def _fingerprint(value) -> str:
+    """What a value looks like on the page, to send only what changed (a plot redrawn at every
+    poll flickers)."""
+    if hasattr(value, "to_json"):  # a pandas DataFrame
+        return value.to_json()
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def watch_job(ctx: AppContext) -> None:
+    """One timer per page renders every JobView: often while the training job is active, seldom
+    while it is not (a job started elsewhere still shows up); actions that start or change the job
+    make it tick often at once (`job_timer_on`). Only outputs whose content changed are sent,
+    without progress animations, so nothing flickers. When the job ends, every model picker and
+    its offline note re-read the models folder (the new model appears everywhere)."""
+    runner = get_runner()
+    outputs = [output for view in ctx.job_views for output in view.outputs]
+    shown = gr.State({})  # this page's last sent fingerprint per output
+    ended = gr.State(None)  # when the last job ended, as this page saw it
+
+    def tick(previous: dict):
+        job = runner.status()
+        values = [value for view in ctx.job_views for value in view.render(job)]
+        fingerprints = {index: _fingerprint(value) for index, value in enumerate(values)}
+        updates = [gr.skip() if previous.get(index) == fingerprints[index] else value
+                   for index, value in enumerate(values)]
+        pace = gr.Timer(JOB_POLL_SECONDS if job.active else IDLE_POLL_SECONDS, active=True)
+        return [*updates, pace, fingerprints, gr.skip() if job.active else job.finished_at]
+
+    pickers, picker_outputs, refresh = all_pickers_refresh(ctx)
+    tick_outputs = [*outputs, ctx.job_timer, shown, ended]
+    ctx.job_timer.tick(tick, shown, tick_outputs, show_progress="hidden", api_visibility="private",
+                       concurrency_limit=None)
+    ctx.demo.load(tick, shown, tick_outputs, show_progress="hidden", api_visibility="private",
+                  concurrency_limit=None)
+    ended.change(refresh, pickers, picker_outputs, show_progress="hidden", api_visibility="private")
+
+
+def busy_click(button: gr.Button, busy_label: str, handler, **event):
+    """`button.click(handler, **event)` whose button says `busy_label` (and cannot be clicked)
+    while the handler runs: feedback for actions shown without progress animations (so that a
+    refusal leaves every output as it was). Returns the handler's event."""
+    label = button.value
+    started = button.click(lambda: gr.update(value=busy_label, interactive=False), None, button, queue=False,
+                           show_progress="hidden", api_visibility="private")
+    done = started.then(handler, show_progress="hidden", **event)
+    for ended in (done.success, done.failure):  # `then` would not run after a failure
+        ended(lambda: gr.update(value=label, interactive=True), None, button, queue=False,
+              show_progress="hidden", api_visibility="private")
+    return done
+
+
+def job_timer_on() -> gr.Timer:
+    """The update an action returns to the page's job timer to follow the job it started."""
+    return gr.Timer(JOB_POLL_SECONDS, active=True)

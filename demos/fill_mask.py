@@ -8,16 +8,16 @@ import pandas as pd
 from core import inference
 from core.limits import MAX_FILL_MASK_TOP_K
 from core.models import FILL_MASK
-from demos.common import AppContext, model_picker, show_errors
+from demos.common import AppContext, model_picker, setting_slider, show_errors
 
 
 def build(ctx: AppContext) -> None:
-    model = model_picker(ctx, FILL_MASK, api_name="fill_mask_models")
+    model = model_picker(ctx, FILL_MASK)
     with gr.Row():
         with gr.Column():
             text = gr.Textbox(label="Text with [MASK] or <mask>", lines=2,
                               value="The capital of France is [MASK].")
-            top_k = gr.Slider(1, MAX_FILL_MASK_TOP_K, value=5, step=1, label="Predictions per mask")
+            top_k = setting_slider(1, MAX_FILL_MASK_TOP_K, "Predictions per mask", value=5, step=1)
             fill_button = gr.Button("Fill", variant="primary")
         bars = gr.BarPlot(x="prediction", y="score", color="mask", label="Predictions",
                           sort="-y", elem_id="fill-mask-bars")
@@ -25,8 +25,9 @@ def build(ctx: AppContext) -> None:
                          headers=["mask", "rank", "token", "score", "sentence"])
 
     @show_errors
-    def fill(text_value, model_name, k):
-        per_mask = inference.fill_mask(ctx.registry, model_name, text_value, int(k))
+    def fill(text, model, top_k=5):
+        """The top-k predictions for each [MASK] (or <mask>) in the text."""
+        per_mask = inference.fill_mask(ctx.registry, model, text, top_k)
         rows = [
             {"mask": f"mask {p.mask_index}", "rank": rank, "token": p.token,
              "score": round(p.score, 4), "sentence": p.sequence}
@@ -36,5 +37,6 @@ def build(ctx: AppContext) -> None:
         bars_frame = frame.assign(prediction=frame["mask"] + ": " + frame["token"])
         return bars_frame[["prediction", "score", "mask"]], frame
 
-    fill_button.click(fill, [text, model, top_k], [bars, table], api_name="fill_mask")
-    text.submit(fill, [text, model, top_k], [bars, table], api_visibility="private")
+    wiring = dict(inputs_kwargs=dict(text=text, model=model, top_k=top_k), outputs=[bars, table])
+    fill_button.click(fill, api_name="fill_mask", **wiring)
+    text.submit(fill, api_visibility="private", **wiring)

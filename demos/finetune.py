@@ -1,7 +1,9 @@
 """Fine-tune tab: upload data, preview it, train in the background, watch, cancel, save, download.
 
-The training itself runs in core.jobs (one job per server, outside any request): this panel
-starts it and streams its status; reopening the page re-attaches to a running job.
+The training itself runs in core.jobs (one job per server, outside any request). Buttons here
+only change the job; what the tab shows of it comes from the page's job timer
+(demos.common.watch_job), so reopening the page re-attaches to a running job and nothing
+flickers under progress animations. A refused action shows its reason and changes nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import pandas as pd
 
 from core import data as training_data
 from core.errors import WorkbenchError
-from core.jobs import CANCELLED, FINISHED, base_model_choices, describe_progress, get_runner
-from core.limits import MAX_EPOCHS
+from core.jobs import FINISHED, SAVE_FAILED, base_model_choices, describe_progress, get_runner
+from core.limits import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_MLM_PROBABILITY,
+                         MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
+from core.models import is_valid_local_name
 from core.training import BF16_AUTO_MIN_PARAMETERS
-from demos.common import AppContext, as_text, follow_job, refreshed_pickers, show_errors
+from demos.common import (MODEL_API_HINT, AppContext, JobView, as_text, busy_click, job_timer_on, open_dropdown,
+                          setting_slider, show_errors)
 
 TASK_CHOICES = [
     ("Classification (e.g. sentiment): CSV/TSV/JSONL with text and label columns", training_data.CLASSIFICATION),
@@ -29,6 +34,12 @@ TASK_CHOICES = [
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".txt", ".md"]
 _PRECISIONS = {"auto": None, "fp32": False, "bf16": True}  # Precision choice -> TrainConfig.bf16
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
+# Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
+MINILM_MLM_NOTE = (
+    "all-MiniLM-L6-v2 was trained for sentence embeddings and has no masked-LM head: it starts "
+    "untrained. Measured here, 10 epochs on 150 KB of text (170 steps, minutes on a CPU) still gave "
+    "the same top word for every test sentence. Use it to try the workflow; for real fill-mask "
+    "predictions, fine-tune a Hub masked LM such as distilbert/distilroberta-base.")
 
 
 def _base_choices(task: str) -> list[tuple[str, str]]:
@@ -46,203 +57,271 @@ def build(ctx: AppContext) -> None:
             validation_file = gr.File(label="Validation data (optional; else a share of the training data)",
                                       file_types=UPLOAD_TYPES)
             with gr.Row():
-                text_column = gr.Dropdown(label="Text column", choices=[], allow_custom_value=True)
-                label_column = gr.Dropdown(label="Label column", choices=[], allow_custom_value=True)
+                text_column = open_dropdown("a column of the file (guessed)", label="Text column", choices=[])
+                label_column = open_dropdown("a column of the file (guessed; classification only)",
+                                             label="Label column", choices=[])
             preview_button = gr.Button("Preview data")
         with gr.Column():
             initial = _base_choices(training_data.CLASSIFICATION)
-            base_model = gr.Dropdown(initial, value=initial[0][1], label="Base model",
-                                     allow_custom_value=True)
+            base_model = open_dropdown(MODEL_API_HINT, choices=initial, value=initial[0][1], label="Base model")
+            minilm_note = gr.Markdown(f"⚠️ {MINILM_MLM_NOTE}", visible=False, elem_id="finetune-minilm-note")
             model_name = gr.Textbox(label="Name of the new model", value="my-model",
                                     info="Saved in the models folder under this name.")
             with gr.Accordion("Hyperparameters", open=False):
-                epochs = gr.Slider(1, MAX_EPOCHS, value=3, step=1, label="Epochs")
-                learning_rate = gr.Number(value=5e-5, label="Learning rate")
-                batch_size = gr.Slider(1, 64, value=16, step=1, label="Batch size")
-                accumulation = gr.Slider(1, 16, value=1, step=1, label="Gradient accumulation steps")
-                max_length = gr.Slider(16, 512, value=128, step=16, label="Max length / block size (tokens)")
-                warmup = gr.Slider(0, 0.5, value=0.1, step=0.05, label="Warmup (share of steps)")
-                weight_decay = gr.Slider(0, 0.3, value=0.01, step=0.01, label="Weight decay")
-                seed = gr.Number(value=42, precision=0, label="Seed")
-                validation_share = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
-                mlm_probability = gr.Slider(0.05, 0.5, value=0.15, step=0.05, label="Masking probability (masked LM)")
-                whole_word = gr.Checkbox(value=False, label="Whole-word masking (masked LM)")
+                epochs = setting_slider(1, MAX_EPOCHS, "Epochs", value=3, step=1)
+                learning_rate = gr.Number(value=5e-5, label="Learning rate", info="above 0, at most 1")
+                batch_size = setting_slider(1, MAX_BATCH_SIZE, "Batch size", value=16, step=1)
+                accumulation = setting_slider(1, MAX_GRADIENT_ACCUMULATION, "Gradient accumulation steps", value=1,
+                                              step=1)
+                max_length = setting_slider(MIN_LENGTH, MAX_LENGTH, "Max length / block size (tokens)", value=128,
+                                            step=8)
+                warmup = setting_slider(0, MAX_WARMUP_RATIO, "Warmup (share of steps)", value=0.1, step=0.05)
+                weight_decay = setting_slider(0, MAX_WEIGHT_DECAY, "Weight decay", value=0.01, step=0.01)
+                seed = gr.Number(value=42, precision=0, label="Seed",
+                                 info="The validation split and the training order follow it")
+                validation_share = setting_slider(0.05, MAX_VALIDATION_SHARE, "Validation share", value=0.2,
+                                                  step=0.05)
+                with gr.Group(visible=False) as masked_options:
+                    mlm_probability = setting_slider(0.05, MAX_MLM_PROBABILITY, "Masking probability", value=0.15,
+                                                     step=0.05)
+                    whole_word = gr.Checkbox(value=False, label="Whole-word masking")
+                lora = gr.Checkbox(value=False, label="LoRA adapters (trains small adapters, merged when saved)",
+                                   visible=False)
                 precision = gr.Dropdown(
                     [("Automatic", "auto"), ("float32", "fp32"), ("bf16 autocast", "bf16")], value="auto",
                     label="Precision", info="Automatic: bf16 autocast on CPUs with AMX for models of "
                     f"{BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights or more (faster there), else float32.")
-                lora = gr.Checkbox(value=False, label="LoRA adapters (causal LM)")
                 freeze = gr.Checkbox(value=False, label="Freeze the word embeddings (faster on a CPU)")
                 checkpoint_every = gr.Number(
-                    value=DEFAULT_CHECKPOINT_EVERY, precision=0, minimum=0, label="Checkpoint every N steps",
+                    value=DEFAULT_CHECKPOINT_EVERY, precision=0, label="Checkpoint every N steps",
                     info="0: never. A run with checkpoints can resume after a crash or a restart.")
             with gr.Row():
                 start_button = gr.Button("Start fine-tuning", variant="primary")
                 cancel_button = gr.Button("Cancel", variant="stop")
-            with gr.Row(visible=False) as cancelled_row:
-                save_button = gr.Button("Save what was trained")
-                discard_button = gr.Button("Discard")
+            with gr.Column(visible=False) as pending_section:
+                gr.Markdown("The trained model waits in memory until you save or discard it.")
+                with gr.Row(equal_height=True):
+                    save_name = gr.Textbox(label="Save as", scale=2, elem_id="finetune-save-name",
+                                           info="Empty: the name the run started with.")
+                    save_button = gr.Button("Save what was trained", variant="primary", scale=1)
+                    discard_button = gr.Button("Discard", scale=1)
             with gr.Column(visible=False) as interrupted_section:
-                interrupted = gr.Dropdown(label="Interrupted runs (resume from their last checkpoint)",
-                                          choices=[], elem_id="finetune-interrupted",
-                                          # the API names a run directly; the runner checks it
-                                          allow_custom_value=True)
+                interrupted = open_dropdown("the name of an interrupted run",
+                                           label="Interrupted runs (resume from their last checkpoint)",
+                                           choices=[], elem_id="finetune-interrupted")
                 with gr.Row():
                     resume_button = gr.Button("Resume")
                     forget_button = gr.Button("Discard its checkpoint")
-    preview_summary = gr.Markdown(elem_id="finetune-preview")
-    preview_table = gr.Dataframe(label="First rows", interactive=False, visible=False)
-    status = gr.Markdown("No training has run yet.", elem_id="finetune-status")
+    preview_summary = gr.Markdown(label="Data summary", elem_id="finetune-preview")
+    preview_table = gr.Dataframe(label="First rows", interactive=False, visible=False, wrap=True,
+                                 elem_id="finetune-preview-table")
+    progress_bar = gr.HTML(elem_id="finetune-progress")
+    status = gr.Markdown("No training has run yet.", label="Training status", elem_id="finetune-status")
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", elem_id="finetune-loss")
         metrics_table = gr.Dataframe(label="Metrics: before → after", interactive=False,
                                      elem_id="finetune-metrics")
     confusion = gr.HTML(elem_id="finetune-confusion")
-    download = gr.File(label="Download the model (.zip)", interactive=False)
+    with gr.Row():
+        zip_button = gr.Button("Zip the saved model for download", visible=False, size="sm")
+        zip_target = gr.Textbox(label="Model to download", visible=False)  # the model the last job saved
+        download = gr.File(label="Download the model (.zip)", interactive=False, visible=False)
+
+    # ----- what the tab shows of the job (driven by the page's job timer) ----------------------------
+    def render(job):
+        runs = runner.interrupted_runs()
+        return [
+            _progress_html(job), _status_markdown(job), _loss_frame(job), _metrics_frame(job), _confusion_html(job),
+            gr.update(visible=job.awaiting_save),
+            job.model_name if job.awaiting_save else "",
+            gr.update(value="Retry save" if job.state == SAVE_FAILED else "Save what was trained"),
+            gr.update(visible=job.state == FINISHED and _saved_folder(ctx, job.model_name) is not None),
+            job.model_name if job.state == FINISHED else "",
+            gr.skip() if job.state == FINISHED else gr.update(visible=False, value=None),  # the zip of an earlier model
+            gr.update(choices=[(run.label, run.model_name) for run in runs],
+                      value=runs[0].model_name if runs else None),
+            gr.update(visible=bool(runs)),
+        ]
+
+    ctx.job_views.append(JobView(
+        [progress_bar, status, loss_plot, metrics_table, confusion, pending_section, save_name, save_button, zip_button,
+         zip_target, download, interrupted, interrupted_section], render))
+
+    # Actions answer with the job's status line, without progress animations (a refused action
+    # then leaves every output as it was), and switch the page's job timer on to follow the job.
+    action = dict(outputs=status, show_progress="hidden", concurrency_limit=None)
+
+    def follows(event):
+        event.success(job_timer_on, None, ctx.job_timer, api_visibility="private", show_progress="hidden")
 
     # ----- choosing the data ----------------------------------------------------------------------
     def task_changed(task_value):
         choices = _base_choices(task_value)
-        return (gr.Dropdown(choices=choices, value=choices[0][1]),
-                gr.Dropdown(visible=task_value == training_data.CLASSIFICATION))
+        chosen = choices[0][1]
+        return (gr.update(choices=choices, value=chosen),
+                gr.update(visible=task_value == training_data.CLASSIFICATION),
+                gr.update(visible=task_value == training_data.MASKED_LM),
+                gr.update(visible=task_value == training_data.CAUSAL_LM),
+                gr.update(visible=_minilm_masked_lm(task_value, chosen)))
 
-    task.change(task_changed, task, [base_model, label_column], api_visibility="private")
+    task.change(task_changed, task, [base_model, label_column, masked_options, lora, minilm_note],
+                api_visibility="private", show_progress="hidden")
+    base_model.change(lambda task_value, base: gr.update(visible=_minilm_masked_lm(task_value, base)),
+                      [task, base_model], minilm_note, api_visibility="private", show_progress="hidden")
+    validation_file.change(lambda path: gr.update(visible=not path), validation_file, validation_share,
+                           api_visibility="private", show_progress="hidden")
 
     @show_errors
     def file_uploaded(path):
         if not path:
-            return gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[], value=None)
+            return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
         info = training_data.inspect_training_upload(path)
-        return (gr.Dropdown(choices=info.columns, value=info.text_column),
-                gr.Dropdown(choices=info.columns, value=info.label_column))
+        return (gr.update(choices=info.columns, value=info.text_column),
+                gr.update(choices=info.columns, value=info.label_column))
 
-    train_file.change(file_uploaded, train_file, [text_column, label_column], api_visibility="private")
+    train_file.change(file_uploaded, train_file, [text_column, label_column], api_visibility="private",
+                      show_progress="hidden")
 
     @show_errors
-    def preview(task_value, path, validation_path, text_col, label_col, share, base):
-        loaded = _load(task_value, path, validation_path, text_col, label_col, share)
-        summary = training_data.preview_training_data(loaded, tokenizer=_tokenizer_or_none(base))
-        return _preview_markdown(summary), gr.Dataframe(pd.DataFrame(summary["rows"]), visible=True)
+    def preview(task, train_file, base_model, validation_file=None, text_column=None, label_column=None,
+                validation_share=0.2, seed=42):
+        """The split that will train (same seed), with counts, token lengths and warnings."""
+        loaded = _load(task, train_file, validation_file, text_column, label_column, validation_share, seed)
+        summary = training_data.preview_training_data(loaded, tokenizer=_tokenizer_or_none(base_model))
+        return _preview_markdown(summary), gr.update(value=_preview_frame(summary), visible=True)
 
-    preview_button.click(preview, [task, train_file, validation_file, text_column, label_column,
-                                   validation_share, base_model],
-                         [preview_summary, preview_table], api_name="finetune_preview")
+    busy_click(
+        preview_button, "Reading the data…", preview, inputs_kwargs=dict(task=task, train_file=train_file, base_model=base_model,
+                                    validation_file=validation_file, text_column=text_column,
+                                    label_column=label_column, validation_share=validation_share, seed=seed),
+        outputs=[preview_summary, preview_table], api_name="finetune_preview")
 
     # ----- the job ----------------------------------------------------------------------------------
-    outputs = [status, loss_plot, metrics_table, confusion, download, cancelled_row]
-
-    zips: dict[tuple, str] = {}  # one archive per saved model, not one per status poll
-
-    def render(job=None):
-        job = job or runner.status()
-        return (_status_markdown(job), _loss_frame(job), _metrics_frame(job), _confusion_html(job),
-                _zip_of(ctx, job, zips), gr.Row(visible=job.state == CANCELLED))
-
-    def watch(progress=gr.Progress()):
-        """Stream the job's status until it ends (also re-attaches after a page reload)."""
-        for job in follow_job(runner, progress):
-            yield render(job)
-
     @show_errors
-    def start(task_value, path, validation_path, text_col, label_col, base, name, n_epochs, lr, batch,
-              accumulation_steps, length, warmup_share, decay, seed_value, share, mlm_p, whole, precision_choice,
-              use_lora, checkpoint_steps=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False,
-              progress=gr.Progress()):
+    def start(task, train_file, base_model, model_name, validation_file=None, text_column=None,
+              label_column=None, epochs=3, learning_rate=5e-5, batch_size=16, gradient_accumulation_steps=1,
+              max_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42, validation_share=0.2,
+              mlm_probability=0.15, whole_word_masking=False, precision="auto", lora=False,
+              checkpoint_every=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False):
+        """Start fine-tuning in the background; follow it with /finetune_status."""
         from core.training import TrainConfig
 
-        if not path:
+        runner.check_can_start()  # before reading the upload, which can take a while
+        if not train_file:
             raise WorkbenchError("Upload a training file first.")
+        if precision not in _PRECISIONS:
+            raise WorkbenchError(f"precision must be one of {', '.join(_PRECISIONS)} (got {precision!r}).")
         config = TrainConfig(
-            task=task_value, base_model=base, train_file=path, validation_file=validation_path,
-            text_column=text_col or None, label_column=label_col or None, epochs=n_epochs,
-            learning_rate=lr, batch_size=int(batch), gradient_accumulation_steps=int(accumulation_steps),
-            max_length=int(length), warmup_ratio=warmup_share, weight_decay=decay,
-            seed=int(seed_value if seed_value is not None else 42), validation_share=share,
-            mlm_probability=mlm_p, whole_word_masking=whole, bf16=_PRECISIONS[precision_choice], lora=use_lora,
-            checkpoint_every=int(checkpoint_steps or 0), freeze_embeddings=bool(freeze_embeddings),
+            task=task, base_model=base_model, train_file=train_file, validation_file=validation_file,
+            text_column=text_column or None, label_column=label_column or None, epochs=epochs,
+            learning_rate=learning_rate, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+            max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+            seed=42 if seed is None else seed, validation_share=validation_share, mlm_probability=mlm_probability,
+            whole_word_masking=bool(whole_word_masking), bf16=_PRECISIONS[precision],
+            lora=bool(lora) and task == training_data.CAUSAL_LM,
+            checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),
         )
         # Checked now, so a bad upload is refused before anything starts; the job trains on it.
-        checked = _load(task_value, path, validation_path, text_col, label_col, share, seed=config.seed)
-        runner.start(config, name, data=checked)
-        yield from watch(progress)
+        checked = _load(task, train_file, validation_file, text_column, label_column, config.validation_share,
+                        config.seed)
+        return _status_markdown(runner.start(config, model_name, data=checked))
 
-    pickers, refresh_pickers = refreshed_pickers(ctx)
-    start_event = start_button.click(
-        start,
-        [task, train_file, validation_file, text_column, label_column, base_model, model_name, epochs,
-         learning_rate, batch_size, accumulation, max_length, warmup, weight_decay, seed,
-         validation_share, mlm_probability, whole_word, precision, lora, checkpoint_every, freeze],
-        outputs, api_name="finetune",
-        # The job runner allows one job; the handler only watches it. Without this, Gradio's
-        # default limit of one would queue a second person silently behind the whole run
-        # instead of answering "busy" at once.
-        concurrency_limit=None,
-    )
-    def interrupted_runs():
-        runs = runner.interrupted_runs()
-        return (gr.Dropdown(choices=[(run.label, run.model_name) for run in runs],
-                            value=runs[0].model_name if runs else None),
-                gr.Column(visible=bool(runs)))
-
-    interrupted_outputs = [interrupted, interrupted_section]
-    # When the job ends, the new model shows in every panel's picker at once.
-    start_event.then(refresh_pickers, pickers, pickers, api_visibility="private").then(
-        interrupted_runs, None, interrupted_outputs, api_visibility="private")
-    ctx.demo.load(interrupted_runs, None, interrupted_outputs, api_visibility="private")
-    ctx.demo.load(watch, None, outputs, api_visibility="private", concurrency_limit=None).then(
-        refresh_pickers, pickers, pickers, api_visibility="private").then(
-        interrupted_runs, None, interrupted_outputs, api_visibility="private")
-
-    @show_errors
-    def resume(name, progress=gr.Progress()):
-        if not name:
-            raise WorkbenchError("Choose an interrupted run to resume.")
-        runner.resume(name)
-        yield from watch(progress)
-
-    resume_button.click(
-        resume, interrupted, outputs, api_name="finetune_resume", concurrency_limit=None,
-    ).then(interrupted_runs, None, interrupted_outputs, api_visibility="private").then(
-        refresh_pickers, pickers, pickers, api_visibility="private")
-
-    @show_errors
-    def forget(name):
-        if not name:
-            raise WorkbenchError("Choose an interrupted run to discard.")
-        runner.discard_interrupted(name)
-        return interrupted_runs()
-
-    forget_button.click(forget, interrupted, interrupted_outputs, api_name="finetune_discard_checkpoint")
-
-    status_button = gr.Button("Refresh status", size="sm")
-    status_button.click(lambda: render(), None, outputs, api_name="finetune_status", concurrency_limit=None)
+    follows(busy_click(
+        start_button, "Starting…", start, inputs_kwargs=dict(
+            task=task, train_file=train_file, base_model=base_model, model_name=model_name,
+            validation_file=validation_file, text_column=text_column, label_column=label_column, epochs=epochs,
+            learning_rate=learning_rate, batch_size=batch_size, gradient_accumulation_steps=accumulation,
+            max_length=max_length, warmup_ratio=warmup, weight_decay=weight_decay, seed=seed,
+            validation_share=validation_share, mlm_probability=mlm_probability, whole_word_masking=whole_word,
+            precision=precision, lora=lora, checkpoint_every=checkpoint_every, freeze_embeddings=freeze),
+        api_name="finetune", outputs=status, concurrency_limit=None))
 
     @show_errors
     def cancel():
-        return render(runner.cancel())
+        """Stop the running job after its current step; then save or discard what was trained."""
+        return _status_markdown(runner.cancel())
 
-    cancel_button.click(cancel, None, outputs, api_name="finetune_cancel", concurrency_limit=None)
+    follows(cancel_button.click(cancel, None, api_name="finetune_cancel", **action))
 
     @show_errors
-    def save():
-        return render(runner.save_cancelled())
+    def save(model_name=None):
+        """Save the model waiting after a cancel or a failed save (under `model_name`, default the
+        run's name), in the background: /finetune_status says when it is saved."""
+        return _status_markdown(runner.save_pending(model_name))
 
-    save_button.click(save, None, outputs, api_name="finetune_save").then(
-        refresh_pickers, pickers, pickers, api_visibility="private")
+    follows(save_button.click(save, inputs_kwargs=dict(model_name=save_name), api_name="finetune_save", **action))
 
     @show_errors
     def discard():
-        return render(runner.discard_cancelled())
+        """Drop the model waiting after a cancel or a failed save."""
+        return _status_markdown(runner.discard_pending())
 
-    discard_button.click(discard, None, outputs, api_name="finetune_discard")
+    follows(discard_button.click(discard, None, api_name="finetune_discard", **action))
+
+    @show_errors
+    def resume(run_name=None):
+        """Continue an interrupted run from its last checkpoint."""
+        if not run_name:
+            raise WorkbenchError("Choose an interrupted run to resume.")
+        return _status_markdown(runner.resume(run_name))
+
+    follows(resume_button.click(resume, inputs_kwargs=dict(run_name=interrupted), api_name="finetune_resume",
+                                **action))
+
+    @show_errors
+    def forget(run_name=None):
+        """Delete an interrupted run's checkpoint and settings."""
+        if not run_name:
+            raise WorkbenchError("Choose an interrupted run to discard.")
+        runner.discard_interrupted(run_name)
+        return f"Discarded the checkpoint of '{as_text(run_name)}'."
+
+    follows(forget_button.click(forget, inputs_kwargs=dict(run_name=interrupted),
+                                api_name="finetune_discard_checkpoint", **action))
+
+    zips: dict[tuple, str] = {}  # one archive per saved model version
+
+    @show_errors
+    def zip_model(model_name: str | None = None):
+        """A zip of a model in the models folder (in the tab: the one the last job saved)."""
+        name = (model_name or "").strip()
+        folder = _saved_folder(ctx, name)
+        if folder is None:
+            raise WorkbenchError(f"There is no saved model named '{name}' in the models folder.")
+        key = (str(folder), (folder / "config.json").stat().st_mtime_ns)
+        if key not in zips or not Path(zips[key]).is_file():
+            archive = Path(tempfile.mkdtemp(prefix="workbench-zip-")) / folder.name
+            zips[key] = shutil.make_archive(str(archive), "zip", root_dir=folder)
+        return zips[key]
+
+    zip_button.click(zip_model, inputs_kwargs=dict(model_name=zip_target), outputs=download,
+                     api_name="finetune_download").success(lambda: gr.update(visible=True), None, download,
+                                                           api_visibility="private")
+
+    def finetune_status() -> dict:
+        """The training job now: state, step, loss curve, metrics before and after, warnings."""
+        return runner.status().summary()
+
+    gr.api(finetune_status, api_name="finetune_status")
 
 
-def _load(task_value, path, validation_path, text_col, label_col, share, seed: int = 0):
+def _minilm_masked_lm(task_value: str, base: str | None) -> bool:
+    return task_value == training_data.MASKED_LM and base == "packaged:all-MiniLM-L6-v2"
+
+
+def _saved_folder(ctx: AppContext, name: str | None) -> Path | None:
+    if not name or not is_valid_local_name(name):
+        return None
+    folder = ctx.registry.models_dir / name
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _load(task_value, path, validation_path, text_col, label_col, share, seed):
     if not path:
         raise WorkbenchError("Upload a training file first.")
     return training_data.load_training_data(
         task_value, path, validation_path or None, text_column=text_col or None,
-        label_column=label_col or None, validation_share=share, seed=seed)
+        label_column=label_col or None, validation_share=share, seed=42 if seed is None else int(seed))
 
 
 def _tokenizer_or_none(base: str):
@@ -267,10 +346,25 @@ def _preview_markdown(summary: dict) -> str:
     return "\n\n".join(lines)
 
 
+def _preview_frame(summary: dict) -> pd.DataFrame:
+    frame = pd.DataFrame(summary["rows"])
+    # The label first: long texts would push it out of view.
+    return frame[["label", "text"]] if "label" in frame.columns else frame
+
+
+def _progress_html(job) -> str:
+    progress = job.progress if job.active else None
+    if progress is None or not progress.total_steps:
+        return ""
+    share = progress.step / progress.total_steps
+    return (f'<progress value="{progress.step}" max="{progress.total_steps}" style="width:100%" '
+            f'aria-label="Training progress"></progress><div>{share:.0%} of {progress.total_steps} steps</div>')
+
+
 def _status_markdown(job) -> str:
     if job.state == "idle" and not job.message:
         return "No training has run yet."
-    title = f"**{job.model_name}**: " if job.model_name else ""
+    title = f"**{as_text(job.model_name)}**: " if job.model_name else ""
     lines = [f"{title}{as_text(job.message)} ({job.state})"]
     # Once the job has ended its message says how; the last step stays in view with it.
     if not job.active and job.last_training_step is not None:
@@ -318,17 +412,3 @@ def _confusion_html(job) -> str:
         body += f"<tr><th>{html.escape(str(label))}</th>{cells}</tr>"
     return (f"<p><b>Confusion matrix</b> (validation; rows: true label, columns: predicted)</p>"
             f"<table><tr><th></th>{head}</tr>{body}</table>")
-
-
-def _zip_of(ctx: AppContext, job, cache: dict[tuple, str]) -> str | None:
-    """A zip of the saved model for download (only for a model the job saved)."""
-    if job.state != FINISHED or not job.model_name:
-        return None
-    folder = ctx.registry.models_dir / job.model_name
-    if not folder.is_dir():
-        return None
-    key = (str(folder), job.finished_at)
-    if key not in cache:
-        archive = Path(tempfile.mkdtemp(prefix="workbench-zip-")) / job.model_name
-        cache[key] = shutil.make_archive(str(archive), "zip", root_dir=folder)
-    return cache[key]

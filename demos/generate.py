@@ -5,9 +5,10 @@ from __future__ import annotations
 import gradio as gr
 
 from core import inference
-from core.limits import DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_NUM_SEQUENCES
+from core.limits import (DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, MAX_REPETITION_PENALTY,
+                         MAX_TEMPERATURE, MAX_TOP_K)
 from core.models import TEXT_GENERATION
-from demos.common import AppContext, model_picker, show_errors
+from demos.common import AppContext, as_text, model_picker, setting_slider, show_errors, warn
 
 STORY_TEMPLATE = "Write a creative story about {topic}:"
 DEFAULT_TOPIC = "a lighthouse keeper who befriends a whale"
@@ -40,23 +41,24 @@ def build(ctx: AppContext) -> None:
                 few_shot = gr.Button("Few-shot sentiment", size="sm", scale=1)
                 bias = gr.Button("Bias probe (man / woman)", size="sm", scale=1)
         with gr.Column(scale=2):
-            model = model_picker(ctx, TEXT_GENERATION, api_name="generation_models")
+            model = model_picker(ctx, TEXT_GENERATION)
             chat = gr.Checkbox(
                 value=True, label="Chat mode",
-                info="Send the prompt as a user message, for models with a chat template.",
+                info="On: the prompt is a message to a chat model, which answers it. Off: the model "
+                     "continues the prompt as text (presets set this for you).",
             )
             with gr.Accordion("Sampling settings", open=False):
-                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=DEFAULT_NEW_TOKENS, step=1,
-                                           label="Max new tokens")
-                temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature",
-                                        info="0 = always the most likely token")
-                top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k", info="0 = off")
-                top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
-                repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.05, label="Repetition penalty")
+                max_new_tokens = setting_slider(1, MAX_NEW_TOKENS, "Max new tokens", value=DEFAULT_NEW_TOKENS,
+                                                step=1)
+                temperature = setting_slider(0, MAX_TEMPERATURE, "Temperature", value=0.8, step=0.05,
+                                             info="0 = always the most likely token")
+                top_k = setting_slider(0, MAX_TOP_K, "Top-k", value=50, step=1, info="0 = off")
+                top_p = setting_slider(0.01, 1, "Top-p", value=0.95, step=0.01)
+                repetition_penalty = setting_slider(1, MAX_REPETITION_PENALTY, "Repetition penalty", value=1.1,
+                                                    step=0.05)
                 seed = gr.Number(value=0, precision=0, label="Seed",
                                  info="Same seed and settings give the same text; -1 = random")
-                num_sequences = gr.Slider(1, MAX_NUM_SEQUENCES, value=1, step=1,
-                                          label="Number of sequences")
+                num_sequences = setting_slider(1, MAX_NUM_SEQUENCES, "Number of sequences", value=1, step=1)
     with gr.Row():
         generate_button = gr.Button("Generate", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
@@ -64,38 +66,60 @@ def build(ctx: AppContext) -> None:
         output = gr.Textbox(label="Output", lines=8, elem_id="generation-output")
         compare_output = gr.Textbox(label="Output for the second prompt", lines=8,
                                     elem_id="generation-compare-output")
+    note = gr.Markdown(label="Note", elem_id="generation-note")
 
-    story.click(lambda t: STORY_TEMPLATE.format(topic=t.strip() or DEFAULT_TOPIC), topic, prompt,
-                api_visibility="private")
-    few_shot.click(lambda: FEW_SHOT_SENTIMENT, None, prompt, api_visibility="private")
-    bias.click(lambda: BIAS_PROBE, None, [prompt, compare_prompt], api_visibility="private")
+    # Each preset sets what it needs: the mode, both prompts, and a length that fits the task.
+    preset_outputs = [prompt, compare_prompt, chat, max_new_tokens, temperature]
+    story.click(lambda t: (STORY_TEMPLATE.format(topic=t.strip() or DEFAULT_TOPIC), "", True,
+                           gr.skip(), gr.skip()),
+                topic, preset_outputs, api_visibility="private", show_progress="hidden")
+    # Few-shot: the model continues the pattern with one word, the most likely one.
+    few_shot.click(lambda: (FEW_SHOT_SENTIMENT, "", False, 2, 0), None, preset_outputs,
+                   api_visibility="private", show_progress="hidden")
+    bias.click(lambda: (*BIAS_PROBE, False, 12, gr.skip()), None, preset_outputs,
+               api_visibility="private", show_progress="hidden")
 
     @show_errors
-    def generate(prompt_text, compare_text, model_name, new_tokens, temp, k, p, penalty, seed_value,
-                 sequences, chat_mode):
+    def generate(prompt, model, compare_prompt=None, max_new_tokens=DEFAULT_NEW_TOKENS, temperature=0.8,
+                 top_k=50, top_p=0.95, repetition_penalty=1.1, seed=0, num_sequences=1, chat_mode=True):
+        """Generate text from a prompt (and a second prompt, side by side), streamed."""
+        notes = []
         use_chat = bool(chat_mode)
-        if use_chat and not inference.has_chat_template(ctx.registry, model_name):
-            gr.Warning(f"'{model_name}' has no chat template: the prompt is sent as plain text.")
+        if use_chat and not inference.has_chat_template(ctx.registry, model):
+            notes.append(f"'{model}' has no chat template: the prompt was sent as plain text.")
+            warn(notes[-1])
             use_chat = False
         settings = inference.GenerationSettings(
-            max_new_tokens=new_tokens, temperature=temp, top_k=k, top_p=p,
-            repetition_penalty=penalty, num_sequences=sequences, use_chat_template=use_chat,
-            seed=None if seed_value is None or seed_value < 0 else seed_value,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty, num_sequences=num_sequences, use_chat_template=use_chat,
+            seed=None if seed is None or seed < 0 else seed,
         )
-        first = ""
-        for texts in inference.generate_stream(ctx.registry, model_name, prompt_text, settings):
-            first = _join(texts)
-            yield first, ""
-        if compare_text and compare_text.strip():
-            for texts in inference.generate_stream(ctx.registry, model_name, compare_text, settings):
-                yield first, _join(texts)
+        pairs = [(prompt, 0)] + ([(compare_prompt, 1)] if compare_prompt and compare_prompt.strip() else [])
+        shown, silent = ["", ""], False
+        for text, slot in pairs:
+            texts = []
+            for texts in inference.generate_stream(ctx.registry, model, text, settings):
+                shown[slot] = _join(texts)
+                yield shown[0], shown[1], _note(notes)
+            prefix = inference.generation_prefix(text, settings)
+            silent = silent or any(written == prefix for written in texts)
+        if silent:  # never leave the person with nothing and no word why
+            notes.append(inference.nothing_written_advice(model, settings))
+            warn(notes[-1])
+        yield shown[0], shown[1], _note(notes)
 
     event = generate_button.click(
         generate,
-        inputs=[prompt, compare_prompt, model, max_new_tokens, temperature, top_k, top_p,
-                repetition_penalty, seed, num_sequences, chat],
-        outputs=[output, compare_output],
+        inputs_kwargs=dict(prompt=prompt, model=model, compare_prompt=compare_prompt,
+                           max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                           repetition_penalty=repetition_penalty, seed=seed, num_sequences=num_sequences,
+                           chat_mode=chat),
+        outputs=[output, compare_output, note],
         api_name="generate",
     )
     # Cancelling closes the handler's iterator, which stops the model within one token.
     stop_button.click(None, cancels=[event], api_visibility="private")
+
+
+def _note(notes: list[str]) -> str:
+    return "\n\n".join(f"⚠️ {as_text(note)}" for note in notes)

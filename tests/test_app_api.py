@@ -13,35 +13,35 @@ from gradio_client import Client, handle_file
 from conftest import REPO_ROOT, AppServer
 from core.limits import MAX_BATCH_ROWS
 
-GENERATE_ARGS = dict(compare_text="", model_name="tiny-gpt2", new_tokens=40, temp=0.8, k=50, p=0.95,
-                     penalty=1.1, seed_value=5, sequences=1, chat_mode=False)
+GENERATE_ARGS = dict(compare_prompt="", model="tiny-gpt2", max_new_tokens=40, temperature=0.8, top_k=50, top_p=0.95,
+                     repetition_penalty=1.1, seed=5, num_sequences=1, chat_mode=False)
 
 
 def test_generate_streams_partial_text_and_is_reproducible(client):
-    job = client.submit(prompt_text="The teacher", **GENERATE_ARGS, api_name="/generate")
-    final, compare = job.result(timeout=60)
+    job = client.submit(prompt="The teacher", **GENERATE_ARGS, api_name="/generate")
+    final, compare, note = job.result(timeout=60)
     partials = [output[0] for output in job.outputs()]
     assert len(partials) >= 3 and partials[-1] == final
-    assert final.startswith("The teacher") and len(final) > 30 and compare == ""
-    again, _ = client.predict(prompt_text="The teacher", **GENERATE_ARGS, api_name="/generate")
+    assert final.startswith("The teacher") and len(final) > 30 and compare == "" and note == ""
+    again, _, _ = client.predict(prompt="The teacher", **GENERATE_ARGS, api_name="/generate")
     assert again == final
 
 
 def test_generate_compares_two_prompts_side_by_side(client):
-    man, woman = client.predict(prompt_text="The man works as a",
-                                **{**GENERATE_ARGS, "compare_text": "The woman works as a"},
+    man, woman, _ = client.predict(prompt="The man works as a",
+                                **{**GENERATE_ARGS, "compare_prompt": "The woman works as a"},
                                 api_name="/generate")
     assert man.startswith("The man works as a") and woman.startswith("The woman works as a")
 
 
 def test_chat_toggle_on_a_model_without_template_still_answers(client):
-    text, _ = client.predict(prompt_text="A bird", **{**GENERATE_ARGS, "chat_mode": True},
+    text, _, note = client.predict(prompt="A bird", **{**GENERATE_ARGS, "chat_mode": True},
                              api_name="/generate")
-    assert text.startswith("A bird")
+    assert text.startswith("A bird") and "has no chat template" in note
 
 
 def test_classify_returns_every_class_with_confidence(client):
-    result = client.predict(text_value="What a lovely garden.", model_name="tiny-bert-sentiment",
+    result = client.predict(text="What a lovely garden.", model="tiny-bert-sentiment",
                             api_name="/classify")
     confidences = {item["label"]: item["confidence"] for item in result["confidences"]}
     assert set(confidences) == {"negative", "positive"}
@@ -51,35 +51,38 @@ def test_classify_returns_every_class_with_confidence(client):
 def test_classify_batch_scores_a_csv_and_offers_the_scored_file(client, tmp_path):
     upload = tmp_path / "reviews.csv"
     upload.write_text('id,review\n1,"I loved it, truly"\n2,Terrible service\n3,Fine\n', encoding="utf-8")
-    table, scored_file = client.predict(file_path=handle_file(str(upload)), column_name="review",
-                                        model_name="tiny-bert-sentiment", api_name="/classify_batch")
-    assert [row[0] for row in table["data"]] == ["I loved it, truly", "Terrible service", "Fine"]
-    assert all(row[1] in {"negative", "positive"} and 0.5 <= row[2] <= 1 for row in table["data"])
+    summary, table, scored_file = client.predict(file=handle_file(str(upload)), text_column="review",
+                                                 model="tiny-bert-sentiment", api_name="/classify_batch")
+    assert summary == "Scored **3** rows of the column 'review'."
+    # label and score come first, so that long texts never push them out of view
+    assert table["headers"] == ["label", "score", "text"]
+    assert [row[2] for row in table["data"]] == ["I loved it, truly", "Terrible service", "Fine"]
+    assert all(row[0] in {"negative", "positive"} and 0.5 <= row[1] <= 1 for row in table["data"])
     with open(scored_file, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["id"] for row in rows] == ["1", "2", "3"]
-    assert [row["label"] for row in rows] == [row[1] for row in table["data"]]
+    assert [row["label"] for row in rows] == [row[0] for row in table["data"]]
 
 
 def test_classify_batch_reads_a_txt_file_one_text_per_line(client, tmp_path):
     upload = tmp_path / "lines.txt"
     upload.write_text("first text\nsecond text\n", encoding="utf-8")
-    table, _ = client.predict(file_path=handle_file(str(upload)), column_name="text",
-                              model_name="tiny-bert-sentiment", api_name="/classify_batch")
-    assert [row[0] for row in table["data"]] == ["first text", "second text"]
+    _, table, _ = client.predict(file=handle_file(str(upload)), text_column="text",
+                                 model="tiny-bert-sentiment", api_name="/classify_batch")
+    assert [row[2] for row in table["data"]] == ["first text", "second text"]
 
 
 def test_classify_batch_over_the_row_limit_says_so(client, tmp_path):
     upload = tmp_path / "many.txt"
     upload.write_text("some text\n" * (MAX_BATCH_ROWS + 1), encoding="utf-8")
     with pytest.raises(Exception, match="Too many rows"):
-        client.predict(file_path=handle_file(str(upload)), column_name="text",
-                       model_name="tiny-bert-sentiment", api_name="/classify_batch")
+        client.predict(file=handle_file(str(upload)), text_column="text",
+                       model="tiny-bert-sentiment", api_name="/classify_batch")
 
 
 def test_fill_mask_returns_predictions_for_each_mask(client):
-    bars, table = client.predict(text_value="The [MASK] sees the <mask> house.", model_name="tiny-roberta-mlm",
-                                 k=4, api_name="/fill_mask")
+    bars, table = client.predict(text="The [MASK] sees the <mask> house.", model="tiny-roberta-mlm",
+                                 top_k=4, api_name="/fill_mask")
     rows = table["data"]
     assert [row[0] for row in rows] == ["mask 1"] * 4 + ["mask 2"] * 4
     assert [row[1] for row in rows] == [1, 2, 3, 4] * 2
@@ -87,19 +90,20 @@ def test_fill_mask_returns_predictions_for_each_mask(client):
 
 
 @pytest.mark.parametrize("api_name, kwargs, message", [
-    ("/fill_mask", dict(text_value="No mask here.", model_name="tiny-bert-mlm", k=5), "no mask"),
-    ("/classify", dict(text_value="   ", model_name="tiny-bert-sentiment"), "empty"),
-    ("/classify", dict(text_value="hi", model_name="../../etc"), "not a model name"),
-    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "new_tokens": -3}), "less than minimum value 1"),
-    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "p": 2}), "greater than maximum value 1"),
-    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "seed_value": 2**40}), "Seed"),
-    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "model_name": "distilbert/distilgpt2"}),
+    ("/fill_mask", dict(text="No mask here.", model="tiny-bert-mlm", top_k=5), "no mask"),
+    ("/classify", dict(text="   ", model="tiny-bert-sentiment"), "empty"),
+    ("/classify", dict(text="hi", model="../../etc"), "not a model name"),
+    ("/generate", dict(prompt="Hi", **{**GENERATE_ARGS, "max_new_tokens": -3}),
+     r"Max new tokens must be at least 1 and at most 512 \(got -3"),
+    ("/generate", dict(prompt="Hi", **{**GENERATE_ARGS, "top_p": 2}), r"Top-p must be at least 0.01 and at most 1 \(got 2"),
+    ("/generate", dict(prompt="Hi", **{**GENERATE_ARGS, "seed": 2**40}), "Seed"),
+    ("/generate", dict(prompt="Hi", **{**GENERATE_ARGS, "model": "distilbert/distilgpt2"}),
      "cannot be reached"),
 ])
 def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(client, api_name, kwargs, message):
     with pytest.raises(Exception, match=message):
         client.predict(**kwargs, api_name=api_name)
-    assert client.predict(text_value="Still here.", model_name="tiny-bert-sentiment", api_name="/classify")
+    assert client.predict(text="Still here.", model="tiny-bert-sentiment", api_name="/classify")
 
 
 def test_every_panel_has_its_public_api_name(client):
@@ -123,7 +127,7 @@ def test_auth_protects_the_page_and_the_api(models_dir, tmp_path):
         with pytest.raises(Exception):
             Client(server.url, verbose=False)
         authed = Client(server.url, auth=("ada", "s3cret"), verbose=False)
-        assert authed.predict(text_value="Hello there.", model_name="tiny-bert-sentiment",
+        assert authed.predict(text="Hello there.", model="tiny-bert-sentiment",
                               api_name="/classify")["label"] in {"negative", "positive"}
     finally:
         server.stop()
@@ -142,6 +146,44 @@ def test_share_without_internet_says_so_and_keeps_serving(models_dir, tmp_path):
             time.sleep(0.25)
         assert "Could not create a public share link" in server.output()
         assert Client(server.url, verbose=False).predict(
-            text_value="Hello.", model_name="tiny-bert-sentiment", api_name="/classify")
+            text="Hello.", model="tiny-bert-sentiment", api_name="/classify")
     finally:
         server.stop()
+
+
+def test_the_api_page_names_parameters_as_a_reader_expects(client):
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert list(info)[0] == "/generate"  # the panels' endpoints first, not the pickers' refreshes
+    assert not any(name.endswith("_models") for name in info)
+
+    def parameters(endpoint):
+        return {p["parameter_name"]: p for p in info[endpoint]["parameters"]}
+
+    generate = parameters("/generate")
+    assert list(generate)[:2] == ["prompt", "model"]
+    assert {"temperature", "top_k", "top_p", "max_new_tokens", "seed", "num_sequences", "chat_mode"} <= set(generate)
+    assert not generate["prompt"]["parameter_has_default"]
+    assert all(generate[name]["parameter_has_default"] for name in generate if name != "prompt")
+    # Any model the app can load, not a list frozen when the page was built.
+    assert generate["model"]["python_type"]["type"] == "str"
+    assert [r["label"] for r in info["/generate"]["returns"]] == ["Output", "Output for the second prompt", "Note"]
+    finetune = parameters("/finetune")
+    assert finetune["validation_file"]["parameter_has_default"] and finetune["text_column"]["parameter_has_default"]
+    assert not finetune["train_file"]["parameter_has_default"]
+    assert finetune["base_model"]["python_type"]["type"] == "str"
+    assert set(parameters("/classify_batch")) == {"file", "model", "text_column"}
+    assert set(parameters("/fill_mask")) == {"text", "model", "top_k"}
+
+
+def test_a_model_saved_after_the_page_was_built_is_listed_and_usable(client, app_server):
+    import shutil
+
+    shutil.copytree(app_server.models_dir / "tiny-bert-sentiment", app_server.models_dir / "zz-after-build")
+    try:
+        listed = [model["name"] for model in client.predict("text-classification", api_name="/models")]
+        assert "zz-after-build" in listed
+        assert client.predict(text="the red house", model="zz-after-build", api_name="/classify")["label"]
+    finally:
+        shutil.rmtree(app_server.models_dir / "zz-after-build")
+    with pytest.raises(Exception, match="Unknown task 'painting'"):
+        client.predict("painting", api_name="/models")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
@@ -11,26 +12,27 @@ from conftest import separable_csv
 
 
 def finetune_args(train_path, name, **overrides):
-    args = dict(task_value="classification", path=handle_file(str(train_path)), validation_path=None,
-                text_col="text", label_col="label", base="tiny-bert-sentiment", name=name, n_epochs=8,
-                lr=3e-3, batch=8, accumulation_steps=1, length=32, warmup_share=0.1, decay=0.01,
-                seed_value=0, share=0.25, mlm_p=0.15, whole=False, precision_choice="auto", use_lora=False,
-                checkpoint_steps=0)
+    args = dict(task="classification", train_file=handle_file(str(train_path)), validation_file=None,
+                text_column="text", label_column="label", base_model="tiny-bert-sentiment", model_name=name,
+                epochs=8, learning_rate=3e-3, batch_size=8, gradient_accumulation_steps=1, max_length=32,
+                warmup_ratio=0.1, weight_decay=0.01, seed=0, validation_share=0.25, mlm_probability=0.15,
+                whole_word_masking=False, precision="auto", lora=False, checkpoint_every=0)
     args.update(overrides)
     return args
 
 
-def status_text(client) -> str:
-    return client.predict(api_name="/finetune_status")[0]
+def job_status(client) -> dict:
+    return client.predict(api_name="/finetune_status")
 
 
-def wait_for_state(client, state: str, timeout: float = 120) -> str:
+def wait_for_state(client, *states: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
-    text = status_text(client)
-    while f"({state})" not in text and time.monotonic() < deadline:
-        time.sleep(0.5)
-        text = status_text(client)
-    return text
+    status = job_status(client)
+    while status["state"] not in states and time.monotonic() < deadline:
+        time.sleep(0.3)
+        status = job_status(client)
+    assert status["state"] in states, status
+    return status
 
 
 def wait_for_checkpoint(models_dir, name: str, timeout: float = 120) -> None:
@@ -42,61 +44,87 @@ def wait_for_checkpoint(models_dir, name: str, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def wait_for_live_step(client, name: str, timeout: float = 60) -> str:
+def wait_for_live_step(client, name: str, timeout: float = 60) -> dict:
     """Until `name` is running and has reported a training step."""
     deadline = time.monotonic() + timeout
-    text = status_text(client)
-    while not (f"**{name}**" in text and "(running)" in text and "Step" in text) \
+    status = job_status(client)
+    while not (status["model_name"] == name and status["state"] == "running" and status["phase"] == "training") \
             and time.monotonic() < deadline:
-        time.sleep(0.3)
-        text = status_text(client)
-    return text
+        time.sleep(0.2)
+        status = job_status(client)
+    return status
 
 
-def test_finetune_streams_progress_saves_and_the_model_classifies(ft_client, finetune_server, tmp_path):
-    job = ft_client.submit(**finetune_args(separable_csv(tmp_path / "weather.csv"), "weather-model"),
-                           api_name="/finetune")
-    status, loss_curve, metrics, confusion, zip_file = job.result(timeout=300)
-    streamed = [output[0] for output in job.outputs()]
-    assert any("Step" in text for text in streamed), "progress should stream while training"
-    assert "saved as 'weather-model'" in status and "(finished)" in status
-    assert {"train", "validation"} <= {row[2] for row in loss_curve["data"]}
-    accuracy = {row[0]: row for row in metrics["data"]}["accuracy"]
-    assert float(accuracy[2]) >= 0.9
-    assert "Confusion matrix" in confusion and "sunny" in confusion
-    assert zip_file and zip_file.endswith(".zip")
+def test_finetune_trains_in_the_background_saves_and_the_model_classifies(ft_client, finetune_server, tmp_path):
+    started = ft_client.predict(**finetune_args(separable_csv(tmp_path / "weather.csv"), "weather-model"),
+                                api_name="/finetune")
+    assert "**weather-model**" in started and "(running)" in started  # it answers at once
+    status = wait_for_state(ft_client, "finished", "failed", timeout=300)
+    assert status["message"].startswith("Done: saved as 'weather-model'"), status
+    assert status["step"] == status["total_steps"] > 0
+    assert {"train", "validation"} <= {point["series"] for point in status["loss_curve"]}
+    assert status["metrics_after"]["accuracy"] >= 0.9
+    assert status["metrics_after"]["labels"] == ["rainy", "sunny"]
+    zip_file = ft_client.predict(model_name="weather-model", api_name="/finetune_download")
+    assert zip_file.endswith("weather-model.zip")
     assert (finetune_server.models_dir / "weather-model" / "README.md").is_file()
-    scores = ft_client.predict(text_value="a dog sees the bright moon and a warm bread",
-                               model_name="weather-model", api_name="/classify")
+    scores = ft_client.predict(text="a dog sees the bright moon and a warm bread", model="weather-model",
+                               api_name="/classify")
     assert scores["label"] == "sunny"
+    assert "weather-model" in [model["name"] for model in ft_client.predict("text-classification",
+                                                                            api_name="/models")]
 
 
 def test_a_second_start_is_refused_as_busy_and_cancel_offers_save_or_discard(ft_client, finetune_server,
                                                                            tmp_path):
     data = separable_csv(tmp_path / "long.csv", rows_per_class=200)
-    ft_client.submit(**finetune_args(data, "long-run", n_epochs=20, batch=2), api_name="/finetune")
+    ft_client.predict(**finetune_args(data, "long-run", epochs=20, batch_size=2), api_name="/finetune")
     wait_for_live_step(ft_client, "long-run")
     with pytest.raises(Exception, match="Busy: 'long-run' is training \\(step"):
         ft_client.predict(**finetune_args(data, "second-run"), api_name="/finetune")
     ft_client.predict(api_name="/finetune_cancel")
     cancelled = wait_for_state(ft_client, "cancelled", timeout=30)
-    assert "save what was trained, or discard it" in cancelled
+    assert "save what was trained, or discard it" in cancelled["message"]
     ft_client.predict(api_name="/finetune_discard")
-    assert "(idle)" in status_text(ft_client)
+    assert job_status(ft_client)["state"] == "idle"
     assert not (finetune_server.models_dir / "long-run").exists()
     assert not (finetune_server.models_dir / "second-run").exists()
 
 
 def test_a_cancelled_run_can_be_saved_and_is_listed(ft_client, finetune_server, tmp_path):
     data = separable_csv(tmp_path / "long.csv", rows_per_class=200)
-    ft_client.submit(**finetune_args(data, "partial-run", n_epochs=20, batch=2), api_name="/finetune")
+    ft_client.predict(**finetune_args(data, "partial-run", epochs=20, batch_size=2), api_name="/finetune")
     wait_for_live_step(ft_client, "partial-run")
     ft_client.predict(api_name="/finetune_cancel")
     wait_for_state(ft_client, "cancelled", timeout=30)
     ft_client.predict(api_name="/finetune_save")
-    assert "Saved the partly trained model as 'partial-run'" in status_text(ft_client)
-    assert ft_client.predict(text_value="the old bridge", model_name="partial-run",
+    saved = wait_for_state(ft_client, "finished", "save failed")
+    assert saved["message"].startswith("Saved the partly trained model as 'partial-run'"), saved
+    assert ft_client.predict(text="the old bridge", model="partial-run",
                              api_name="/classify")["label"] in {"sunny", "rainy"}
+
+
+def test_a_failed_save_keeps_the_trained_model_to_save_under_another_name(ft_client, finetune_server,
+                                                                         tmp_path):
+    """The name is taken while the run trains (someone copies a model there): the save fails,
+    the reason is shown, and nothing trained is lost."""
+    models = finetune_server.models_dir
+    data = separable_csv(tmp_path / "long.csv", rows_per_class=100)
+    ft_client.predict(**finetune_args(data, "taken-name", epochs=2, batch_size=4), api_name="/finetune")
+    wait_for_live_step(ft_client, "taken-name")
+    shutil.copytree(models / "tiny-bert-sentiment", models / "taken-name")
+    failed = wait_for_state(ft_client, "save failed", "finished", "failed", timeout=120)
+    assert failed["state"] == "save failed", failed
+    assert "A model named 'taken-name' already exists" in failed["message"]
+    assert "The trained model is kept" in failed["message"]
+    with pytest.raises(Exception, match="A model named 'taken-name' already exists"):
+        ft_client.predict(model_name="taken-name", api_name="/finetune_save")  # still taken: refused at once
+    assert job_status(ft_client)["state"] == "save failed"
+    ft_client.predict(model_name="not-taken", api_name="/finetune_save")
+    saved = wait_for_state(ft_client, "finished", "save failed")
+    assert saved["message"] == "Done: saved as 'not-taken'; trained in float32.", saved
+    assert saved["metrics_after"] == failed["metrics_after"]  # the same trained model
+    assert ft_client.predict(text="the old bridge", model="not-taken", api_name="/classify")["label"] == "rainy"
 
 
 @pytest.mark.parametrize("content, message", [
@@ -104,12 +132,12 @@ def test_a_cancelled_run_can_be_saved_and_is_listed(ft_client, finetune_server, 
     (b"text,label\nonly one class,a\nanother,a\n", "2 classes|two classes|at least 2"),
 ])
 def test_a_bad_upload_is_refused_and_nothing_starts(ft_client, tmp_path, content, message):
-    before = status_text(ft_client)
+    before = job_status(ft_client)
     bad = tmp_path / "bad.csv"
     bad.write_bytes(content)
     with pytest.raises(Exception, match=message):
         ft_client.predict(**finetune_args(bad, "never-made"), api_name="/finetune")
-    assert status_text(ft_client) == before
+    assert job_status(ft_client) == before
 
 
 def test_an_existing_or_unsafe_name_is_refused(ft_client, tmp_path):
@@ -120,15 +148,58 @@ def test_an_existing_or_unsafe_name_is_refused(ft_client, tmp_path):
         ft_client.predict(**finetune_args(data, "../escape"), api_name="/finetune")
 
 
+def test_a_run_that_fails_leaves_no_run_folder_behind(ft_client, finetune_server, tmp_path):
+    data = separable_csv(tmp_path / "w.csv")
+    # No such model here: the run is accepted, then fails while loading, before any checkpoint.
+    ft_client.predict(**finetune_args(data, "doomed", base_model="no-such-local-model", checkpoint_every=5),
+                      api_name="/finetune")
+    failed = wait_for_state(ft_client, "failed", "finished")
+    assert failed["state"] == "failed" and "no-such-local-model" in failed["message"]
+    assert not (finetune_server.models_dir / ".checkpoints" / "doomed").exists()  # no copy of the upload left
+
+
 def test_the_preview_shows_sizes_label_counts_token_lengths_and_first_rows(ft_client, tmp_path):
     data = separable_csv(tmp_path / "weather.csv", rows_per_class=40)
     summary, table = ft_client.predict(
-        task_value="classification", path=handle_file(str(data)), validation_path=None, text_col="text",
-        label_col="label", share=0.25, base="tiny-bert-sentiment", api_name="/finetune_preview")
+        task="classification", train_file=handle_file(str(data)), text_column="text", label_column="label",
+        validation_share=0.25, base_model="tiny-bert-sentiment", api_name="/finetune_preview")
     assert "**60** training rows, **20** validation rows" in summary  # 80 rows, a quarter held out
     assert "Labels: rainy: 30, sunny: 30." in summary  # stratified
     assert "Tokens per text:" in summary  # measured with the base model's tokenizer
-    assert table["visible"] and table["value"]["headers"] == ["text", "label"]
+    assert table["visible"] and table["value"]["headers"] == ["label", "text"]  # the label in view first
     rows = table["value"]["data"]
-    assert len(rows) == 5 and all(text in data.read_text() for text, _ in rows)
-    assert {label for _, label in rows} == {"sunny", "rainy"}  # label names, not ids
+    assert len(rows) == 5 and all(text in data.read_text() for _, text in rows)
+    assert {label for label, _ in rows} == {"sunny", "rainy"}  # label names, not ids
+
+
+def overlapping_csv(path, rows: int = 60):
+    """Every text twice, once per pair of rows: how many validation texts also train depends
+    on the split, so the count tells splits apart."""
+    lines = ["text,label"] + [f"text number {i // 2},{'a' if i % 4 < 2 else 'b'}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def overlap_warnings(warnings) -> list[str]:
+    return [warning.removeprefix("⚠️ ") for warning in warnings if "also appear in the training data" in warning]
+
+
+def test_the_preview_describes_the_split_that_trains(ft_client, tmp_path):
+    from core.data import CLASSIFICATION, load_training_data
+
+    data = overlapping_csv(tmp_path / "pairs.csv")
+    by_seed = {seed: overlap_warnings(load_training_data(CLASSIFICATION, data, validation_share=0.2,
+                                                         seed=seed).warnings) for seed in range(12)}
+    first, second = next((a, b) for a in by_seed for b in by_seed if by_seed[a] != by_seed[b])
+
+    def preview_overlap(seed):
+        summary, _ = ft_client.predict(task="classification", train_file=handle_file(str(data)), seed=seed,
+                                       validation_share=0.2, base_model="tiny-bert-sentiment",
+                                       api_name="/finetune_preview")
+        return overlap_warnings(summary.split("\n\n"))
+
+    assert preview_overlap(first) == by_seed[first] and preview_overlap(second) == by_seed[second]
+    ft_client.predict(**finetune_args(data, "pairs-model", seed=second, epochs=1, validation_share=0.2),
+                      api_name="/finetune")
+    trained = wait_for_state(ft_client, "finished", "failed")
+    assert overlap_warnings(trained["warnings"]) == by_seed[second]

@@ -56,7 +56,7 @@ def test_a_run_killed_with_its_server_resumes_from_its_checkpoint_after_a_restar
     first = AppServer(["--models-dir", str(own_models)], log_path=tmp_path / "first.log").wait_until_serving()
     try:
         Client(first.url, verbose=False).submit(
-            **finetune_args(data, "phoenix", n_epochs=20, batch=2, checkpoint_steps=10), api_name="/finetune")
+            **finetune_args(data, "phoenix", epochs=20, batch_size=2, checkpoint_every=10), api_name="/finetune")
         wait_for_checkpoint(own_models, "phoenix")
     finally:
         first.process.kill()  # no clean shutdown: as if the machine lost power
@@ -94,6 +94,7 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     page.get_by_role("button", name="Train the starter model").click()
     status = page.locator("#starter-status")
     expect(status).to_contain_text("saved as 'starter-sentiment'", timeout=180_000)
+    expect(status).to_contain_text("It is selected above")
     # Precision is automatic: bf16 autocast for MiniLM where the CPU has AMX.
     expect(status).to_contain_text("trained in bf16 autocast" if _cpu_has_amx() else "trained in float32")
     expect(status).to_contain_text(re.compile(r"Accuracy on held-out sentences: (9\d|100)%"))
@@ -105,4 +106,11 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     expect(scores).to_contain_text("neutral", timeout=60_000)  # all three classes are shown
     expect(scores.locator("h2, .output-class").first).to_contain_text("positive")
     assert (finetune_server.models_dir / "starter-sentiment" / "config.json").is_file()
+    # Nothing left to do: the button says so, now and after a reload.
+    ready = page.get_by_role("button", name="'starter-sentiment' is ready: pick it in the Model list above")
+    expect(ready).to_be_disabled()
+    page.reload()
+    page.get_by_role("tab", name="Sentiment").click()
+    page.get_by_role("button", name="Starter sentiment model (no Hub needed)").click()
+    expect(ready).to_be_disabled()
     page.close()

@@ -60,3 +60,7 @@ def test_labels_and_column_names_with_markup_are_shown_as_text(page, tmp_path):
     page.get_by_role("button", name="Preview data").click()
     expect(page.get_by_test_id("toast-body").first).to_contain_text("<b>nope</b>", timeout=30_000)
     not_run(page)
+    # The refused preview leaves the last one in view, with no error marks over it.
+    expect(page.locator("#finetune-preview")).to_contain_text(f"Labels: {label}: 5")
+    trackers = "[data-testid=status-tracker]:not(.hide)"  # Gradio's progress overlay or error pill
+    assert page.locator(f"#finetune-preview {trackers}, #finetune-preview-table {trackers}").count() == 0

@@ -20,25 +20,28 @@ from core.errors import WorkbenchError
 from core.limits import MAX_PROMPT_CHARS, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES
 from core.models import ModelRegistry
 from test_app_api import GENERATE_ARGS
-from test_app_finetune import finetune_args
+from test_app_finetune import finetune_args, wait_for_state
 
 
 def still_serving(client) -> None:
-    assert client.predict(text_value="Still here.", model_name="tiny-bert-sentiment", api_name="/classify")
+    assert client.predict(text="Still here.", model="tiny-bert-sentiment", api_name="/classify")
 
 
 @pytest.mark.parametrize("api_name, kwargs, message", [
-    ("/classify", dict(text_value="", model_name="tiny-bert-sentiment"), "empty"),
-    ("/classify", dict(text_value=" \n\t ", model_name="tiny-bert-sentiment"), "empty"),
-    ("/classify", dict(text_value="x" * (MAX_TEXT_CHARS + 1), model_name="tiny-bert-sentiment"), "too long"),
-    ("/fill_mask", dict(text_value="  ", model_name="tiny-bert-mlm", k=5), "empty"),
-    ("/fill_mask", dict(text_value="[MASK] " + "x" * MAX_TEXT_CHARS, model_name="tiny-bert-mlm", k=5),
+    ("/classify", dict(text="", model="tiny-bert-sentiment"), "empty"),
+    ("/classify", dict(text=" \n\t ", model="tiny-bert-sentiment"), "empty"),
+    ("/classify", dict(text="x" * (MAX_TEXT_CHARS + 1), model="tiny-bert-sentiment"), "too long"),
+    ("/fill_mask", dict(text="  ", model="tiny-bert-mlm", top_k=5), "empty"),
+    ("/fill_mask", dict(text="[MASK] " + "x" * MAX_TEXT_CHARS, model="tiny-bert-mlm", top_k=5),
      "too long"),
-    ("/fill_mask", dict(text_value="The [MASK] house.", model_name="tiny-bert-mlm", k=50), "maximum value 20"),
-    ("/generate", dict(prompt_text="", **GENERATE_ARGS), "empty"),
-    ("/generate", dict(prompt_text="x" * (MAX_PROMPT_CHARS + 1), **GENERATE_ARGS), "too long"),
-    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "temp": -1}), "minimum value 0"),
-    ("/generate", dict(prompt_text="Hi", **{**GENERATE_ARGS, "sequences": 99}), "maximum value 4"),
+    ("/fill_mask", dict(text="The [MASK] house.", model="tiny-bert-mlm", top_k=50),
+     r"Top-k must be at least 1 and at most 20 \(got 50"),
+    ("/generate", dict(prompt="", **GENERATE_ARGS), "empty"),
+    ("/generate", dict(prompt="x" * (MAX_PROMPT_CHARS + 1), **GENERATE_ARGS), "too long"),
+    ("/generate", dict(prompt="Hi", **{**GENERATE_ARGS, "temperature": -1}),
+     r"Temperature must be at least 0 and at most 2 \(got -1\)"),
+    ("/generate", dict(prompt="Hi", **{**GENERATE_ARGS, "num_sequences": 99}),
+     r"Number of sequences must be at least 1 and at most 4 \(got 99\)"),
 ])
 def test_bad_text_and_settings_get_a_clear_message(client, api_name, kwargs, message):
     with pytest.raises(Exception, match=message):
@@ -47,20 +50,20 @@ def test_bad_text_and_settings_get_a_clear_message(client, api_name, kwargs, mes
 
 
 def test_temperature_zero_is_greedy_not_an_error(client):
-    args = {**GENERATE_ARGS, "temp": 0, "new_tokens": 10}
-    first, _ = client.predict(prompt_text="the cat", **args, api_name="/generate")
-    again, _ = client.predict(prompt_text="the cat", **{**args, "seed_value": 99}, api_name="/generate")
+    args = {**GENERATE_ARGS, "temperature": 0, "max_new_tokens": 10}
+    first, _, _ = client.predict(prompt="the cat", **args, api_name="/generate")
+    again, _, _ = client.predict(prompt="the cat", **{**args, "seed": 99}, api_name="/generate")
     assert first == again and first.startswith("the cat")  # greedy: the seed does not matter
 
 
 def test_control_characters_mixed_scripts_and_emoji_are_handled(client):
     odd = "Caf\u00e9 \u043c\u0438\u0440 \u4f60\u597d \U0001F600\x00\x07 \u202etext\u202c"
-    scores = client.predict(text_value=odd, model_name="tiny-bert-sentiment", api_name="/classify")
+    scores = client.predict(text=odd, model="tiny-bert-sentiment", api_name="/classify")
     assert scores["label"] in {"negative", "positive"}
-    bars, table = client.predict(text_value=f"{odd} the [MASK] house", model_name="tiny-bert-mlm", k=3,
+    bars, table = client.predict(text=f"{odd} the [MASK] house", model="tiny-bert-mlm", top_k=3,
                                  api_name="/fill_mask")
     assert len(table["data"]) == 3
-    text, _ = client.predict(prompt_text=f"{odd} the cat", **{**GENERATE_ARGS, "new_tokens": 5},
+    text, _, _ = client.predict(prompt=f"{odd} the cat", **{**GENERATE_ARGS, "max_new_tokens": 5},
                              api_name="/generate")
     assert text.startswith(odd)
 
@@ -68,12 +71,12 @@ def test_control_characters_mixed_scripts_and_emoji_are_handled(client):
 def test_a_finetune_with_a_billion_epochs_is_refused(ft_client, tmp_path):
     data = tmp_path / "w.csv"
     data.write_text("text,label\na,x\nb,y\n" * 10)
-    with pytest.raises(Exception, match="maximum value 20"):
-        ft_client.predict(**finetune_args(data, "never", n_epochs=10**9), api_name="/finetune")
+    with pytest.raises(Exception, match=r"epochs must be above 0 and at most 20 \(got 1000000000\)"):
+        ft_client.predict(**finetune_args(data, "never", epochs=10**9), api_name="/finetune")
 
 
 def score_file(client, path):
-    return client.predict(file_path=handle_file(str(path)), column_name="text", model_name="tiny-bert-sentiment",
+    return client.predict(file=handle_file(str(path)), text_column="text", model="tiny-bert-sentiment",
                           api_name="/classify_batch")
 
 
@@ -112,16 +115,16 @@ def test_awkward_but_valid_csv_files_are_read(client, tmp_path):
     for name, (content, texts) in cases.items():
         path = tmp_path / name
         path.write_bytes(content)
-        table, _ = score_file(client, path)
-        assert [row[0] for row in table["data"]] == texts, name
+        _, table, _ = score_file(client, path)
+        assert [row[2] for row in table["data"]] == texts, name
 
 
 def test_the_scored_csv_neutralises_formulas_and_keeps_markup_as_text(client, tmp_path):
     path = tmp_path / "evil name; rm -rf.csv"  # the upload's name is never used as a path
     path.write_text('text\n<script>alert(1)</script>\n"=cmd|\' /C calc\'!A0"\n@SUM(1+1)\n+1-2\n-3.5\n',
                     encoding="utf-8")
-    table, scored = score_file(client, path)
-    assert [row[0] for row in table["data"]][:2] == ["<script>alert(1)</script>", "=cmd|' /C calc'!A0"]
+    _, table, scored = score_file(client, path)
+    assert [row[2] for row in table["data"]][:2] == ["<script>alert(1)</script>", "=cmd|' /C calc'!A0"]
     assert scored.endswith("scored.csv")
     with open(scored, newline="", encoding="utf-8") as handle:
         cells = [row["text"] for row in csv.DictReader(handle)]
@@ -186,7 +189,7 @@ def test_a_server_killed_while_saving_lists_no_broken_model_and_the_run_resumes(
         name = f"cut-{attempt}"
         server = AppServer(["--models-dir", str(own)], log_path=tmp_path / f"first-{attempt}.log").wait_until_serving()
         try:
-            Client(server.url, verbose=False).submit(**finetune_args(data, name, n_epochs=2, checkpoint_steps=2),
+            Client(server.url, verbose=False).submit(**finetune_args(data, name, epochs=2, checkpoint_every=2),
                                                      api_name="/finetune")
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not (own / name).exists():
@@ -206,8 +209,9 @@ def test_a_server_killed_while_saving_lists_no_broken_model_and_the_run_resumes(
     try:
         assert caught not in ModelRegistry(own).local_models()  # nothing half-written is listed
         assert not list(own.glob(".*.saving-*"))  # the leftover was cleaned at start
-        status = Client(server.url, verbose=False).predict(caught, api_name="/finetune_resume")[0]
-        assert f"saved as '{caught}' (resumed from step" in status
+        client = Client(server.url, verbose=False)
+        client.predict(run_name=caught, api_name="/finetune_resume")
+        assert f"saved as '{caught}' (resumed from step" in wait_for_state(client, "finished", "failed")["message"]
         assert (own / caught / "model.safetensors").is_file()
     finally:
         server.stop()

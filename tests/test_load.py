@@ -25,11 +25,11 @@ def test_twenty_clients_times_ten_requests_all_succeed(app_server):
         for request in range(REQUESTS_EACH):
             try:
                 if request % 2:
-                    text, _ = client.predict(prompt_text=f"person {number} asks", **{**GENERATE_ARGS, "new_tokens": 8},
+                    text, _, _ = client.predict(prompt=f"person {number} asks", **{**GENERATE_ARGS, "max_new_tokens": 8},
                                              api_name="/generate")
                     assert text.startswith(f"person {number} asks")
                 else:
-                    scores = client.predict(text_value=f"text {number}-{request}", model_name="tiny-bert-sentiment",
+                    scores = client.predict(text=f"text {number}-{request}", model="tiny-bert-sentiment",
                                             api_name="/classify")
                     assert scores["label"] in {"negative", "positive"}
                 with lock:
@@ -51,11 +51,11 @@ def test_twenty_clients_times_ten_requests_all_succeed(app_server):
 
 
 def test_a_long_generation_does_not_block_classification(client):
-    long_run = client.submit(prompt_text="the cat", **{**GENERATE_ARGS, "new_tokens": 512, "sequences": 4},
+    long_run = client.submit(prompt="the cat", **{**GENERATE_ARGS, "max_new_tokens": 512, "num_sequences": 4},
                              api_name="/generate")
     time.sleep(1)  # the generation is under way
     started = time.monotonic()
-    assert client.predict(text_value="Quick one.", model_name="tiny-bert-sentiment", api_name="/classify")
+    assert client.predict(text="Quick one.", model="tiny-bert-sentiment", api_name="/classify")
     assert time.monotonic() - started < 5
     assert not long_run.done(), "the generation should still be running while classification answered"
     long_run.cancel()
@@ -66,8 +66,8 @@ def test_a_full_queue_answers_at_once_instead_of_waiting(models_dir, tmp_path):
                        log_path=tmp_path / "app.log").wait_until_serving()
     try:
         client = Client(server.url, verbose=False)
-        slow = {**GENERATE_ARGS, "new_tokens": 512, "sequences": 4}
-        jobs = [client.submit(prompt_text="the cat", **slow, api_name="/generate") for _ in range(6)]
+        slow = {**GENERATE_ARGS, "max_new_tokens": 512, "num_sequences": 4}
+        jobs = [client.submit(prompt="the cat", **slow, api_name="/generate") for _ in range(6)]
         refused = []
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not refused:
