@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 
-from gradio_client import handle_file
-
 from conftest import REPO_ROOT, SMOLLM2
 from core import inference
 from core.inference import GenerationSettings
