@@ -104,13 +104,14 @@ def setting_slider(minimum: float, maximum: float, label: str, info: str | None 
                            interactive=True, **options)
 
     def note_if_outside(value):
-        # `release` carries the typed value; the browser then moves the slider into range.
+        # `input` carries the typed value before the browser moves the slider into range (on
+        # `release` the value read is sometimes the one already moved).
         if isinstance(value, (int, float)) and not minimum <= value <= maximum:
             nearest = maximum if value > maximum else minimum
             warn(f"{label} goes from {minimum:g} to {maximum:g}: {value:g} was set to {nearest:g}.")
 
-    slider.release(note_if_outside, slider, None, show_progress="hidden", concurrency_limit=None,
-                   api_visibility="private")
+    slider.input(note_if_outside, slider, None, show_progress="hidden", concurrency_limit=None,
+                 api_visibility="private")
     return slider
 
 
