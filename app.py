@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.jobs import remove_interrupted_saves, remove_stale_runs
+from core.jobs import get_runner, remove_interrupted_saves, remove_stale_runs
 from core.limits import QUEUE_MAX_SIZE
 from core.models import configure, models_dir_from_env
 from demos import classify, fill_mask, finetune, generate
@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder of local and fine-tuned models (env WORKBENCH_MODELS_DIR)")
     parser.add_argument("--queue-size", type=int, default=QUEUE_MAX_SIZE,
                         help=f"requests that may wait in the queue; more are refused (default {QUEUE_MAX_SIZE})")
+    parser.add_argument("--train-processes", type=int, default=int(env.get("WORKBENCH_TRAIN_PROCESSES", "1")),
+                        help="processes per fine-tuning job, each on its own shard (torchrun; env "
+                             "WORKBENCH_TRAIN_PROCESSES; default 1)")
     return parser.parse_args(argv)
 
 
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         print("Warning: --share without --auth makes this app public: anyone with the link can use "
               "it, run fine-tuning and write models into the models folder. Add --auth user:password.",
               file=sys.stderr, flush=True)
+    if args.train_processes < 1:
+        raise SystemExit("--train-processes must be at least 1")
+    get_runner().processes = args.train_processes
     demo = build_app(args.models_dir, args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 prevent_thread_lock=True)

@@ -1,9 +1,16 @@
-"""The one fine-tuning job a server runs at a time, outside any web request.
+"""The one fine-tuning job a server runs at a time, outside any web request and outside the
+server's process.
 
-The job runs in its own thread, so closing or refreshing the page does not stop it; any page
-can read its live status and re-attach. The runner saves the trained model itself: after a
-cancel, or when the save fails (disk full, the name taken meanwhile), the trained model is kept
-in memory until the person saves it (under the same or another name) or discards it.
+What runs where: the job is a child process running the same entry point as the command line
+(`python -m core.training`, under torchrun for several processes), so the server's memory, its
+torch random state (seeded generation stays reproducible during a run), Accelerate's
+one-per-process state and its OpenMP pools never see training. A thread of the server follows
+the child's events (core/control.py) into a status every page can read, so closing or
+refreshing the page does not stop the job and any page can re-attach. Cancel asks the child to
+stop at its next step. After a cancel, or when the save fails (disk full, the name taken
+meanwhile), the child keeps the trained model until the person saves it (under the same or
+another name) or discards it. A child that crashes or is killed (out of memory, kill -9) is
+reported with its reason; saves are atomic, so it leaves no half-written model.
 
 A run that checkpoints keeps its settings, uploads and checkpoints in
 `<models dir>/.checkpoints/<name>/` (a dot-folder, so no picker lists it). If the server dies
@@ -31,7 +38,6 @@ from core.models import (
     FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, get_registry, is_valid_local_name,
     packaged_choice,
 )
-from core.threads import run_in_own_thread
 
 # Which panel shows a model fine-tuned for each training task.
 PANEL_TASK = {CLASSIFICATION: TEXT_CLASSIFICATION, CAUSAL_LM: TEXT_GENERATION, MASKED_LM: FILL_MASK}
@@ -94,21 +100,23 @@ class JobStatus:
 
 
 class JobRunner:
-    def __init__(self) -> None:
+    """The server's one training job: a child process, followed from a thread of the server.
+
+    Thread-safe: pages read `status()` while the follower thread applies the child's events."""
+
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = processes  # training processes per job (torchrun above 1)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified at every state change
         self._status = JobStatus()
-        self._stop = threading.Event()
-        self._pending = None  # TrainResult of a cancelled run or a failed save, until saved or discarded
-        self._thread: threading.Thread | None = None
-        self._run_name: str | None = None  # the run's folder name (the model may be saved under another)
+        self._process: TrainingProcess | None = None
 
     def status(self) -> JobStatus:
         with self._lock:
             return copy.deepcopy(self._status)
 
-    def start(self, config, model_name: str, data=None) -> JobStatus:
-        """Start training `config` in the background; it saves as `model_name` when done.
-        `data`: the uploads already loaded and checked (else train() loads them).
+    def start(self, config, model_name: str) -> JobStatus:
+        """Start training `config` in a child process; it saves as `model_name` when done.
         With `config.checkpoint_every`, the run can be resumed after a crash or restart."""
         models_dir = get_registry().models_dir
         with self._lock:
@@ -127,8 +135,7 @@ class JobRunner:
                                                       server_pid=os.getpid())
                 config = replace(config, train_file=fields["train_file"],
                                  validation_file=fields["validation_file"])
-            return self._launch(config, target.name, data,
-                                "Loading the model and data, then scoring it before training…")
+            return self._launch(config, target.name, "Loading the model and data, then scoring it before training…")
 
     def resume(self, model_name: str) -> JobStatus:
         """Continue an interrupted run from its newest checkpoint."""
@@ -145,9 +152,8 @@ class JobRunner:
             fields = checkpoints.read_run_record(run_folder)["config"]
             config = TrainConfig(**{**fields, "output_dir": str(target), "models_dir": str(models_dir),
                                     "checkpoint_dir": str(run_folder), "resume": True})
-            return self._launch(config, waiting.model_name, None,
-                                f"Resuming from the checkpoint at step {waiting.step} of "
-                                f"{waiting.total_steps}…")
+            return self._launch(config, waiting.model_name,
+                                f"Resuming from the checkpoint at step {waiting.step} of {waiting.total_steps}…")
 
     def interrupted_runs(self) -> list[InterruptedRun]:
         """Runs that can resume, except the one training now."""
@@ -155,8 +161,9 @@ class JobRunner:
         if not root.is_dir():
             return []
         with self._lock:
-            busy = self._status.model_name if self._status.active or self._status.awaiting_save else None
-        runs = [_interrupted_run(folder) for folder in sorted(root.iterdir()) if folder.name != busy]
+            in_use = self._status.active or self._status.awaiting_save
+            busy = {self._status.model_name, self._process.run_name} if in_use else set()
+        runs = [_interrupted_run(folder) for folder in sorted(root.iterdir()) if folder.name not in busy]
         return [run for run in runs if run]
 
     def discard_interrupted(self, model_name: str) -> None:
@@ -174,51 +181,29 @@ class JobRunner:
         with self._lock:
             self._refuse_while_busy()
 
-    def _refuse_while_busy(self) -> None:
-        if self._status.active:
-            progress = self._status.progress
-            where = f" (step {progress.step}/{progress.total_steps})" if progress else ""
-            raise WorkbenchError(
-                f"Busy: '{self._status.model_name}' is training{where}. Wait for it to finish "
-                f"or cancel it first.")
-        if self._status.awaiting_save:
-            what = "A cancelled run" if self._status.state == CANCELLED else "A trained model that could not be saved"
-            raise WorkbenchError(f"{what} of '{self._status.model_name}' waits: save it or discard it first.")
-
-    def _launch(self, config, model_name: str, data, message: str) -> JobStatus:
-        self._stop.clear()
-        self._pending = None
-        self._run_name = model_name
-        self._status = JobStatus(state=RUNNING, model_name=model_name, task=config.task, message=message,
-                                 started_at=time.time())
-        self._thread = threading.Thread(target=self._run, args=(config, data), daemon=True,
-                                        name="finetune-job")
-        self._thread.start()
-        return copy.deepcopy(self._status)
-
     def cancel(self) -> JobStatus:
         with self._lock:
-            if not self._status.active:
+            if not self._status.active or self._status.state == SAVING:
                 raise WorkbenchError("No training is running.")
             self._status.state = STOPPING
             self._status.message = "Stopping after the current step…"
-        self._stop.set()
-        return self.status()
+            self._process.control.request_stop()
+            self._changed.notify_all()
+            return copy.deepcopy(self._status)
 
     def save_pending(self, model_name: str | None = None) -> JobStatus:
-        """Start saving the model waiting after a cancel or a failed save, as `model_name`
-        (default: the name the run was started with), in the background like the job itself.
-        A failed save keeps it waiting, with the reason."""
+        """Ask the training process to save the model it holds after a cancel or a failed save,
+        as `model_name` (default: the name the run was started with); it saves in the
+        background. A failed save keeps the model waiting, with the reason."""
         with self._lock:
-            if not self._status.awaiting_save or self._pending is None:
+            if not self._status.awaiting_save:
                 raise WorkbenchError("There is no trained model waiting to be saved.")
             name = (model_name or "").strip() or self._status.model_name
             target = _target_folder(get_registry().models_dir, name)  # a bad or taken name: refused
             self._status.state, self._status.model_name = SAVING, target.name
             self._status.message = f"Saving as '{target.name}'…"
-            self._thread = threading.Thread(target=self._save, args=(self._pending, target, self._run_name),
-                                            daemon=True, name="finetune-save")
-            self._thread.start()
+            self._process.control.send("save", output_dir=str(target))
+            self._changed.notify_all()
             return copy.deepcopy(self._status)
 
     def discard_pending(self) -> JobStatus:
@@ -226,98 +211,201 @@ class JobRunner:
         with self._lock:
             if not self._status.awaiting_save:
                 raise WorkbenchError("There is no trained model waiting to be saved or discarded.")
-            shutil.rmtree(_run_folder(get_registry().models_dir, self._run_name), ignore_errors=True)
-            self._pending = None
+            self._process.control.send("discard")
+            shutil.rmtree(_run_folder(get_registry().models_dir, self._process.run_name), ignore_errors=True)
             self._status.state = IDLE
             self._status.message = "Discarded the trained model."
-        return self.status()
+            self._changed.notify_all()
+            return copy.deepcopy(self._status)
 
     def wait(self, timeout: float | None = None) -> JobStatus:
-        """Block until the job thread ends (for the CLI and tests)."""
-        thread = self._thread
-        if thread:
-            thread.join(timeout)
-        return self.status()
+        """Block until the job is no longer busy (done, failed, or waiting to be saved)."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._status.active, timeout)
+            return copy.deepcopy(self._status)
 
-    # ----- the job thread -----------------------------------------------------------------------
-    def _run(self, config, data) -> None:
-        from core.training import train
+    def training_pid(self) -> int | None:
+        """The process id of the running job's training process (what an operator would kill)."""
+        with self._lock:
+            process = self._process
+            return process.child.pid if process and process.child.poll() is None else None
 
-        try:
-            # The runner saves, not train(): a failed save then keeps the trained model.
-            result = train(replace(config, output_dir=None), on_progress=self._on_progress,
-                           should_stop=self._stop.is_set, data=data)
-        except Exception as error:  # WorkbenchError, a bug or a library failure: report it, keep serving
-            reason = str(error) if isinstance(error, WorkbenchError) else \
-                f"Training failed: {type(error).__name__}: {error}"
-            if not checkpoints.latest_checkpoint(config.checkpoint_dir):
-                # Nothing to resume from: the run record and its copy of the uploads go too.
-                shutil.rmtree(_run_folder(get_registry().models_dir, self._run_name), ignore_errors=True)
-            self._finish(FAILED, reason + _resumable_note(config))
-            return
+    # ----- the training process -----------------------------------------------------------------
+    def _refuse_while_busy(self) -> None:
+        if self._status.active:
+            progress = self._status.progress
+            where = f" (step {progress.step}/{progress.total_steps})" if progress and progress.total_steps else ""
+            raise WorkbenchError(
+                f"Busy: '{self._status.model_name}' is training{where}. Wait for it to finish "
+                f"or cancel it first.")
+        if self._status.awaiting_save:
+            what = "A cancelled run" if self._status.state == CANCELLED else "A trained model that could not be saved"
+            raise WorkbenchError(f"{what} of '{self._status.model_name}' waits: save it or discard it first.")
+
+    def _launch(self, config, model_name: str, message: str) -> JobStatus:
+        """With the lock held: start the training process and a thread that follows it."""
+        self._status = JobStatus(state=RUNNING, model_name=model_name, task=config.task, message=message,
+                                 started_at=time.time())
+        self._process = TrainingProcess(config, model_name, self.processes)
+        threading.Thread(target=self._follow, args=(self._process,), daemon=True, name="finetune-job").start()
+        self._changed.notify_all()
+        return copy.deepcopy(self._status)
+
+    def _follow(self, process: "TrainingProcess") -> None:
+        for event in process.events():
+            with self._lock:
+                if process is self._process:  # an older process finishing after a discard: ignored
+                    self._apply(process, event)
+                    self._changed.notify_all()
+        code = process.wait()
         with self._lock:
-            self._status.metrics_before = result.metrics_before
-            self._status.metrics_after = result.metrics_after
-            self._status.warnings = list(result.warnings)
-            self._pending = result
-        if result.stopped:
-            self._finish(CANCELLED, f"Cancelled after step {result.steps_done} of "
-                                    f"{result.total_steps}: save what was trained, or discard it.")
-            return
-        with self._lock:
+            if process is self._process and (self._status.active or self._status.awaiting_save):
+                # It ended without saying how: killed (out of memory, kill -9) or crashed.
+                self._fail(process, f"{process.describe_exit(code)} {self._lost_what()}")
+            self._changed.notify_all()
+        process.clean_up()
+
+    def _apply(self, process: "TrainingProcess", event: dict) -> None:
+        from core.training import Progress
+
+        kind = event.pop("event")
+        if kind == "progress":
+            self._on_progress(Progress(**event))
+        elif kind == "trained":
+            process.result = event
+            self._status.metrics_before, self._status.metrics_after = event["metrics_before"], event["metrics_after"]
+            self._status.warnings = list(event["warnings"])
+            if event["stopped"]:
+                self._finish(CANCELLED, f"Cancelled after step {event['steps']} of {event['total_steps']}: "
+                                        "save what was trained, or discard it.")
+        elif kind == "saving":
             self._status.state = SAVING
-            self._status.message = "Saving…"
-        self._save(result, Path(config.output_dir), self._run_name)
+            self._status.message = f"Saving as '{Path(event['output_dir']).name}'…"
+        elif kind == "saved":
+            shutil.rmtree(_run_folder(get_registry().models_dir, process.run_name), ignore_errors=True)
+            self._finish(FINISHED, _saved_message(process.result, Path(event["output_dir"]).name))
+        elif kind == "save_failed":
+            self._finish(SAVE_FAILED, f"Could not save '{Path(event['output_dir']).name}': {event['reason']} The "
+                                      "trained model is kept: fix the cause and save again (under another name if "
+                                      "you like), or discard it.")
+        elif kind == "failed":
+            self._fail(process, event["reason"])
 
-    def _save(self, result, target: Path, run_name: str) -> None:
-        """Save the trained model (state SAVING); FINISHED, or SAVE_FAILED with the reason and
-        the model still waiting."""
-        from core.training import save_model
+    def _fail(self, process: "TrainingProcess", reason: str) -> None:
+        if not checkpoints.latest_checkpoint(process.config.checkpoint_dir):
+            # Nothing to resume from: the run record and its copy of the uploads go too.
+            shutil.rmtree(_run_folder(get_registry().models_dir, process.run_name), ignore_errors=True)
+        self._finish(FAILED, reason + _resumable_note(process.config))
 
-        try:
-            run_in_own_thread(lambda: save_model(result, target), name="save-model")  # why: core/threads.py
-        except Exception as error:  # disk full, the name taken meanwhile, ...: the model stays in memory
-            reason = str(error) if isinstance(error, WorkbenchError) else f"{type(error).__name__}: {error}"
-            self._finish(SAVE_FAILED, f"Could not save '{target.name}': {reason} The trained model is kept: "
-                                      "fix the cause and save again (under another name if you like), or "
-                                      "discard it.")
-            return
-        # Saved: the run's settings, uploads and checkpoints are done with.
-        shutil.rmtree(_run_folder(get_registry().models_dir, run_name), ignore_errors=True)
-        with self._lock:
-            self._pending = None
-        if result.stopped:
-            self._finish(FINISHED, f"Saved the partly trained model as '{target.name}' (step "
-                                   f"{result.steps_done} of {result.total_steps}).")
-        else:
-            resumed = f" (resumed from step {result.resumed_from_step})" if result.resumed_from_step else ""
-            precision = "bf16 autocast" if result.precision == "bf16" else "float32"
-            self._finish(FINISHED, f"Done: saved as '{target.name}'{resumed}; trained in {precision}.")
+    def _lost_what(self) -> str:
+        if self._status.awaiting_save:
+            return "The model it held was not saved."
+        return "Nothing was saved." if self._status.state != SAVING else "The model was not saved (no half-written " \
+                                                                          "model is left)."
 
     def _on_progress(self, progress) -> None:
-        with self._lock:
-            self._status.progress = progress
-            if progress.warnings:
-                self._status.warnings = list(progress.warnings)
-            if progress.phase == "training":
-                self._status.last_training_step = progress
-            if progress.phase == "training" and progress.loss is not None:
-                self._status.loss_curve.append(
-                    {"step": progress.step, "loss": float(progress.loss), "series": "train"})
-            if progress.eval_metrics and "loss" in progress.eval_metrics:
-                self._status.loss_curve.append(
-                    {"step": progress.step, "loss": float(progress.eval_metrics["loss"]),
-                     "series": "validation"})
-                if progress.phase == "evaluating-before":
-                    self._status.metrics_before = dict(progress.eval_metrics)
-            if self._status.state == RUNNING:
-                self._status.message = describe_progress(progress)
+        self._status.progress = progress
+        if progress.warnings:
+            self._status.warnings = list(progress.warnings)
+        if progress.phase == "training":
+            self._status.last_training_step = progress
+        if progress.phase == "training" and progress.loss is not None:
+            self._status.loss_curve.append({"step": progress.step, "loss": float(progress.loss), "series": "train"})
+        if progress.eval_metrics and "loss" in progress.eval_metrics:
+            self._status.loss_curve.append(
+                {"step": progress.step, "loss": float(progress.eval_metrics["loss"]), "series": "validation"})
+            if progress.phase == "evaluating-before":
+                self._status.metrics_before = dict(progress.eval_metrics)
+        if self._status.state == RUNNING:
+            self._status.message = describe_progress(progress)
 
     def _finish(self, state: str, message: str) -> None:
-        with self._lock:
-            self._status.state = state
-            self._status.message = message
-            self._status.finished_at = time.time()
+        self._status.state = state
+        self._status.message = message
+        self._status.finished_at = time.time()
+
+
+def _saved_message(result: dict | None, name: str) -> str:
+    result = result or {}
+    if result.get("stopped"):
+        return (f"Saved the partly trained model as '{name}' (step {result.get('steps')} of "
+                f"{result.get('total_steps')}).")
+    resumed = f" (resumed from step {result['resumed_from_step']})" if result.get("resumed_from_step") else ""
+    precision = "bf16 autocast" if result.get("precision") == "bf16" else "float32"
+    return f"Done: saved as '{name}'{resumed}; trained in {precision}."
+
+
+class TrainingProcess:
+    """One job's child process: `python -m core.training` (under torchrun for several
+    processes) with the job's settings in a folder of its own, events read from its stdout, a
+    control folder for stop and save commands (core/control.py), and its stderr kept for the
+    reason it failed. The child dies with the server (Linux: the parent-death signal), so a
+    killed server never leaves it training on."""
+
+    def __init__(self, config, run_name: str, processes: int = 1) -> None:
+        import json
+        import subprocess
+        import sys
+        import tempfile
+
+        from core.control import ControlFolder
+
+        self.config, self.run_name, self.result = config, run_name, None
+        self.folder = Path(tempfile.mkdtemp(prefix="workbench-job-"))
+        (self.folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
+        self.control = ControlFolder(self.folder / "control")
+        self._stderr = open(self.folder / "stderr.log", "w+", encoding="utf-8")
+        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)] if processes > 1 else []
+        command = [*launcher, "-m", "core.training", "--config", str(self.folder / "config.json"), "--report-json",
+                   "--control-dir", str(self.control.path), "--hold-until-saved"]
+        self.child = subprocess.Popen(
+            [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command],
+            cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=self._stderr, text=True, encoding="utf-8", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def events(self):
+        from core.control import parse_event
+
+        for line in self.child.stdout:
+            event = parse_event(line.rstrip("\n"))
+            if event is not None:
+                yield event
+
+    def wait(self) -> int:
+        return self.child.wait()
+
+    def describe_exit(self, code: int) -> str:
+        """Why the process ended without saying so, for a person."""
+        import signal
+
+        if code < 0:
+            name = signal.Signals(-code).name
+            why = " (out of memory, or stopped from outside)" if -code == signal.SIGKILL else ""
+            return f"The training process was killed by {name}{why}."
+        self._stderr.flush()
+        self._stderr.seek(0)
+        lines = [line.strip() for line in self._stderr.read().splitlines() if line.strip()]
+        last = f": {lines[-1][:300]}" if lines else ""
+        return f"The training process ended unexpectedly (exit code {code}){last}."
+
+    def clean_up(self) -> None:
+        self._stderr.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# Run first in the child: Linux kills it when the server dies (the parent-death signal survives
+# the exec), so a killed server never leaves a run training on; then it becomes the training
+# process. (Workers under torchrun notice their launcher is gone: core.control.StopRequest.)
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(3)  # the server died before this line
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
 
 
 def remove_interrupted_saves(models_dir) -> list[str]:

@@ -16,8 +16,9 @@ So inference runs on a single thread that keeps one pool:
   that short work asked during a generation runs between its tokens.
 - `between_tokens()`: what a generation calls after each token to let short work through.
 
-Loading and saving a model take seconds and must not stall a generation: they run in a thread
-of their own that ends with them (`run_in_own_thread`). Training runs in its job's thread.
+Loading a model takes seconds and must not stall a generation: it runs in a thread of its own
+that ends with it (`run_in_own_thread`). Training does not run in the server at all: each job is
+a child process (core/jobs.py).
 """
 
 from __future__ import annotations

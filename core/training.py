@@ -4,7 +4,9 @@ Modelled on transformers' `examples/pytorch/*/run_*_no_trainer.py`: tokenise; `g
 chunking for language models; dynamic padding with length-grouped batches for classification;
 `get_scheduler`; AdamW without weight decay on biases and LayerNorm; gradient accumulation with
 `accelerator.accumulate`. The loop knows nothing of the UI: it reports through `on_progress`,
-checks `should_stop()` every step, and runs the same from the browser, the CLI and `torchrun`.
+checks `should_stop()` every step, and runs the same from the browser, the CLI and `torchrun`:
+the web server's job runner starts this module's command line (`main`) as a process of its own
+(core/jobs.py), which reports events and takes commands through core/control.py.
 
     config = TrainConfig(task="classification", base_model="tiny-bert", train_file="x.csv")
     result = train(config, on_progress=print, should_stop=lambda: False)
@@ -166,7 +168,12 @@ def _load_model(config: TrainConfig, source: str, local_only: bool, label_names:
     if config.lora:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.05))
+        from transformers.pytorch_utils import Conv1D
+
+        # GPT-2 keeps its projections in Conv1D layers, whose weights are stored transposed.
+        transposed = any(isinstance(module, Conv1D) for module in model.modules())
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.05,
+                                                 fan_in_fan_out=transposed))
     return model
 
 
@@ -221,8 +228,12 @@ def _tokenize(config: TrainConfig, data: TrainingData, tokenizer, model, warning
         return train_set, validation_set, transformers.default_data_collator
     if tokenizer.mask_token is None:
         raise WorkbenchError(f"'{config.base_model}' has no mask token: it cannot be trained as a masked LM.")
+    # Whole words are always replaced by the mask token (the collator cannot swap in random
+    # words for them): said here rather than left for the collator to warn about and change.
+    replacements = dict(mask_replace_prob=1.0, random_replace_prob=0.0) if config.whole_word_masking else {}
     collator = transformers.DataCollatorForLanguageModeling(
-        tokenizer, mlm_probability=config.mlm_probability, whole_word_mask=config.whole_word_masking)
+        tokenizer, mlm_probability=config.mlm_probability, whole_word_mask=config.whole_word_masking,
+        **replacements)
     return train_set, validation_set, collator
 
 
@@ -401,7 +412,7 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
                 checkpoints.save_checkpoint(accelerator, config.checkpoint_dir, step, total_steps, before)
             if step >= total_steps:
                 break
-            if should_stop():
+            if _all_agree(accelerator, should_stop()):
                 stopped = True
                 break
 
@@ -421,6 +432,17 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         checkpoints.remove_checkpoints(config.checkpoint_dir)  # the saved model supersedes them
     emit(Progress("done", step, total_steps))
     return result
+
+
+def _all_agree(accelerator, stop_here: bool) -> bool:
+    """Whether any process was asked to stop: under torchrun every process must leave the loop
+    at the same step, or the others would wait for it forever."""
+    if accelerator.num_processes == 1:
+        return stop_here
+    import torch
+
+    flag = torch.tensor([1.0 if stop_here else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, "max").item())
 
 
 # bf16 autocast pays where the CPU has bf16 matrix units (AMX) and matrix products dominate a
@@ -509,7 +531,10 @@ def _model_card(result: TrainResult) -> str:
 
 
 # ----- command line ---------------------------------------------------------------------------
-def _parse_args(argv: list[str] | None) -> TrainConfig:
+PROCESS_OPTIONS = ("report_json", "control_dir", "hold_until_saved")  # how it runs, not what it trains
+
+
+def _parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(description="Fine-tune a model headless (same loop as the app).")
     parser.add_argument("--config", help="JSON file of TrainConfig fields; flags override it")
     parser.add_argument("--task", choices=TRAIN_TASKS)
@@ -528,11 +553,18 @@ def _parse_args(argv: list[str] | None) -> TrainConfig:
         else:
             kind = {"int": int, "float": float}.get(str(item.type), str)
             parser.add_argument(flag, dest=item.name, type=kind)
+    # How the app's job runner drives this process (core/control.py).
+    parser.add_argument("--report-json", action="store_true", help="print progress as event lines")
+    parser.add_argument("--control-dir", help="folder where a stop request and save commands arrive")
+    parser.add_argument("--hold-until-saved", action="store_true",
+                        help="after a stop or a failed save, keep the model until the control folder says "
+                             "where to save it, or to discard it")
     args = vars(parser.parse_args(argv))
+    options = argparse.Namespace(**{name: args.pop(name) for name in PROCESS_OPTIONS})
     values = json.loads(Path(args.pop("config")).read_text()) if args.get("config") else {}
     args.pop("config", None)
     values.update({key: value for key, value in args.items() if value is not None})
-    return TrainConfig(**_base_folder_as_models_dir(values))
+    return TrainConfig(**_base_folder_as_models_dir(values)), options
 
 
 def _base_folder_as_models_dir(values: dict) -> dict:
@@ -553,29 +585,64 @@ def _base_folder_as_models_dir(values: dict) -> dict:
     return {**values, "base_model": folder.name, "models_dir": str(folder.parent)}
 
 
+def _print_progress(progress: Progress) -> None:
+    if progress.phase == "training":
+        print(f"step {progress.step}/{progress.total_steps} loss {progress.loss:.4f} "
+              f"lr {progress.learning_rate:.2e}", flush=True)
+    elif progress.eval_metrics:
+        if progress.phase == "evaluating-before" and progress.step:
+            print(f"resumed from the checkpoint at step {progress.step}", flush=True)
+        print(f"{progress.phase}: loss {progress.eval_metrics['loss']:.4f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Train as the flags say. Exit codes: 0 done (saved, or stopped and nothing asked), 1 a bug
+    or a library failure, 2 a problem for the person (bad settings, data, model), 3 the process
+    that started this one went away."""
+    from core import control
+
     try:
-        config = _parse_args(argv)
-
-        def print_progress(progress: Progress) -> None:
-            if progress.phase == "training":
-                print(f"step {progress.step}/{progress.total_steps} loss {progress.loss:.4f} "
-                      f"lr {progress.learning_rate:.2e}", flush=True)
-            elif progress.eval_metrics:
-                if progress.phase == "evaluating-before" and progress.step:
-                    print(f"resumed from the checkpoint at step {progress.step}", flush=True)
-                print(f"{progress.phase}: loss {progress.eval_metrics['loss']:.4f}", flush=True)
-
-        result = train(config, on_progress=print_progress)
+        config, options = _parse_args(argv)
     except WorkbenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    events = options.report_json
+    folder = control.ControlFolder(options.control_dir) if options.control_dir else None
+    stop = control.StopRequest(folder)
+
+    def emit(kind: str, **fields) -> None:
+        if events:
+            print(control.event_line(kind, **fields), flush=True)
+
+    report = (lambda progress: emit("progress", **dataclasses.asdict(progress))) if events else _print_progress
+    hold = options.hold_until_saved
+    try:
+        # Held: this process saves it below, so that a failed save keeps the trained model.
+        result = train(dataclasses.replace(config, output_dir=None) if hold else config, on_progress=report,
+                       should_stop=stop)
+    except WorkbenchError as error:
+        emit("failed", reason=str(error))
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        emit("failed", reason=f"Training failed: {type(error).__name__}: {error}")
+        raise
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
-        print(json.dumps({"metrics_before": result.metrics_before, "metrics_after": result.metrics_after,
-                          "output_dir": result.output_dir, "steps": result.steps_done,
-                          "resumed_from_step": result.resumed_from_step}), flush=True)
+    if stop.orphaned:
+        return 3  # nobody is left to save it for; a checkpoint, if any, can resume it
+    if not PartialState().is_main_process:
+        return 0
+    summary = {"metrics_before": result.metrics_before, "metrics_after": result.metrics_after,
+               "output_dir": result.output_dir, "steps": result.steps_done,
+               "resumed_from_step": result.resumed_from_step}
+    if not events:
+        print(json.dumps(summary), flush=True)
+    emit("trained", stopped=result.stopped, total_steps=result.total_steps, warnings=result.warnings,
+         precision=result.precision, **summary)
+    if hold:
+        return control.hold_until_saved(result, None if result.stopped else config.output_dir, folder, emit,
+                                        stop, on_saved=lambda: checkpoints.remove_checkpoints(config.checkpoint_dir))
     return 0
 
 

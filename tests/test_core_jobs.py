@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from conftest import separable_csv
-from core import checkpoints, jobs, models, training
+from core import checkpoints, jobs, models
 from core.errors import WorkbenchError
 from core.jobs import JobRunner, remove_stale_runs
 from core.training import TrainConfig
@@ -33,49 +36,83 @@ def small_run(tmp_path, **values) -> TrainConfig:
                           "train_file": str(separable_csv(tmp_path / "w.csv", rows_per_class=20)), **values})
 
 
-def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models, tmp_path, monkeypatch):
-    real_save = training.save_model
-    calls = []
+FAULTS = Path(__file__).resolve().parent / "faults"
 
-    def disk_full_once(result, target):
-        calls.append(target)
-        if len(calls) == 1:
-            raise OSError(28, "No space left on device")
-        return real_save(result, target)
 
-    monkeypatch.setattr(training, "save_model", disk_full_once)
+@pytest.fixture
+def fault(monkeypatch):
+    """Inject a named fault into the training processes this test starts (tests/faults)."""
+    def inject(name: str) -> None:
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])))
+        monkeypatch.setenv("WORKBENCH_TEST_FAULT", name)
+    return inject
+
+
+def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models, tmp_path, fault):
+    fault("disk-full-once")
     runner = JobRunner()
     runner.start(small_run(tmp_path), "kept")
-    failed = runner.wait(120)
-    assert failed.state == jobs.SAVE_FAILED and failed.awaiting_save
+    failed = runner.wait(300)
+    assert failed.state == jobs.SAVE_FAILED and failed.awaiting_save, failed
     assert "Could not save 'kept': OSError: [Errno 28] No space left on device" in failed.message
     assert "The trained model is kept" in failed.message
     assert not (own_models / "kept").exists() and not list(own_models.glob(".kept.saving-*"))
     with pytest.raises(WorkbenchError, match="waits: save it or discard it first"):
         runner.start(small_run(tmp_path), "another")  # nothing trained is pushed out by a new run
     runner.save_pending()
-    saved = runner.wait(60)
-    assert saved.state == jobs.FINISHED and saved.message.startswith("Done: saved as 'kept'")
+    saved = runner.wait(120)
+    assert saved.state == jobs.FINISHED and saved.message.startswith("Done: saved as 'kept'"), saved
     assert (own_models / "kept" / "model.safetensors").is_file()
     assert saved.metrics_after == failed.metrics_after
 
 
-def test_a_waiting_model_can_be_discarded_with_its_checkpoints(own_models, tmp_path, monkeypatch):
-    def always_full(result, target):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(training, "save_model", always_full)
+def test_a_waiting_model_can_be_discarded_with_its_checkpoints(own_models, tmp_path, fault):
+    fault("disk-full")
     runner = JobRunner()
     runner.start(small_run(tmp_path, epochs=3, checkpoint_every=2), "unsaved")
-    assert runner.wait(120).state == jobs.SAVE_FAILED
+    assert runner.wait(300).state == jobs.SAVE_FAILED
     assert checkpoints.latest_checkpoint(own_models / ".checkpoints" / "unsaved")  # still resumable
     assert runner.interrupted_runs() == []  # the run is not offered twice while its model waits
     runner.save_pending()
-    assert runner.wait(60).state == jobs.SAVE_FAILED  # failed again: still waiting, nothing lost
+    assert runner.wait(120).state == jobs.SAVE_FAILED  # failed again: still waiting, nothing lost
     assert runner.discard_pending().state == jobs.IDLE
     assert not (own_models / ".checkpoints" / "unsaved").exists()
     with pytest.raises(WorkbenchError, match="no trained model waiting"):
         runner.save_pending()
+
+
+def test_a_training_process_killed_midway_is_reported_and_leaves_nothing_half_saved(own_models, tmp_path):
+    runner = JobRunner()
+    runner.start(small_run(tmp_path, epochs=20, batch_size=2), "killed")
+    while runner.status().last_training_step is None:  # until it trains
+        assert runner.status().active, runner.status()
+        time.sleep(0.1)
+    os.kill(runner.training_pid(), signal.SIGKILL)  # what the kernel does when memory runs out
+    ended = runner.wait(60)
+    assert ended.state == jobs.FAILED, ended
+    assert ended.message.startswith("The training process was killed by SIGKILL (out of memory, or stopped "
+                                    "from outside). Nothing was saved.")
+    assert not (own_models / "killed").exists() and not list(own_models.glob(".killed*"))
+    runner.start(small_run(tmp_path), "after-the-kill")  # the runner goes on
+    assert runner.wait(300).state == jobs.FINISHED
+
+
+def test_a_process_killed_while_saving_leaves_no_listed_model_and_the_run_resumes(own_models, tmp_path, fault):
+    fault("killed-while-saving")
+    runner = JobRunner()
+    runner.start(small_run(tmp_path, epochs=2, checkpoint_every=2), "cut")
+    ended = runner.wait(300)
+    assert ended.state == jobs.FAILED and "killed by SIGKILL" in ended.message, ended
+    assert "The model was not saved (no half-written model is left)" in ended.message
+    assert "It can resume from its checkpoint" in ended.message
+    assert list(own_models.glob(".cut.saving-*"))  # the cut-off save, hidden ...
+    assert "cut" not in models.ModelRegistry(own_models).local_models()  # ... and never listed
+    assert jobs.remove_interrupted_saves(own_models) and not list(own_models.glob(".cut.saving-*"))
+    fault("")  # no fault this time
+    runner.resume("cut")
+    resumed = runner.wait(300)
+    assert resumed.state == jobs.FINISHED and "(resumed from step" in resumed.message, resumed
+    assert (own_models / "cut" / "model.safetensors").is_file()
 
 
 def write_run_folder(models_dir, name, with_checkpoint: bool, server_pid=None):

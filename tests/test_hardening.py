@@ -172,47 +172,38 @@ def test_share_without_auth_warns_that_the_app_is_public(models_dir, tmp_path):
         server.stop()
 
 
-def test_a_server_killed_while_saving_lists_no_broken_model_and_the_run_resumes(models_dir, tmp_path):
-    import os
-    import signal
-    import time
-
+def test_a_training_process_killed_while_saving_lists_no_broken_model_and_the_run_resumes(models_dir, tmp_path):
+    """A fault injected at a known point (tests/faults): the training process dies after writing
+    the weights into its hidden folder, before renaming it into place."""
     from gradio_client import Client
 
     from conftest import separable_csv
+    from test_core_jobs import FAULTS
 
     own = tmp_path / "models"
     shutil.copytree(models_dir / "tiny-bert-sentiment", own / "tiny-bert-sentiment")
     data = separable_csv(tmp_path / "w.csv", rows_per_class=20)
-    caught = None
-    for attempt in range(5):  # the save lasts a few dozen milliseconds: catch it in the act
-        name = f"cut-{attempt}"
-        server = AppServer(["--models-dir", str(own)], log_path=tmp_path / f"first-{attempt}.log").wait_until_serving()
-        try:
-            Client(server.url, verbose=False).submit(**finetune_args(data, name, epochs=2, checkpoint_every=2),
-                                                     api_name="/finetune")
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not (own / name).exists():
-                if list(own.glob(f".{name}.saving-*")):
-                    os.kill(server.process.pid, signal.SIGKILL)
-                    break
-                time.sleep(0.001)
-        finally:
-            server.process.kill()
-            server.process.wait()
-        if not (own / name).exists() and list(own.glob(f".{name}.saving-*")):
-            caught = name
-            break
-    assert caught, "could not kill the server in the middle of a save"
-
-    server = AppServer(["--models-dir", str(own)], log_path=tmp_path / "second.log").wait_until_serving()
+    faulty = {"PYTHONPATH": str(FAULTS), "WORKBENCH_TEST_FAULT": "killed-while-saving"}
+    server = AppServer(["--models-dir", str(own)], env=faulty, log_path=tmp_path / "first.log").wait_until_serving()
     try:
-        assert caught not in ModelRegistry(own).local_models()  # nothing half-written is listed
+        client = Client(server.url, verbose=False)
+        client.predict(**finetune_args(data, "cut", epochs=2, checkpoint_every=2), api_name="/finetune")
+        failed = wait_for_state(client, "failed", "finished", timeout=300)
+        assert "The training process was killed by SIGKILL" in failed["message"], failed
+        assert "no half-written model is left" in failed["message"] and "It can resume" in failed["message"]
+        assert list(own.glob(".cut.saving-*")) and "cut" not in ModelRegistry(own).local_models()
+        assert client.predict(text="still serving", model="tiny-bert-sentiment", api_name="/classify")
+    finally:
+        server.stop()
+
+    server = AppServer(["--models-dir", str(own)], env={"WORKBENCH_TEST_FAULT": ""},
+                       log_path=tmp_path / "second.log").wait_until_serving()
+    try:
         assert not list(own.glob(".*.saving-*"))  # the leftover was cleaned at start
         client = Client(server.url, verbose=False)
-        client.predict(run_name=caught, api_name="/finetune_resume")
-        assert f"saved as '{caught}' (resumed from step" in wait_for_state(client, "finished", "failed")["message"]
-        assert (own / caught / "model.safetensors").is_file()
+        client.predict(run_name="cut", api_name="/finetune_resume")
+        assert "saved as 'cut' (resumed from step" in wait_for_state(client, "finished", "failed")["message"]
+        assert (own / "cut" / "model.safetensors").is_file()
     finally:
         server.stop()
 
