@@ -96,6 +96,14 @@ def task_of_config(config: dict[str, Any]) -> str | None:
     return None
 
 
+def fine_tuned_here(registry: "ModelRegistry", name: str | None) -> bool:
+    """Whether `name` is a folder of the models directory that Model Workbench fine-tuned (it
+    saves a metrics.json next to the model)."""
+    if not name or not _LOCAL_NAME.match(name):
+        return False
+    return (registry.models_dir / name / "metrics.json").is_file()
+
+
 def is_valid_local_name(name: str) -> bool:
     """A folder name the models directory may hold: no separators, no leading dot."""
     return bool(_LOCAL_NAME.match(name or ""))
@@ -144,12 +152,15 @@ def in_hub_cache(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
-def check_hub_model(repo_id: str, timeout: float = HUB_CHECK_TIMEOUT_S) -> str:
+def check_hub_model(repo_id: str, timeout: float | None = None) -> str:
     """Ask the Hub whether `repo_id` has a config.json: 'ok', 'missing' or 'unreachable: why'.
 
-    One request with a hard timeout; `from_pretrained` would instead retry for half a minute.
+    One request with a hard timeout (HUB_CHECK_TIMEOUT_S unless given); `from_pretrained` would
+    instead retry for half a minute.
     """
     import httpx
+
+    timeout = HUB_CHECK_TIMEOUT_S if timeout is None else timeout
 
     url = f"{_hub_endpoint()}/{repo_id}/resolve/main/config.json"
     headers = {}

@@ -20,6 +20,16 @@ import pytest
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# The Hub is unreachable inside the tests by construction, on any machine: its endpoint is a
+# local port bound but never listening (connections are refused at once), and the Hugging Face
+# cache is an empty folder of this session. Tests of the online path point HF_ENDPOINT at a
+# fake Hub of their own (fake_hub_answering, silent_hub); offline mode is set where meant.
+_DEAD_HUB = socket.socket()
+_DEAD_HUB.bind(("127.0.0.1", 0))
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_DEAD_HUB.getsockname()[1]}"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="workbench-test-hf-home-")
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_TOKEN", None)
 # Packaged models are converted into a cache of this test session, as on a fresh machine; the
 # app servers the tests start inherit it.
 os.environ["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="workbench-test-cache-")
@@ -77,10 +87,12 @@ def registry(models_dir):
 
 @contextlib.contextmanager
 def fake_hub_answering(monkeypatch, status: int):
-    """A local HTTP endpoint standing in for the Hub (HF_ENDPOINT): answers HEAD with `status`."""
+    """A local HTTP endpoint standing in for the Hub (HF_ENDPOINT): answers HEAD with `status`;
+    `server.requests` lists what was asked."""
 
     class Answer(BaseHTTPRequestHandler):
         def do_HEAD(self):
+            server.requests.append(self.path)
             self.send_response(status)
             self.end_headers()
 
@@ -88,6 +100,7 @@ def fake_hub_answering(monkeypatch, status: int):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    server.requests = []  # the paths asked for, in order
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
     try:
@@ -95,6 +108,30 @@ def fake_hub_answering(monkeypatch, status: int):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def silent_hub(monkeypatch):
+    """A local endpoint standing in for a Hub that accepts connections and never answers; yields
+    the list of connections it accepted (one entry each)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    try:
+        yield accepted
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
 
 
 def free_port() -> int:

@@ -275,7 +275,7 @@ def test_automatic_precision_picks_bf16_for_minilm_exactly_where_the_cpu_has_amx
 def test_the_command_line_leaves_precision_automatic_unless_a_flag_chooses(flags, expected):
     from core.training import _parse_args
 
-    parsed = _parse_args(["--task", "classification", "--model", "some-model", "--train", "t.csv", *flags])
+    parsed, _ = _parse_args(["--task", "classification", "--model", "some-model", "--train", "t.csv", *flags])
     assert parsed.bf16 is expected
 
 
