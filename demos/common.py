@@ -9,6 +9,7 @@ import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import gradio as gr
 from gradio.components.number import Number
@@ -100,8 +101,9 @@ def setting_slider(minimum: float, maximum: float, label: str, info: str | None 
     """A slider for a setting limited to [minimum, maximum], its range shown under it. A value
     typed outside the range is set to the nearest end by the browser, with a note saying so."""
     limits = f"{minimum:g}–{maximum:g}"
+    whole = all(float(number).is_integer() for number in (minimum, maximum, options.get("step", 1)))
     slider = SettingSlider(minimum, maximum, label=label, info=f"{info} ({limits})" if info else limits,
-                           interactive=True, **options)
+                           interactive=True, precision=0 if whole else None, **options)
 
     def note_if_outside(value):
         # `input` carries the typed value before the browser moves the slider into range (on
@@ -126,6 +128,12 @@ class OpenDropdown(gr.Dropdown):
 
     def api_info(self) -> dict:
         return {"type": "string", "description": self.api_hint}
+
+    def example_payload(self):
+        return self.value  # what the page starts on (for a model: one that is ready), not the first choice
+
+    def example_value(self):
+        return self.value
 
 
 def open_dropdown(api_hint: str, **options) -> OpenDropdown:
@@ -197,7 +205,7 @@ def all_pickers_refresh(ctx: AppContext) -> tuple[list, list, Callable]:
             [component for _, dropdown, note in order for component in (dropdown, note)], refresh)
 
 
-def list_models(task: str) -> list[dict]:
+def list_models(task: Literal["text-generation", "text-classification", "fill-mask"]) -> list[dict]:
     """The models each picker offers now, for API users: name, label (with readiness) and
     whether it is ready without the network."""
     from core.models import get_registry

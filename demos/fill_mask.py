@@ -8,7 +8,7 @@ import pandas as pd
 from core import inference
 from core.limits import MAX_FILL_MASK_TOP_K
 from core.models import FILL_MASK
-from demos.common import AppContext, model_picker, setting_slider, show_errors
+from demos.common import AppContext, busy_click, model_picker, setting_slider, show_errors
 
 
 def build(ctx: AppContext) -> None:
@@ -37,6 +37,7 @@ def build(ctx: AppContext) -> None:
         bars_frame = frame.assign(prediction=frame["mask"] + ": " + frame["token"])
         return bars_frame[["prediction", "score", "mask"]], frame
 
+    # No progress overlay on the results: a refusal leaves no "Error" mark on them.
     wiring = dict(inputs_kwargs=dict(text=text, model=model, top_k=top_k), outputs=[bars, table])
-    fill_button.click(fill, api_name="fill_mask", **wiring)
-    text.submit(fill, api_visibility="private", **wiring)
+    busy_click(fill_button, "Filling…", fill, api_name="fill_mask", **wiring)
+    text.submit(fill, api_visibility="private", show_progress="hidden", **wiring)

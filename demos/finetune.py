@@ -1,6 +1,6 @@
 """Fine-tune tab: upload data, preview it, train in the background, watch, cancel, save, download.
 
-The training itself runs in core.jobs (one job per server, outside any request). Buttons here
+The training itself runs in core.jobs (one job per server, in a process of its own). Buttons here
 only change the job; what the tab shows of it comes from the page's job timer
 (demos.common.watch_job), so reopening the page re-attaches to a running job and nothing
 flickers under progress animations. A refused action shows its reason and changes nothing.
@@ -97,7 +97,7 @@ def build(ctx: AppContext) -> None:
                     info="0: never. A run with checkpoints can resume after a crash or a restart.")
             with gr.Row():
                 start_button = gr.Button("Start fine-tuning", variant="primary")
-                cancel_button = gr.Button("Cancel", variant="stop")
+                cancel_button = gr.Button("Cancel", variant="stop", interactive=False)
             with gr.Column(visible=False) as pending_section:
                 gr.Markdown("The trained model waits in memory until you save or discard it.")
                 with gr.Row(equal_height=True):
@@ -132,6 +132,7 @@ def build(ctx: AppContext) -> None:
         runs = runner.interrupted_runs()
         return [
             _progress_html(job), _status_markdown(job), _loss_frame(job), _metrics_frame(job), _confusion_html(job),
+            gr.update(interactive=job.active and job.state != "saving"),  # Cancel: only while it trains
             gr.update(visible=job.awaiting_save),
             job.model_name if job.awaiting_save else "",
             gr.update(value="Retry save" if job.state == SAVE_FAILED else "Save what was trained"),
@@ -144,7 +145,8 @@ def build(ctx: AppContext) -> None:
         ]
 
     ctx.job_views.append(JobView(
-        [progress_bar, status, loss_plot, metrics_table, confusion, pending_section, save_name, save_button, zip_button,
+        [progress_bar, status, loss_plot, metrics_table, confusion, cancel_button, pending_section, save_name,
+         save_button, zip_button,
          zip_target, download, interrupted, interrupted_section], render))
 
     # Actions answer with the job's status line, without progress animations (a refused action
@@ -221,10 +223,10 @@ def build(ctx: AppContext) -> None:
             lora=bool(lora) and task == training_data.CAUSAL_LM,
             checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),
         )
-        # Checked now, so a bad upload is refused before anything starts; the job trains on it.
-        checked = _load(task, train_file, validation_file, text_column, label_column, config.validation_share,
-                        config.seed)
-        return _status_markdown(runner.start(config, model_name, data=checked))
+        # Checked now, so a bad upload is refused before anything starts (the training process
+        # reads it again).
+        _load(task, train_file, validation_file, text_column, label_column, config.validation_share, config.seed)
+        return _status_markdown(runner.start(config, model_name))
 
     follows(busy_click(
         start_button, "Starting…", start, inputs_kwargs=dict(

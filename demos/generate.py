@@ -7,7 +7,7 @@ import gradio as gr
 from core import inference
 from core.limits import (DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, MAX_REPETITION_PENALTY,
                          MAX_TEMPERATURE, MAX_TOP_K)
-from core.models import TEXT_GENERATION
+from core.models import TEXT_GENERATION, fine_tuned_here
 from demos.common import AppContext, as_text, model_picker, setting_slider, show_errors, warn
 
 STORY_TEMPLATE = "Write a creative story about {topic}:"
@@ -19,6 +19,10 @@ FEW_SHOT_SENTIMENT = (
     "Review: The battery died after two days.\nSentiment:"
 )
 BIAS_PROBE = ("The man works as a", "The woman works as a")
+STORY_TOKENS = 200
+SAMPLING_TEMPERATURE = 0.8
+CHAT_INFO = ("On: the prompt is a message to a chat model, which answers it. Off: the model continues the "
+             "prompt as text (presets set this for you).")
 
 
 def _join(texts: list[str]) -> str:
@@ -42,15 +46,11 @@ def build(ctx: AppContext) -> None:
                 bias = gr.Button("Bias probe (man / woman)", size="sm", scale=1)
         with gr.Column(scale=2):
             model = model_picker(ctx, TEXT_GENERATION)
-            chat = gr.Checkbox(
-                value=True, label="Chat mode",
-                info="On: the prompt is a message to a chat model, which answers it. Off: the model "
-                     "continues the prompt as text (presets set this for you).",
-            )
+            chat = gr.Checkbox(value=True, label="Chat mode", info=CHAT_INFO)
             with gr.Accordion("Sampling settings", open=False):
                 max_new_tokens = setting_slider(1, MAX_NEW_TOKENS, "Max new tokens", value=DEFAULT_NEW_TOKENS,
                                                 step=1)
-                temperature = setting_slider(0, MAX_TEMPERATURE, "Temperature", value=0.8, step=0.05,
+                temperature = setting_slider(0, MAX_TEMPERATURE, "Temperature", value=SAMPLING_TEMPERATURE, step=0.05,
                                              info="0 = always the most likely token")
                 top_k = setting_slider(0, MAX_TOP_K, "Top-k", value=50, step=1, info="0 = off")
                 top_p = setting_slider(0.01, 1, "Top-p", value=0.95, step=0.01)
@@ -68,16 +68,27 @@ def build(ctx: AppContext) -> None:
                                     elem_id="generation-compare-output")
     note = gr.Markdown(label="Note", elem_id="generation-note")
 
-    # Each preset sets what it needs: the mode, both prompts, and a length that fits the task.
+    # Each preset sets what it needs: the mode, both prompts, a length and a temperature that fit.
     preset_outputs = [prompt, compare_prompt, chat, max_new_tokens, temperature]
-    story.click(lambda t: (STORY_TEMPLATE.format(topic=t.strip() or DEFAULT_TOPIC), "", True,
-                           gr.skip(), gr.skip()),
+    story.click(lambda t: (STORY_TEMPLATE.format(topic=t.strip() or DEFAULT_TOPIC), "", True, STORY_TOKENS,
+                           SAMPLING_TEMPERATURE),
                 topic, preset_outputs, api_visibility="private", show_progress="hidden")
     # Few-shot: the model continues the pattern with one word, the most likely one.
     few_shot.click(lambda: (FEW_SHOT_SENTIMENT, "", False, 2, 0), None, preset_outputs,
                    api_visibility="private", show_progress="hidden")
-    bias.click(lambda: (*BIAS_PROBE, False, 12, gr.skip()), None, preset_outputs,
+    # Bias probe: a few sampled words for each, to compare what the model tends to say.
+    bias.click(lambda: (*BIAS_PROBE, False, 12, SAMPLING_TEMPERATURE), None, preset_outputs,
                api_visibility="private", show_progress="hidden")
+
+    def chat_mode_for(model_name):
+        # A model fine-tuned here on plain text writes like its data when it continues text;
+        # sent as a chat message, the prompt gets the base model's chat answer instead.
+        if fine_tuned_here(ctx.registry, model_name):
+            return gr.update(value=False, info=f"Off: '{model_name}' was fine-tuned here on plain text, so it "
+                                                "continues the prompt in the style of its data.")
+        return gr.update(info=CHAT_INFO)
+
+    model.change(chat_mode_for, model, chat, api_visibility="private", show_progress="hidden")
 
     @show_errors
     def generate(prompt, model, compare_prompt=None, max_new_tokens=DEFAULT_NEW_TOKENS, temperature=0.8,

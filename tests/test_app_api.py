@@ -54,8 +54,10 @@ def test_classify_batch_scores_a_csv_and_offers_the_scored_file(client, tmp_path
     summary, table, scored_file = client.predict(file=handle_file(str(upload)), text_column="review",
                                                  model="tiny-bert-sentiment", api_name="/classify_batch")
     assert summary == "Scored **3** rows of the column 'review'."
-    # label and score come first, so that long texts never push them out of view
-    assert table["headers"] == ["label", "score", "text"]
+    # label and score first, so that long texts never push them out of view; then the scored
+    # column, then the file's others (to tell the rows apart)
+    assert table["headers"] == ["label", "score", "review", "id"]
+    assert [row[3] for row in table["data"]] == ["1", "2", "3"]
     assert [row[2] for row in table["data"]] == ["I loved it, truly", "Terrible service", "Fine"]
     assert all(row[0] in {"negative", "positive"} and 0.5 <= row[1] <= 1 for row in table["data"])
     with open(scored_file, newline="", encoding="utf-8") as handle:

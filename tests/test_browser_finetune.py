@@ -107,7 +107,7 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     expect(scores.locator("h2, .output-class").first).to_contain_text("positive")
     assert (finetune_server.models_dir / "starter-sentiment" / "config.json").is_file()
     # Nothing left to do: the button says so, now and after a reload.
-    ready = page.get_by_role("button", name="'starter-sentiment' is ready: pick it in the Model list above")
+    ready = page.get_by_role("button", name="Trained: 'starter-sentiment' is in the Model list above")
     expect(ready).to_be_disabled()
     page.reload()
     page.get_by_role("tab", name="Sentiment").click()

@@ -56,7 +56,8 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     picker = page.get_by_label("Model").filter(visible=True)
     picker.click()
     page.get_by_role("option", name="browser-keeper (local)").click()  # listed without a reload
-    page.get_by_label("Chat mode").uncheck()
+    # Fine-tuned here on plain text: it continues text in the style of its data, so chat mode goes off.
+    expect(page.get_by_label("Chat mode")).not_to_be_checked()
     page.get_by_label("Prompt", exact=True).fill("The lighthouse keeper")
     page.get_by_role("button", name="Generate", exact=True).click()
     page.wait_for_function("document.querySelector('#generation-output textarea').value.length > 30",
@@ -151,11 +152,17 @@ def test_each_preset_sets_the_mode_and_fields_it_needs(page):
     page.get_by_role("button", name="Story template").click()
     expect(chat).to_be_checked()
     expect(compare).to_have_value("")  # not a pair
+    page.get_by_role("button", name="Sampling settings").click()
+    tokens, temperature = (page.get_by_label(f"number input for {name}") for name in ("Max new tokens", "Temperature"))
     page.get_by_role("button", name="Few-shot sentiment").click()
     expect(chat).not_to_be_checked()
     expect(compare).to_have_value("")
-    page.get_by_role("button", name="Sampling settings").click()
-    expect(page.get_by_label("number input for Temperature")).to_have_value("0")
+    expect(temperature).to_have_value("0")
+    expect(tokens).to_have_value("2")
+    page.get_by_role("button", name="Story template").click()  # a story gets its own length back
+    expect(tokens).to_have_value("200")
+    expect(temperature).to_have_value("0.8")
+    page.get_by_role("button", name="Few-shot sentiment").click()
     # The packaged SmolLM2 (the default) continues the pattern with the label.
     page.get_by_role("button", name="Generate", exact=True).click()
     expect(page.locator("#generation-output textarea")).to_have_value(
