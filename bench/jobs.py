@@ -1,0 +1,97 @@
+"""What a fine-tuning job costs the web server: training in the server's own process (a thread,
+as the job runner once did) against training in a child process (core.jobs today), over
+several jobs in a row. Measured: the serving process's resident memory after each job, and the
+time each job takes (a child pays for importing torch and transformers again).
+
+    .venv/bin/python bench/jobs.py [--jobs 5] [--smoke]
+
+The base is all-MiniLM-L6-v2 on the starter data, one epoch a job (--smoke: a tiny BERT, two
+jobs, for the test suite). The child-process way runs first, so the in-process way's growth
+cannot be mistaken for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import ROOT, record, table
+
+
+def resident_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def in_a_thread(config) -> None:
+    from core.training import train
+
+    worker = threading.Thread(target=train, args=(config,))
+    worker.start()
+    worker.join()
+
+
+def in_a_child_process(config) -> None:
+    from core.jobs import FINISHED, JobRunner
+
+    runner = JobRunner()
+    runner.start(dataclasses.replace(config, output_dir=None), Path(config.output_dir).name)
+    ended = runner.wait()
+    if ended.state != FINISHED:
+        raise RuntimeError(ended.message)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="a tiny model, two jobs, RESULTS.md untouched")
+    args = parser.parse_args()
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch  # noqa: F401  (the server has these imported already: not what is measured)
+    import transformers  # noqa: F401
+
+    from core import models
+    from core.starter import starter_config
+
+    models_dir = Path(tempfile.mkdtemp(prefix="workbench-bench-"))
+    models.configure(models_dir)
+    config = dataclasses.replace(starter_config(), epochs=1, models_dir=str(models_dir))
+    jobs = 2 if args.smoke else args.jobs
+    if args.smoke:
+        from tiny_models import build_bert_classifier
+
+        build_bert_classifier(models_dir / "tiny-bert")
+        config = dataclasses.replace(config, base_model="tiny-bert")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    rows = []
+    for title, way in (("child process (ours)", in_a_child_process), ("thread in the server (baseline)", in_a_thread)):
+        started_mb, after, seconds = resident_mb(), [], []
+        for number in range(jobs):
+            output = models_dir / f"{way.__name__}-{number}"
+            began = time.perf_counter()
+            way(dataclasses.replace(config, output_dir=str(output)))
+            seconds.append(time.perf_counter() - began)
+            after.append(resident_mb())
+        rows.append([title, started_mb, after[-1] - started_mb, sum(seconds) / len(seconds),
+                     ", ".join(f"{mb:.0f}" for mb in after)])
+    body = table(["way", "server MB before", "grown MB after the jobs", "s per job", "server MB after each job"],
+                 rows)
+    ours, baseline = rows[0][2], rows[1][2]
+    body += (f"\n\n{jobs} jobs of {config.base_model}, {config.epochs:g} epoch each. Ratio: the server grew "
+             f"{baseline:.0f} MB with training in its own process and {ours:.0f} MB with training in a child "
+             f"process; a job takes {rows[0][3] / rows[1][3]:.2f}x as long in a child (it imports the libraries "
+             f"again).")
+    record("Jobs: training in the server's process vs in a child process", body, args.smoke)
+
+
+if __name__ == "__main__":
+    main()
