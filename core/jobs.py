@@ -227,8 +227,8 @@ class JobRunner:
     def training_pid(self) -> int | None:
         """The process id of the running job's training process (what an operator would kill)."""
         with self._lock:
-            process = self._process
-            return process.child.pid if process and process.child.poll() is None else None
+            child = self._process.child if self._process else None
+            return child.pid if child and child.poll() is None else None
 
     # ----- the training process -----------------------------------------------------------------
     def _refuse_while_busy(self) -> None:
@@ -247,11 +247,22 @@ class JobRunner:
         self._status = JobStatus(state=RUNNING, model_name=model_name, task=config.task, message=message,
                                  started_at=time.time())
         self._process = TrainingProcess(config, model_name, self.processes)
+        # The follower thread starts the process too: Linux sends the parent-death signal when
+        # the *thread* that started a child ends, and this one lives exactly as long as the child
+        # (a web request's thread may end any time).
         threading.Thread(target=self._follow, args=(self._process,), daemon=True, name="finetune-job").start()
         self._changed.notify_all()
         return copy.deepcopy(self._status)
 
     def _follow(self, process: "TrainingProcess") -> None:
+        try:
+            process.start()
+        except OSError as error:
+            with self._lock:
+                self._fail(process, f"The training process could not start: {error}")
+                self._changed.notify_all()
+            process.clean_up()
+            return
         for event in process.events():
             with self._lock:
                 if process is self._process:  # an older process finishing after a discard: ignored
@@ -345,7 +356,6 @@ class TrainingProcess:
     def __init__(self, config, run_name: str, processes: int = 1) -> None:
         import json
         import subprocess
-        import sys
         import tempfile
 
         from core.control import ControlFolder
@@ -353,13 +363,20 @@ class TrainingProcess:
         self.config, self.run_name, self.result = config, run_name, None
         self.folder = Path(tempfile.mkdtemp(prefix="workbench-job-"))
         (self.folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
-        self.control = ControlFolder(self.folder / "control")
+        self.control = ControlFolder(self.folder / "control")  # ready before the child: Cancel may come first
         self._stderr = open(self.folder / "stderr.log", "w+", encoding="utf-8")
         launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)] if processes > 1 else []
-        command = [*launcher, "-m", "core.training", "--config", str(self.folder / "config.json"), "--report-json",
-                   "--control-dir", str(self.control.path), "--hold-until-saved"]
+        self._command = [*launcher, "-m", "core.training", "--config", str(self.folder / "config.json"),
+                         "--report-json", "--control-dir", str(self.control.path), "--hold-until-saved"]
+        self.child: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the child; call it from the thread that follows it (see JobRunner._launch)."""
+        import subprocess
+        import sys
+
         self.child = subprocess.Popen(
-            [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command],
+            [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *self._command],
             cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=self._stderr, text=True, encoding="utf-8", env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -394,8 +411,9 @@ class TrainingProcess:
 
 
 # Run first in the child: Linux kills it when the server dies (the parent-death signal survives
-# the exec), so a killed server never leaves a run training on; then it becomes the training
-# process. (Workers under torchrun notice their launcher is gone: core.control.StopRequest.)
+# the exec; it is sent when the thread that started the child ends, so that thread is the one
+# that follows it), so a killed server never leaves a run training on; then it becomes the
+# training process. (Workers under torchrun notice their launcher is gone: StopRequest.)
 _DIE_WITH_PARENT = """
 import ctypes, os, signal, sys
 try:

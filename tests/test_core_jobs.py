@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -143,3 +144,21 @@ def test_run_folders_that_no_run_can_use_are_removed_at_start(own_models):
     assert sorted(remove_stale_runs(own_models)) == ["failed-early", "saved-then-cut"]
     left = sorted(path.name for path in (own_models / ".checkpoints").iterdir())
     assert left == ["resumable", "training-elsewhere"]  # a live server's run is not touched
+
+
+def test_a_job_started_from_a_request_thread_outlives_that_thread(own_models, tmp_path):
+    """Web requests run on worker threads that may end at any time; the job must not end with
+    the thread that started it (Linux's parent-death signal follows the thread, not the process)."""
+    runner = JobRunner()
+
+    def request() -> None:  # starts the job, stays until it trains, then ends
+        runner.start(small_run(tmp_path, epochs=20, batch_size=2), "outlives")
+        while runner.status().last_training_step is None and runner.status().active:
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    worker.join()  # the request is over, its thread gone, the job half-way
+    ended = runner.wait(300)
+    assert ended.state == jobs.FINISHED, ended
+    assert (own_models / "outlives" / "model.safetensors").is_file()
