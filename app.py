@@ -35,7 +35,9 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
     for leftover in remove_stale_runs(registry.models_dir):
         print(f"Removed the run folder of '{leftover}': it had no checkpoint to resume from.",
               file=sys.stderr, flush=True)
-    with gr.Blocks(title="Model Workbench") as demo:
+    # Gradio's cache holds uploads and served files (model zips): files older than a day are
+    # removed hourly, and all of them when the server stops.
+    with gr.Blocks(title="Model Workbench", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# Model Workbench\nTry transformer models: generate text, classify "
                     "sentiment, fill in masked words, and fine-tune on your own data.")
         ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS))

@@ -134,7 +134,7 @@ def main() -> None:
             ("Trainer (dynamic padding)", lambda: trainer_way(source, epochs, False)),
             ("recipe: padding=max_length + Trainer", lambda: trainer_way(source, epochs, True)),
             (f"ours (defaults: {automatic})", lambda: ours(name, str(models_dir), epochs)),
-            (f"ours, {other} forced", lambda: ours(name, str(models_dir), epochs, bf16=other == "bf16")),
+            (f"ours, {other} forced", lambda: ours(name, str(models_dir), epochs, precision=other)),
             ("ours (defaults) + frozen embeddings",
              lambda: ours(name, str(models_dir), epochs, freeze_embeddings=True)),
             (f"bound: bare model steps ({automatic}), no loop", lambda: bare_steps(source, epochs, automatic == "bf16")),

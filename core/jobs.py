@@ -149,7 +149,7 @@ class JobRunner:
             if not waiting:
                 raise WorkbenchError(f"There is no interrupted run of '{model_name}' to resume.")
             target = _target_folder(models_dir, waiting.model_name)
-            fields = checkpoints.read_run_record(run_folder)["config"]
+            fields = _upgraded_record(checkpoints.read_run_record(run_folder)["config"])
             config = TrainConfig(**{**fields, "output_dir": str(target), "models_dir": str(models_dir),
                                     "checkpoint_dir": str(run_folder), "resume": True})
             return self._launch(config, waiting.model_name,
@@ -342,7 +342,8 @@ def _saved_message(result: dict | None, name: str) -> str:
         return (f"Saved the partly trained model as '{name}' (step {result.get('steps')} of "
                 f"{result.get('total_steps')}).")
     resumed = f" (resumed from step {result['resumed_from_step']})" if result.get("resumed_from_step") else ""
-    precision = "bf16 autocast" if result.get("precision") == "bf16" else "float32"
+    precision = {"bf16": "bf16 mixed precision", "fp16": "fp16 mixed precision"}.get(result.get("precision"),
+                                                                                    "float32")
     return f"Done: saved as '{name}'{resumed}; trained in {precision}."
 
 
@@ -521,6 +522,14 @@ def _record_fields(config) -> dict:
     fields = dataclasses.asdict(config)
     for key in ("output_dir", "models_dir", "checkpoint_dir", "resume"):
         fields.pop(key)
+    return fields
+
+
+def _upgraded_record(fields: dict) -> dict:
+    """A run record written by an earlier version, in today's TrainConfig fields."""
+    fields = dict(fields)
+    if "bf16" in fields:  # became `precision`
+        fields["precision"] = {True: "bf16", False: "fp32"}.get(fields.pop("bf16"), "auto")
     return fields
 
 

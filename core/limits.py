@@ -37,6 +37,7 @@ MAX_LENGTH = 1024             # tokens per example / language-model block
 MIN_LENGTH = 8                # shortest block the loop trains on (it falls back to it for tiny texts)
 MAX_WARMUP_RATIO = 0.5        # share of the steps
 MAX_WEIGHT_DECAY = 0.5
+MAX_GRAD_NORM = 100.0         # gradient clipping norm (0 turns clipping off)
 MAX_VALIDATION_SHARE = 0.5
 MAX_MLM_PROBABILITY = 0.5     # share of tokens masked (masked LM)
 

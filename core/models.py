@@ -153,28 +153,47 @@ def in_hub_cache(repo_id: str) -> bool:
 
 
 def check_hub_model(repo_id: str, timeout: float | None = None) -> str:
-    """Ask the Hub whether `repo_id` has a config.json: 'ok', 'missing' or 'unreachable: why'.
+    """Ask the Hub whether `repo_id` has a config.json, with the person's token (HF_TOKEN, or
+    the one `hf auth login` saved): 'ok', 'missing', 'needs-token', 'token-refused',
+    'no-access' (gated or restricted) or 'unreachable: why'.
 
-    One request with a hard timeout (HUB_CHECK_TIMEOUT_S unless given); `from_pretrained` would
-    instead retry for half a minute.
+    One request with a hard timeout (HUB_CHECK_TIMEOUT_S unless given) and no retries;
+    `from_pretrained` would instead retry for half a minute.
     """
-    import httpx
+    from huggingface_hub import get_hf_file_metadata, get_token, hf_hub_url
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
     timeout = HUB_CHECK_TIMEOUT_S if timeout is None else timeout
-
-    url = f"{_hub_endpoint()}/{repo_id}/resolve/main/config.json"
-    headers = {}
-    if token := os.environ.get("HF_TOKEN"):
-        headers["Authorization"] = f"Bearer {token}"
+    token = get_token()
     try:
-        response = httpx.head(url, timeout=timeout, headers=headers, follow_redirects=False)
-    except httpx.HTTPError as error:
-        return f"unreachable: {type(error).__name__}: {error}".rstrip(": ")
-    if response.status_code < 400:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json", endpoint=_hub_endpoint()), token=token or False,
+                             timeout=timeout)
         return "ok"
-    if response.status_code in (401, 403, 404):
-        return "missing"
-    return f"unreachable: the Hub answered HTTP {response.status_code}"
+    except GatedRepoError:
+        return "no-access"
+    except HfHubHTTPError as error:
+        code = error.response.status_code if error.response is not None else None
+        if code == 401:
+            return "token-refused" if token else "needs-token"
+        return {403: "no-access", 404: "missing"}.get(code, f"unreachable: the Hub answered HTTP {code}")
+    except Exception as error:  # the network: refused, timed out, no route (huggingface_hub's httpx)
+        return f"unreachable: {type(error).__name__}: {error}".rstrip(": ")
+
+
+def hub_refusal(repo_id: str, status: str) -> str | None:
+    """What to tell the person when the Hub answered but will not give them `repo_id`."""
+    page = f"{_hub_endpoint()}/{repo_id}"
+    return {
+        "missing": f"Cannot load '{repo_id}': no such model on the Hugging Face Hub (check the spelling; a "
+                   f"private model is found only with a token that can read it).",
+        "needs-token": f"Cannot load '{repo_id}': the Hugging Face Hub needs a token for it (a private or gated "
+                       f"model, or no such public model). Log in with `hf auth login` (or set HF_TOKEN) and "
+                       f"try again.",
+        "token-refused": f"Cannot load '{repo_id}': the Hugging Face Hub refused your token (HF_TOKEN or the one "
+                         f"`hf auth login` saved). Log in again with a valid token.",
+        "no-access": f"Cannot load '{repo_id}': your account has no access to this model yet. Request access on "
+                     f"{page} while logged in, then try again.",
+    }.get(status)
 
 
 class ModelRegistry:
@@ -373,11 +392,8 @@ class ModelRegistry:
                 )
         else:
             status = check_hub_model(repo_id)
-            if status == "missing":
-                raise WorkbenchError(
-                    f"Cannot load '{repo_id}': no such model on the Hugging Face Hub (check the "
-                    f"spelling; private or gated models need HF_TOKEN)."
-                )
+            if refusal := hub_refusal(repo_id, status):
+                raise WorkbenchError(refusal)
             if status != "ok" and not cached:
                 reason = status.removeprefix("unreachable: ")
                 raise WorkbenchError(

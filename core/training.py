@@ -2,11 +2,13 @@
 
 Modelled on transformers' `examples/pytorch/*/run_*_no_trainer.py`: tokenise; `group_texts`
 chunking for language models; dynamic padding with length-grouped batches for classification;
-`get_scheduler`; AdamW without weight decay on biases and LayerNorm; gradient accumulation with
-`accelerator.accumulate`. The loop knows nothing of the UI: it reports through `on_progress`,
+`get_scheduler`; AdamW with transformers' weight-decay groups (none on biases and norms);
+gradient accumulation with `accelerator.accumulate`, clipping and Accelerate's mixed precision.
+The loop knows nothing of the UI: it reports through `on_progress`,
 checks `should_stop()` every step, and runs the same from the browser, the CLI and `torchrun`:
 the web server's job runner starts this module's command line (`main`) as a process of its own
-(core/jobs.py), which reports events and takes commands through core/control.py.
+(core/jobs.py), which reports events and takes commands through core/control.py. The command
+line's flags are TrainConfig's fields (HfArgumentParser), optionally read from a JSON file.
 
     config = TrainConfig(task="classification", base_model="tiny-bert", train_file="x.csv")
     result = train(config, on_progress=print, should_stop=lambda: False)
@@ -25,27 +27,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from core import checkpoints
 from core.data import CAUSAL_LM, CLASSIFICATION, TRAIN_TASKS, TrainingData
 from core.errors import WorkbenchError, require_number
 from core.limits import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_MLM_PROBABILITY,
-                         MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
+                         MAX_GRAD_NORM, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.metrics import classification_metrics, perplexity
 
 MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back to for tiny texts
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see choose_precision
+
+
 @dataclass
 class TrainConfig:
-    task: str
-    base_model: str
-    train_file: str | None = None  # None when `data` is passed to train()
-    validation_file: str | None = None
+    # The metadata are the command line's (HfArgumentParser): short aliases and help texts.
+    task: str = field(metadata={"choices": TRAIN_TASKS, "help": "what to fine-tune the model for"})
+    base_model: str = field(metadata={"aliases": ["--model"],
+                                      "help": "Hub id, a model folder's name in the models folder, or a folder path"})
+    train_file: str | None = field(default=None, metadata={"aliases": ["--train"]})  # None: `data` given to train()
+    validation_file: str | None = field(default=None, metadata={"aliases": ["--validation"]})
     text_column: str | None = None
     label_column: str | None = None
-    output_dir: str | None = None  # saved there (atomically) on success; None: the caller saves
+    # Saved there (atomically) on success; None: the caller saves.
+    output_dir: str | None = field(default=None, metadata={"aliases": ["--output"]})
     models_dir: str | None = None  # where local base models are looked up
     epochs: float = 3
     learning_rate: float = 5e-5
@@ -54,11 +62,12 @@ class TrainConfig:
     max_length: int = 128  # truncation for classification, block size for language models
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    max_grad_norm: float = 1.0  # gradient clipping (as Trainer's default); 0: none
     seed: int = 42
     validation_share: float = 0.2
     mlm_probability: float = 0.15
     whole_word_masking: bool = False
-    bf16: bool | None = None  # bf16 autocast; None: where it is faster (see choose_bf16)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # mixed precision, see choose_precision
     lora: bool = False  # LoRA adapters (causal LM), merged into the saved model
     freeze_embeddings: bool = False  # keep the input word embeddings fixed: fewer weights to update
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: none
@@ -78,6 +87,9 @@ class TrainConfig:
         require_number(self.max_length, MIN_LENGTH, MAX_LENGTH, "max_length", integer=True)
         require_number(self.warmup_ratio, 0, MAX_WARMUP_RATIO, "warmup_ratio")
         require_number(self.weight_decay, 0, MAX_WEIGHT_DECAY, "weight_decay")
+        require_number(self.max_grad_norm, 0, MAX_GRAD_NORM, "max_grad_norm")
+        if self.precision not in PRECISIONS:
+            raise WorkbenchError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
         require_number(self.seed, 0, 2**32 - 1, "seed", integer=True)
         require_number(self.validation_share, 0, MAX_VALIDATION_SHARE, "validation_share", low_open=True)
         require_number(self.mlm_probability, 0, MAX_MLM_PROBABILITY, "mlm_probability", low_open=True)
@@ -118,7 +130,7 @@ class TrainResult:
     warnings: list[str]
     output_dir: str | None = None
     resumed_from_step: int = 0  # 0: trained from the start
-    precision: str = "fp32"  # "bf16" when bf16 autocast ran
+    precision: str = "fp32"  # what ran: fp32, or bf16 / fp16 mixed precision
 
 
 # ----- loading --------------------------------------------------------------------------------
@@ -150,8 +162,9 @@ def _load_model(config: TrainConfig, source: str, local_only: bool, label_names:
     import torch
     import transformers
 
-    # float32 weights: the optimizer updates them in full precision (bf16 runs as autocast on
-    # top, see choose_bf16). transformers would otherwise keep a bf16 checkpoint (SmolLM2) in bf16.
+    # float32 weights: the optimizer updates them in full precision (mixed precision runs as
+    # autocast on top, see choose_precision). transformers would otherwise keep a bf16
+    # checkpoint (SmolLM2) in bf16.
     common = dict(trust_remote_code=False, local_files_only=local_only, dtype=torch.float32,
                   use_safetensors=True if local_only else None)
     if config.task == CLASSIFICATION:
@@ -298,7 +311,6 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
           should_stop: Callable[[], bool] | None = None, data: TrainingData | None = None) -> TrainResult:
     import torch
     import transformers
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     if (config.checkpoint_every or config.resume) and not config.checkpoint_dir:
@@ -307,10 +319,6 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     report = on_progress or (lambda progress: None)
     should_stop = should_stop or (lambda: False)
     warnings: list[str] = []
-    # cpu=True on machines without CUDA: under torchrun Accelerate then joins the processes
-    # with gloo (MULTI_CPU) instead of running each as a separate single-process job.
-    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
-                              cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     if data is None:
         from core.data import load_training_data
@@ -327,9 +335,10 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         raise
     except Exception as error:
         raise WorkbenchError(f"Cannot load '{config.base_model}' for fine-tuning: {error}") from error
-    use_bf16, precision_note = choose_bf16(config.bf16, model)
+    precision, precision_note = choose_precision(config.precision, model, Hardware.detect())
     if precision_note:
         warnings.append(precision_note)
+    accelerator = _accelerator(config, precision)
     if config.freeze_embeddings:
         # The word embeddings are often half of a small model's weights (MiniLM: 11.7M of 22.7M):
         # not updating them saves their gradients and optimizer state. Tied output layers
@@ -344,13 +353,10 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         raise WorkbenchError("Not enough text to train on: add more data.")
     train_loader, validation_loader, shuffle_generator = _loaders(config, train_set, validation_set, collator)
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")
-    parameters = [
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(no_decay)],
-         "weight_decay": 0.0},
-    ]
+    decayed = decayed_parameter_names(model)
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    parameters = [{"params": [p for name, p in trainable if name in decayed], "weight_decay": config.weight_decay},
+                  {"params": [p for name, p in trainable if name not in decayed], "weight_decay": 0.0}]
     # fused: one kernel for all parameters, also on CPU (what Trainer picks by default); for a small
     # model on a CPU the optimizer step is a large share of each step.
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, fused=True)
@@ -381,6 +387,7 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     step, stopped, started = start_step, False, time.monotonic()
     samples_per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
     epoch = start_step // steps_per_epoch
+    micro_losses = []  # the losses of the micro-batches accumulated into the coming step
     model.train()
     while step < total_steps and not stopped:
         # Each epoch's order depends only on the seed and the epoch, so a resumed run skips
@@ -391,20 +398,21 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         epoch += 1
         for batch in batches:
             with accelerator.accumulate(model):
-                # torch.autocast, not Accelerator(mixed_precision=...): Accelerate's state is one per
-                # process and refuses a second job with another precision in the same server.
-                with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = model(**batch).loss
+                loss = model(**batch).loss  # under autocast when mixed precision runs (Accelerate)
+                micro_losses.append(loss.detach())
                 accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
                 continue
             step += 1
+            step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), "mean")
+            micro_losses.clear()
             elapsed, steps_now = time.monotonic() - started, step - start_step
-            emit(Progress("training", step, total_steps, epoch=step / steps_per_epoch,
-                          loss=float(accelerator.reduce(loss.detach(), "mean")),
+            emit(Progress("training", step, total_steps, epoch=step / steps_per_epoch, loss=float(step_loss),
                           learning_rate=scheduler.get_last_lr()[0],
                           samples_per_second=steps_now * samples_per_step / elapsed if elapsed else None,
                           eta_seconds=elapsed / steps_now * (total_steps - step)))
@@ -420,18 +428,34 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     after = _evaluate(accelerator, model, validation_loader, config, data.label_names)
     emit(Progress("evaluating-after", step, total_steps, eval_metrics=after))
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # a plain model, without autocast
     if config.lora:
         unwrapped = unwrapped.merge_and_unload()
     result = TrainResult(before, after, stopped, step, total_steps, unwrapped, tokenizer, config,
                          data.source, data.label_names, warnings, resumed_from_step=start_step,
-                         precision="bf16" if use_bf16 else "fp32")
+                         precision=precision)
     if not stopped and config.output_dir and accelerator.is_main_process:
         emit(Progress("saving", step, total_steps))
         save_model(result, config.output_dir)
         checkpoints.remove_checkpoints(config.checkpoint_dir)  # the saved model supersedes them
     emit(Progress("done", step, total_steps))
     return result
+
+
+# Trainer.get_decay_parameter_names' patterns (transformers 5), applied with the same helper:
+# importing transformers.trainer itself would add seconds to every job's start. A test checks
+# that both choose the same weights.
+NO_DECAY_NAME_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+
+
+def decayed_parameter_names(model) -> set[str]:
+    """The weights AdamW decays, as transformers' Trainer chooses them: not biases, not norm
+    weights (LayerNorm layers, and names such as `input_layernorm`, `norm`, `ln_f`... of RMSNorm
+    and LayerNorm alike)."""
+    import torch
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    return set(get_parameter_names(model, [torch.nn.LayerNorm], NO_DECAY_NAME_PATTERNS))
 
 
 def _all_agree(accelerator, stop_here: bool) -> bool:
@@ -450,18 +474,68 @@ def _all_agree(accelerator, stop_here: bool) -> bool:
 BF16_AUTO_MIN_PARAMETERS = 5_000_000
 
 
-def choose_bf16(requested: bool | None, model) -> tuple[bool, str | None]:
-    """(use bf16 autocast?, a note for the person or None). `requested` None means automatic:
-    bf16 on CPUs with AMX for models of at least BF16_AUTO_MIN_PARAMETERS weights; float32 on
-    GPUs unless asked (untested here: this project has no GPU to measure it on)."""
-    import torch
+@dataclass(frozen=True)
+class Hardware:
+    """What the precision choice depends on (detected, or given by a test)."""
 
-    if requested is None:
-        return (not torch.cuda.is_available() and _cpu_has_amx()
-                and sum(p.numel() for p in model.parameters()) >= BF16_AUTO_MIN_PARAMETERS), None
-    if requested and not (torch.cuda.is_available() or _cpu_supports_bf16()):
-        return False, "This CPU has no fast bf16: training in float32 instead."
-    return bool(requested), None
+    cuda: bool
+    cuda_bf16: bool = False  # the GPU computes in bf16 (Ampere and later)
+    cpu_amx: bool = False  # the CPU has bf16 matrix units: bf16 is faster there
+    cpu_bf16: bool = False  # the CPU can compute in bf16 at all
+
+    @classmethod
+    def detect(cls) -> "Hardware":
+        import torch
+
+        cuda = torch.cuda.is_available()
+        return cls(cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_amx=_cpu_has_amx(),
+                   cpu_bf16=_cpu_supports_bf16())
+
+
+def choose_precision(requested: str, model, hardware: Hardware) -> tuple[str, str | None]:
+    """(what runs: "fp32", "bf16" or "fp16", a note for the person or None).
+
+    "auto": on a GPU bf16 where it computes in bf16, else fp16 (Accelerate scales its loss, as
+    fp16 underflows); on a CPU bf16 where it has AMX and the model has at least
+    BF16_AUTO_MIN_PARAMETERS weights, else float32. A forced choice the hardware cannot run
+    falls back, with a note. The GPU branches are untested here: this project has no GPU.
+    """
+    if requested == "fp32":
+        return "fp32", None
+    if hardware.cuda:
+        if requested == "fp16" or hardware.cuda_bf16:
+            return ("fp16" if requested == "fp16" else "bf16"), None
+        note = "This GPU has no bf16: training in fp16 with loss scaling instead." if requested == "bf16" else None
+        return "fp16", note
+    if requested == "fp16":
+        return "fp32", "fp16 training needs a GPU: training in float32 instead."
+    if requested == "bf16":
+        return ("bf16", None) if hardware.cpu_bf16 else ("fp32", "This CPU has no fast bf16: training in float32 "
+                                                                  "instead.")
+    large = sum(p.numel() for p in model.parameters()) >= BF16_AUTO_MIN_PARAMETERS
+    return ("bf16" if hardware.cpu_amx and large else "fp32"), None
+
+
+def _accelerator(config: TrainConfig, precision: str):
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # cpu=True on machines without CUDA: under torchrun Accelerate then joins the processes
+    # with gloo (MULTI_CPU) instead of running each as a separate single-process job.
+    settings = dict(gradient_accumulation_steps=config.gradient_accumulation_steps,
+                    mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
+                    cpu=not torch.cuda.is_available())
+    try:
+        return Accelerator(**settings)
+    except ValueError:
+        # Accelerate keeps one precision per process and refuses another. A training process
+        # runs one job, so this happens only where train() runs again in one process (a
+        # notebook, the tests): the state is then reset, keeping the processes' setup.
+        if not AcceleratorState._shared_state:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=False)
+        return Accelerator(**settings)
 
 
 def _cpu_supports_bf16() -> bool:
@@ -531,40 +605,43 @@ def _model_card(result: TrainResult) -> str:
 
 
 # ----- command line ---------------------------------------------------------------------------
-PROCESS_OPTIONS = ("report_json", "control_dir", "hold_until_saved")  # how it runs, not what it trains
+@dataclass
+class ProcessOptions:
+    """How the app's job runner drives a training process (core/control.py), not what it trains."""
+
+    report_json: bool = field(default=False, metadata={"help": "print progress as event lines"})
+    control_dir: str | None = field(default=None,
+                                    metadata={"help": "folder where a stop request and save commands arrive"})
+    hold_until_saved: bool = field(default=False, metadata={
+        "help": "after a stop or a failed save, keep the model until the control folder says where to save it, "
+                "or to discard it"})
 
 
-def _parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description="Fine-tune a model headless (same loop as the app).")
+def _parse_args(argv: list[str] | None) -> tuple[TrainConfig, ProcessOptions]:
+    """The flags are TrainConfig's and ProcessOptions' fields (`--learning-rate 3e-5`, `--lora`,
+    `--precision bf16`); `--config file.json` gives TrainConfig fields, and flags override it."""
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config")
+    known, rest = first.parse_known_args(argv)
+    from_file = []
+    if known.config:
+        try:
+            values = json.loads(Path(known.config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise WorkbenchError(f"--config {known.config}: {error}") from error
+        # The file's settings go first as flags, so the flags given after them win (argparse
+        # keeps the last value) and both get the same checks.
+        for key, value in values.items():
+            if value is not None:
+                from_file += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    parser = HfArgumentParser((TrainConfig, ProcessOptions),
+                              description="Fine-tune a model headless (same loop as the app).")
     parser.add_argument("--config", help="JSON file of TrainConfig fields; flags override it")
-    parser.add_argument("--task", choices=TRAIN_TASKS)
-    parser.add_argument("--model", dest="base_model")
-    parser.add_argument("--train", dest="train_file")
-    parser.add_argument("--validation", dest="validation_file")
-    parser.add_argument("--output", dest="output_dir")
-    for item in dataclasses.fields(TrainConfig):
-        if item.name in ("task", "base_model", "train_file", "validation_file", "output_dir"):
-            continue
-        flag = "--" + item.name.replace("_", "-")
-        if item.name == "bf16":  # --bf16 / --no-bf16; neither: where it is faster
-            parser.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, default=None)
-        elif item.type in ("bool", bool):
-            parser.add_argument(flag, dest=item.name, action="store_true", default=None)
-        else:
-            kind = {"int": int, "float": float}.get(str(item.type), str)
-            parser.add_argument(flag, dest=item.name, type=kind)
-    # How the app's job runner drives this process (core/control.py).
-    parser.add_argument("--report-json", action="store_true", help="print progress as event lines")
-    parser.add_argument("--control-dir", help="folder where a stop request and save commands arrive")
-    parser.add_argument("--hold-until-saved", action="store_true",
-                        help="after a stop or a failed save, keep the model until the control folder says "
-                             "where to save it, or to discard it")
-    args = vars(parser.parse_args(argv))
-    options = argparse.Namespace(**{name: args.pop(name) for name in PROCESS_OPTIONS})
-    values = json.loads(Path(args.pop("config")).read_text()) if args.get("config") else {}
-    args.pop("config", None)
-    values.update({key: value for key, value in args.items() if value is not None})
-    return TrainConfig(**_base_folder_as_models_dir(values)), options
+    config, options, _ = parser.parse_args_into_dataclasses(args=from_file + rest, look_for_args_file=False)
+    return TrainConfig(**_base_folder_as_models_dir(dataclasses.asdict(config))), options
 
 
 def _base_folder_as_models_dir(values: dict) -> dict:

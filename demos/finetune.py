@@ -8,9 +8,11 @@ flickers under progress animations. A refused action shows its reason and change
 
 from __future__ import annotations
 
+import atexit
 import html
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -32,7 +34,6 @@ TASK_CHOICES = [
     ("Masked LM (fill-mask): TXT/MD or a text column", training_data.MASKED_LM),
 ]
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".txt", ".md"]
-_PRECISIONS = {"auto": None, "fp32": False, "bf16": True}  # Precision choice -> TrainConfig.bf16
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
 # Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
 MINILM_MLM_NOTE = (
@@ -88,9 +89,11 @@ def build(ctx: AppContext) -> None:
                 lora = gr.Checkbox(value=False, label="LoRA adapters (trains small adapters, merged when saved)",
                                    visible=False)
                 precision = gr.Dropdown(
-                    [("Automatic", "auto"), ("float32", "fp32"), ("bf16 autocast", "bf16")], value="auto",
-                    label="Precision", info="Automatic: bf16 autocast on CPUs with AMX for models of "
-                    f"{BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights or more (faster there), else float32.")
+                    [("Automatic", "auto"), ("float32", "fp32"), ("bf16 mixed precision", "bf16"),
+                     ("fp16 mixed precision (GPU)", "fp16")], value="auto",
+                    label="Precision", info="Automatic: on a GPU bf16 (fp16 where it has no bf16); on a CPU "
+                    f"bf16 where it has AMX, for models of {BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights "
+                    "or more (faster there), else float32.")
                 freeze = gr.Checkbox(value=False, label="Freeze the word embeddings (faster on a CPU)")
                 checkpoint_every = gr.Number(
                     value=DEFAULT_CHECKPOINT_EVERY, precision=0, label="Checkpoint every N steps",
@@ -211,15 +214,13 @@ def build(ctx: AppContext) -> None:
         runner.check_can_start()  # before reading the upload, which can take a while
         if not train_file:
             raise WorkbenchError("Upload a training file first.")
-        if precision not in _PRECISIONS:
-            raise WorkbenchError(f"precision must be one of {', '.join(_PRECISIONS)} (got {precision!r}).")
         config = TrainConfig(
             task=task, base_model=base_model, train_file=train_file, validation_file=validation_file,
             text_column=text_column or None, label_column=label_column or None, epochs=epochs,
             learning_rate=learning_rate, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
             max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
             seed=42 if seed is None else seed, validation_share=validation_share, mlm_probability=mlm_probability,
-            whole_word_masking=bool(whole_word_masking), bf16=_PRECISIONS[precision],
+            whole_word_masking=bool(whole_word_masking), precision=precision,
             lora=bool(lora) and task == training_data.CAUSAL_LM,
             checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),
         )
@@ -281,7 +282,7 @@ def build(ctx: AppContext) -> None:
     follows(forget_button.click(forget, inputs_kwargs=dict(run_name=interrupted),
                                 api_name="finetune_discard_checkpoint", **action))
 
-    zips: dict[tuple, str] = {}  # one archive per saved model version
+    zips = _ZipCache()
 
     @show_errors
     def zip_model(model_name: str | None = None):
@@ -290,11 +291,7 @@ def build(ctx: AppContext) -> None:
         folder = _saved_folder(ctx, name)
         if folder is None:
             raise WorkbenchError(f"There is no saved model named '{name}' in the models folder.")
-        key = (str(folder), (folder / "config.json").stat().st_mtime_ns)
-        if key not in zips or not Path(zips[key]).is_file():
-            archive = Path(tempfile.mkdtemp(prefix="workbench-zip-")) / folder.name
-            zips[key] = shutil.make_archive(str(archive), "zip", root_dir=folder)
-        return zips[key]
+        return zips.archive(folder)
 
     zip_button.click(zip_model, inputs_kwargs=dict(model_name=zip_target), outputs=download,
                      api_name="finetune_download").success(lambda: gr.update(visible=True), None, download,
@@ -309,6 +306,33 @@ def build(ctx: AppContext) -> None:
 
 def _minilm_masked_lm(task_value: str, base: str | None) -> bool:
     return task_value == training_data.MASKED_LM and base == "packaged:all-MiniLM-L6-v2"
+
+
+class _ZipCache:
+    """Zips of saved models, built when asked for: one per model, rebuilt when the model folder
+    changes (a newer model under the name replaces the old zip), all in one temporary folder
+    that is removed when the server exits. Gradio serves a copy from its own cache, which the
+    app's Blocks clean (`delete_cache` in app.py)."""
+
+    def __init__(self) -> None:
+        self._folder: Path | None = None
+        self._built: dict[str, tuple[int, str]] = {}  # model folder -> (its config's mtime, the zip)
+        self._lock = threading.Lock()
+
+    def archive(self, folder: Path) -> str:
+        version = (folder / "config.json").stat().st_mtime_ns
+        with self._lock:
+            known = self._built.get(str(folder))
+            if known and known[0] == version and Path(known[1]).is_file():
+                return known[1]
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="workbench-zips-"))
+                atexit.register(shutil.rmtree, self._folder, True)
+            if known:
+                Path(known[1]).unlink(missing_ok=True)
+            built = shutil.make_archive(str(self._folder / folder.name), "zip", root_dir=folder)
+            self._built[str(folder)] = (version, built)
+            return built
 
 
 def _saved_folder(ctx: AppContext, name: str | None) -> Path | None:

@@ -86,14 +86,18 @@ def registry(models_dir):
 
 
 @contextlib.contextmanager
-def fake_hub_answering(monkeypatch, status: int):
-    """A local HTTP endpoint standing in for the Hub (HF_ENDPOINT): answers HEAD with `status`;
-    `server.requests` lists what was asked."""
+def fake_hub_answering(monkeypatch, status: int, headers: dict | None = None):
+    """A local HTTP endpoint standing in for the Hub (HF_ENDPOINT): answers HEAD with `status`
+    (and `headers`, such as the Hub's X-Error-Code); `server.requests` lists what was asked,
+    `server.authorizations` the Authorization header of each request (None when absent)."""
 
     class Answer(BaseHTTPRequestHandler):
         def do_HEAD(self):
             server.requests.append(self.path)
+            server.authorizations.append(self.headers.get("Authorization"))
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
 
         def log_message(self, *args):
@@ -101,6 +105,7 @@ def fake_hub_answering(monkeypatch, status: int):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     server.requests = []  # the paths asked for, in order
+    server.authorizations = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
     try:

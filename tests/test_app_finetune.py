@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 from gradio_client import handle_file
@@ -67,6 +70,7 @@ def test_finetune_trains_in_the_background_saves_and_the_model_classifies(ft_cli
     assert status["metrics_after"]["labels"] == ["rainy", "sunny"]
     zip_file = ft_client.predict(model_name="weather-model", api_name="/finetune_download")
     assert zip_file.endswith("weather-model.zip")
+    assert {"config.json", "model.safetensors", "README.md"} <= set(zipfile.ZipFile(zip_file).namelist())
     assert (finetune_server.models_dir / "weather-model" / "README.md").is_file()
     scores = ft_client.predict(text="a dog sees the bright moon and a warm bread", model="weather-model",
                                api_name="/classify")
@@ -203,3 +207,23 @@ def test_the_preview_describes_the_split_that_trains(ft_client, tmp_path):
                       api_name="/finetune")
     trained = wait_for_state(ft_client, "finished", "failed")
     assert overlap_warnings(trained["warnings"]) == by_seed[second]
+
+
+def test_model_zips_are_built_once_per_version_and_an_older_version_s_zip_is_removed(tmp_path, monkeypatch):
+    from demos import finetune
+
+    builds = []
+    real_make_archive = shutil.make_archive
+    monkeypatch.setattr(finetune.shutil, "make_archive", lambda *a, **k: builds.append(a) or real_make_archive(*a, **k))
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    zips = finetune._ZipCache()
+    first = zips.archive(folder)
+    assert zips.archive(folder) == first and len(builds) == 1  # asked again: not rebuilt
+    later = os.stat(folder / "config.json").st_mtime_ns + 10**9
+    (folder / "config.json").write_text('{"newer": true}')  # a newer model saved under the name
+    os.utime(folder / "config.json", ns=(later, later))
+    second = zips.archive(folder)
+    assert len(builds) == 2 and zipfile.ZipFile(second).read("config.json") == b'{"newer": true}'
+    assert [path.name for path in Path(second).parent.iterdir()] == ["my-model.zip"]  # one zip, the new one

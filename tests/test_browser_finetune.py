@@ -96,7 +96,7 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     expect(status).to_contain_text("saved as 'starter-sentiment'", timeout=180_000)
     expect(status).to_contain_text("It is selected above")
     # Precision is automatic: bf16 autocast for MiniLM where the CPU has AMX.
-    expect(status).to_contain_text("trained in bf16 autocast" if _cpu_has_amx() else "trained in float32")
+    expect(status).to_contain_text("trained in bf16 mixed precision" if _cpu_has_amx() else "trained in float32")
     expect(status).to_contain_text(re.compile(r"Accuracy on held-out sentences: (9\d|100)%"))
     picker = page.get_by_label("Model").filter(visible=True)
     expect(picker).to_have_value("starter-sentiment (local)")

@@ -145,6 +145,49 @@ def test_an_unknown_hub_id_is_reported_as_not_found(registry, fake_hub):
         registry.get(TEXT_GENERATION, "no-such-org/no-such-model")
 
 
+@pytest.fixture
+def no_token(monkeypatch, tmp_path):
+    """Nobody logged in: no HF_TOKEN, and `hf auth login`'s token file (huggingface_hub reads it
+    at each call) points at an empty place."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    return tmp_path / "hf-token"
+
+
+@pytest.mark.parametrize("status, headers, expected", [
+    (401, {}, "needs a token.*hf auth login"),
+    (401, {"X-Error-Code": "GatedRepo"}, "no access to this model yet.*Request access"),
+    (403, {}, "no access to this model yet.*Request access on http"),
+])
+def test_a_hub_that_wants_a_token_or_access_says_so_not_no_such_model(registry, monkeypatch, no_token, status,
+                                                                        headers, expected):
+    with fake_hub_answering(monkeypatch, status, headers):
+        with pytest.raises(WorkbenchError, match=f"meta-llama/Llama-3.2-1B.*{expected}") as refused:
+            registry.get(TEXT_GENERATION, "meta-llama/Llama-3.2-1B")
+    assert "no such model" not in str(refused.value)
+
+
+def test_the_token_saved_by_hf_auth_login_is_sent_and_a_refused_one_is_named(registry, monkeypatch, no_token):
+    no_token.write_text("hf_saved_by_login")  # where `hf auth login` keeps it
+    with fake_hub_answering(monkeypatch, 401) as hub:
+        with pytest.raises(WorkbenchError, match="refused your token.*Log in again"):
+            registry.get(TEXT_GENERATION, "my-org/private-model")
+    assert hub.authorizations == ["Bearer hf_saved_by_login"]
+    monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")  # HF_TOKEN wins, as in huggingface_hub
+    with fake_hub_answering(monkeypatch, 404) as hub:
+        with pytest.raises(WorkbenchError, match="no such model"):
+            registry.get(TEXT_GENERATION, "my-org/private-model")
+    assert hub.authorizations == ["Bearer hf_from_the_environment"]
+
+
+def test_no_token_is_sent_when_nobody_logged_in(registry, monkeypatch, no_token, fake_hub):
+    with pytest.raises(WorkbenchError):
+        registry.get(TEXT_GENERATION, "no-such-org/no-such-model")
+    assert fake_hub.authorizations == [None]
+
+
 def test_a_hub_that_accepts_but_never_answers_is_asked_once_and_given_up_on(registry, monkeypatch):
     """One question with a timeout, no retries: from_pretrained alone would retry for half a
     minute against such a server."""

@@ -234,13 +234,13 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model_the_generation_panel_
     assert final[0].startswith("the farmer")
 
 
-def test_bf16_autocast_runs_where_the_cpu_supports_it_and_says_so_where_not(models_dir, tmp_path):
+def test_bf16_forced_runs_where_the_cpu_supports_it_and_says_so_where_not(models_dir, tmp_path):
     from core.training import _cpu_supports_bf16
 
     own = tmp_path / "models"
     text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))
     result = train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, epochs=1,
-                          bf16=True, output_dir=str(own / "bf16-gpt2")))
+                          precision="bf16", output_dir=str(own / "bf16-gpt2")))
     recorded = json.loads((own / "bf16-gpt2" / "metrics.json").read_text())["precision"]
     fell_back = any("no fast bf16" in warning for warning in result.warnings)
     if _cpu_supports_bf16():
@@ -248,11 +248,17 @@ def test_bf16_autocast_runs_where_the_cpu_supports_it_and_says_so_where_not(mode
     else:
         assert recorded == "fp32" and fell_back
     assert result.metrics_after["perplexity"] < result.metrics_before["perplexity"]
+    # The model handed back is a plain one: no autocast wrapper left around its forward.
+    assert not hasattr(result.model.forward, "__wrapped__")
 
 
-def test_automatic_precision_keeps_a_small_model_in_float32(models_dir, tmp_path):
+def test_automatic_precision_keeps_a_small_model_in_float32_also_after_a_bf16_run(models_dir, tmp_path):
+    """Accelerate keeps one precision per process: a second run in the same process with
+    another precision must still get its own."""
     own = tmp_path / "models"
     text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))
+    train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, epochs=0.2,
+                 precision="bf16"))
     result = train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, epochs=1,
                           output_dir=str(own / "auto-gpt2")))  # precision left automatic
     assert json.loads((own / "auto-gpt2" / "metrics.json").read_text())["precision"] == "fp32"
@@ -263,20 +269,140 @@ def test_automatic_precision_picks_bf16_for_minilm_exactly_where_the_cpu_has_amx
     import transformers
 
     from core.packaged import model_folder
-    from core.training import BF16_AUTO_MIN_PARAMETERS, _cpu_has_amx, choose_bf16
+    from core.training import BF16_AUTO_MIN_PARAMETERS, Hardware, choose_precision
 
     minilm = transformers.AutoModel.from_pretrained(model_folder("packaged:all-MiniLM-L6-v2"))
     assert sum(p.numel() for p in minilm.parameters()) >= BF16_AUTO_MIN_PARAMETERS
-    assert choose_bf16(None, minilm) == (_cpu_has_amx(), None)
-    assert choose_bf16(False, minilm) == (False, None)  # asked for float32: float32
+    here = Hardware.detect()
+    assert choose_precision("auto", minilm, here) == ("bf16" if here.cpu_amx else "fp32", None)
+    assert choose_precision("fp32", minilm, here) == ("fp32", None)  # asked for float32: float32
 
 
-@pytest.mark.parametrize("flags, expected", [([], None), (["--bf16"], True), (["--no-bf16"], False)])
+def _weights(count: int):
+    import torch
+
+    return torch.nn.Linear(count, 1000, bias=False)  # count thousand weights
+
+
+@pytest.mark.parametrize("requested, hardware, weights, expected, note", [
+    # A GPU with bf16 (Ampere and later): bf16 unless fp16 or fp32 is asked for.
+    ("auto", dict(cuda=True, cuda_bf16=True), 10, "bf16", None),
+    ("fp16", dict(cuda=True, cuda_bf16=True), 10, "fp16", None),
+    ("fp32", dict(cuda=True, cuda_bf16=True), 10_000, "fp32", None),
+    # An older GPU: fp16 with loss scaling, also when bf16 was asked for (said).
+    ("auto", dict(cuda=True, cuda_bf16=False), 10, "fp16", None),
+    ("bf16", dict(cuda=True, cuda_bf16=False), 10, "fp16", "no bf16"),
+    # CPUs: bf16 only where AMX makes it faster and the model is large enough; fp16 never.
+    ("auto", dict(cuda=False, cpu_amx=True, cpu_bf16=True), 10_000, "bf16", None),
+    ("auto", dict(cuda=False, cpu_amx=True, cpu_bf16=True), 10, "fp32", None),
+    ("auto", dict(cuda=False, cpu_amx=False, cpu_bf16=True), 10_000, "fp32", None),
+    ("bf16", dict(cuda=False, cpu_amx=False, cpu_bf16=True), 10, "bf16", None),
+    ("bf16", dict(cuda=False, cpu_bf16=False), 10, "fp32", "no fast bf16"),
+    ("fp16", dict(cuda=False, cpu_amx=True, cpu_bf16=True), 10_000, "fp32", "needs a GPU"),
+])
+def test_the_precision_policy_for_gpus_and_cpus(requested, hardware, weights, expected, note):
+    """The choice logic only: this machine has no GPU, so the GPU rows are described hardware."""
+    from core.training import Hardware, choose_precision
+
+    chosen, said = choose_precision(requested, _weights(weights), Hardware(**hardware))
+    assert chosen == expected
+    assert (said is None) if note is None else (note in said)
+
+
+@pytest.mark.parametrize("flags, expected", [([], "auto"), (["--precision", "bf16"], "bf16"),
+                                             (["--precision", "fp32"], "fp32")])
 def test_the_command_line_leaves_precision_automatic_unless_a_flag_chooses(flags, expected):
     from core.training import _parse_args
 
     parsed, _ = _parse_args(["--task", "classification", "--model", "some-model", "--train", "t.csv", *flags])
-    assert parsed.bf16 is expected
+    assert parsed.precision == expected
+
+
+def test_the_command_line_takes_every_config_field_and_a_json_file_that_flags_override(tmp_path):
+    from core.training import _parse_args
+
+    settings = tmp_path / "cfg.json"
+    settings.write_text(json.dumps({"task": "causal-lm", "base_model": "tiny-gpt2", "train_file": "a.txt",
+                                    "learning_rate": 1e-3, "lora": True, "max_grad_norm": 0.5, "seed": 7}))
+    parsed, options = _parse_args(["--config", str(settings), "--learning-rate", "2e-4", "--report-json"])
+    assert (parsed.task, parsed.base_model, parsed.train_file) == ("causal-lm", "tiny-gpt2", "a.txt")
+    assert parsed.learning_rate == 2e-4  # the flag wins over the file
+    assert parsed.lora is True and parsed.max_grad_norm == 0.5 and parsed.seed == 7
+    assert options.report_json is True and options.control_dir is None
+    with pytest.raises(WorkbenchError, match="max_grad_norm"):
+        _parse_args(["--config", str(settings), "--max-grad-norm", "-1"])
+
+
+def test_the_command_line_refuses_an_unknown_precision_with_argparse_s_message(capsys):
+    from core.training import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["--task", "classification", "--model", "m", "--precision", "fp8"])
+    assert ended.value.code == 2 and "fp8" in capsys.readouterr().err
+
+
+def _tiny_llama():
+    """A real (randomly initialised) Llama like SmolLM2: RMSNorm weights named `input_layernorm`,
+    `post_attention_layernorm` and `norm`."""
+    import transformers
+
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, attention_bias=True))
+
+
+def test_weight_decay_leaves_out_biases_and_every_norm_weight_as_transformers_trainer_does(models_dir):
+    import transformers
+
+    from core.training import decayed_parameter_names
+
+    llama = _tiny_llama()
+    decayed = decayed_parameter_names(llama)
+    names = {name for name, _ in llama.named_parameters()}
+    norms = {name for name in names if "norm" in name}
+    assert {"model.norm.weight", "model.layers.0.input_layernorm.weight",
+            "model.layers.1.post_attention_layernorm.weight"} <= norms
+    assert not decayed & norms and not any(name.endswith(".bias") for name in decayed)
+    assert "model.layers.0.self_attn.q_proj.weight" in decayed and "model.layers.0.mlp.up_proj.weight" in decayed
+    # The same choice as transformers' Trainer, on each kind of model the app trains.
+    for model in (llama, transformers.AutoModelForCausalLM.from_pretrained(models_dir / "tiny-gpt2"),
+                  transformers.AutoModelForMaskedLM.from_pretrained(models_dir / "tiny-bert-mlm")):
+        assert decayed_parameter_names(model) == set(transformers.Trainer.get_decay_parameter_names(None, model))
+
+
+def test_gradient_clipping_bounds_the_update(models_dir, tmp_path):
+    """AdamW divides by the gradient's size, so only a clip far below its epsilon shows in the
+    weights: with max_grad_norm 1e-12 the weights barely move; with clipping off they do."""
+    from safetensors.torch import load_file
+
+    text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))
+    moved = {}
+    for clip in (0.0, 1e-12):
+        out = tmp_path / f"clip-{clip}"
+        train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, epochs=1,
+                     weight_decay=0.0, max_grad_norm=clip, output_dir=str(out)))
+        base, tuned = load_file(models_dir / "tiny-gpt2" / "model.safetensors"), load_file(out / "model.safetensors")
+        moved[clip] = sum(float((tuned[name] - base[name]).abs().sum()) for name in base)
+    assert moved[0.0] > 0 and moved[1e-12] < 0.01 * moved[0.0]
+
+
+def test_the_loss_of_a_step_is_the_mean_over_its_accumulated_micro_batches(models_dir, tmp_path):
+    """4 micro-batches of 2 blocks give the same step loss as one batch of the same 8 blocks
+    (no dropout, a learning rate too small to change anything between them)."""
+    folder = tmp_path / "models" / "still-gpt2"
+    shutil.copytree(models_dir / "tiny-gpt2", folder)
+    settings = json.loads((folder / "config.json").read_text())
+    settings.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    (folder / "config.json").write_text(json.dumps(settings))
+    text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))
+    first_losses = []
+    for batch_size, accumulation in ((8, 1), (2, 4)):
+        losses = []
+        train(config(tmp_path / "models", task="causal-lm", base_model="still-gpt2", train_file=text, epochs=1,
+                     learning_rate=1e-12, batch_size=batch_size, gradient_accumulation_steps=accumulation),
+              on_progress=lambda p: losses.append(p.loss) if p.phase == "training" else None)
+        first_losses.append(losses[0])
+    assert first_losses[0] == pytest.approx(first_losses[1], rel=1e-5)
 
 
 def _pieces_masked_apart(models_dir, tmp_path, whole_words: bool) -> tuple[int, int]:
