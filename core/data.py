@@ -58,6 +58,12 @@ class TextTable:
         return max(candidates, key=lambda c: sum(len(r.get(c, "")) for r in self.rows))
 
 
+    def guess_label_column(self) -> str | None:
+        """A column named like labels, else the one with the fewest distinct values per row; None
+        when no column looks like labels (a single column, free text everywhere)."""
+        return _guess_label_column(self) if len(self.columns) > 1 else None
+
+
 def _hinted_column(columns: list[str], hints: tuple[str, ...]) -> str | None:
     """The column whose name matches the earliest hint (case and spaces ignored), if any."""
     lowered = {name.lower().strip(): name for name in columns}

@@ -239,6 +239,12 @@ def classify(registry: ModelRegistry, model_name: str, text: str) -> dict[str, f
     return {item["label"]: float(item["score"]) for item in ranked}
 
 
+def class_names(registry: ModelRegistry, model_name: str) -> list[str]:
+    """The classes a classifier predicts, in its own order (config.id2label)."""
+    config = registry.get(TEXT_CLASSIFICATION, model_name).model.config
+    return [config.id2label[i] for i in sorted(config.id2label)]
+
+
 @dataclass
 class ScoredText:
     text: str

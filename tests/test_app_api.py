@@ -51,8 +51,8 @@ def test_classify_returns_every_class_with_confidence(client):
 def test_classify_batch_scores_a_csv_and_offers_the_scored_file(client, tmp_path):
     upload = tmp_path / "reviews.csv"
     upload.write_text('id,review\n1,"I loved it, truly"\n2,Terrible service\n3,Fine\n', encoding="utf-8")
-    summary, table, scored_file = client.predict(file=handle_file(str(upload)), text_column="review",
-                                                 model="tiny-bert-sentiment", api_name="/classify_batch")
+    summary, table, scored_file, evaluation, *_ = client.predict(
+        file=handle_file(str(upload)), text_column="review", model="tiny-bert-sentiment", api_name="/classify_batch")
     assert summary == "Scored **3** rows of the column 'review'."
     # label and score first, so that long texts never push them out of view; then the scored
     # column, then the file's others (to tell the rows apart)
@@ -64,12 +64,46 @@ def test_classify_batch_scores_a_csv_and_offers_the_scored_file(client, tmp_path
         rows = list(csv.DictReader(handle))
     assert [row["id"] for row in rows] == ["1", "2", "3"]
     assert [row["label"] for row in rows] == [row[0] for row in table["data"]]
+    assert evaluation == ""  # no gold label column named: nothing measured
+
+
+def _labelled_reviews(path):
+    path.write_text("review,gold\nI loved it,positive\nTerrible service,negative\nGreat food,Positive\n"
+                    "Cold soup,negative\nIt was fine,neutral\n", encoding="utf-8")
+    return handle_file(str(path))
+
+
+def test_classify_batch_with_a_gold_column_measures_the_model_against_it(client, tmp_path):
+    summary, table, _, evaluation, per_class, confusion, report = client.predict(
+        file=_labelled_reviews(tmp_path / "gold.csv"), text_column="review", gold_column="gold",
+        model="tiny-bert-sentiment", api_name="/classify_batch")
+    predicted = [row[0] for row in table["data"]]
+    gold = ["positive", "negative", "positive", "negative", "neutral"]
+    right = sum(p == g for p, g in zip(predicted, gold))
+    assert f"accuracy **{right / 5:.1%}**" in evaluation and "macro-F1" in evaluation
+    assert "'neutral' (1 row)" in evaluation  # a label the model does not have, named
+    assert [row[0] for row in per_class["data"]] == ["negative", "positive", "neutral"]
+    assert [row[4] for row in per_class["data"]] == [2, 2, 1]  # support: the gold rows of each class
+    assert "Confusion matrix" in confusion and confusion.count("<td") == 9
+    assert "macro avg" in report and "weighted avg" in report
+
+
+def test_evaluate_file_returns_the_metrics_as_data(client, tmp_path):
+    measured = client.predict(file=_labelled_reviews(tmp_path / "gold.csv"), model="tiny-bert-sentiment",
+                              gold_column="gold", text_column="review", api_name="/evaluate_file")
+    assert measured["rows"] == 5 and measured["labels"] == ["negative", "positive", "neutral"]
+    assert sum(map(sum, measured["confusion_matrix"])) == 5
+    assert 0 <= measured["macro_f1"] <= 1 and set(measured["per_class"]) == set(measured["labels"])
+    assert measured["unknown_labels"] == {"neutral": 1} and "accuracy" in measured["report"]
+    with pytest.raises(Exception, match="has no column 'grade'"):
+        client.predict(file=_labelled_reviews(tmp_path / "gold2.csv"), model="tiny-bert-sentiment",
+                       gold_column="grade", api_name="/evaluate_file")
 
 
 def test_classify_batch_reads_a_txt_file_one_text_per_line(client, tmp_path):
     upload = tmp_path / "lines.txt"
     upload.write_text("first text\nsecond text\n", encoding="utf-8")
-    _, table, _ = client.predict(file=handle_file(str(upload)), text_column="text",
+    _, table, *_ = client.predict(file=handle_file(str(upload)), text_column="text",
                                  model="tiny-bert-sentiment", api_name="/classify_batch")
     assert [row[2] for row in table["data"]] == ["first text", "second text"]
 
@@ -173,7 +207,9 @@ def test_the_api_page_names_parameters_as_a_reader_expects(client):
     assert finetune["validation_file"]["parameter_has_default"] and finetune["text_column"]["parameter_has_default"]
     assert not finetune["train_file"]["parameter_has_default"]
     assert finetune["base_model"]["python_type"]["type"] == "str"
-    assert set(parameters("/classify_batch")) == {"file", "model", "text_column"}
+    assert set(parameters("/classify_batch")) == {"file", "model", "text_column", "gold_column"}
+    assert parameters("/classify_batch")["gold_column"]["parameter_has_default"]
+    assert list(parameters("/evaluate_file"))[:3] == ["file", "model", "gold_column"]
     assert set(parameters("/fill_mask")) == {"text", "model", "top_k"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 
@@ -75,6 +76,30 @@ def test_sentiment_scores_an_uploaded_csv(page, tmp_path):
     table = page.locator("#sentiment-table")
     expect(table).to_contain_text("I loved the old bridge", timeout=60_000)
     expect(table).to_contain_text("The bread was cold")
+    expect(page.get_by_label("Gold label column")).to_have_value("none: only score")  # no column of labels
+    expect(page.locator("#sentiment-evaluation")).to_be_hidden()
+
+
+def test_a_file_with_gold_labels_is_scored_and_measured_against_them(page, tmp_path):
+    upload = tmp_path / "labelled.csv"
+    upload.write_text("review,sentiment\nI loved the old bridge,positive\nThe bread was cold,negative\n"
+                      "A warm and sunny garden,positive\nThe train was late again,negative\n"
+                      "It was an ordinary day,neutral\n", encoding="utf-8")
+    open_tab(page, "Sentiment")
+    page.locator("input[type=file]").first.set_input_files(str(upload))
+    expect(page.get_by_label("Text column")).to_have_value("review", timeout=30_000)
+    expect(page.get_by_label("Gold label column")).to_have_value("sentiment")  # guessed
+    page.get_by_role("button", name="Score file").click()
+    evaluation = page.locator("#sentiment-evaluation")
+    expect(evaluation).to_contain_text("Measured against the gold labels of 'sentiment' (5 rows)", timeout=60_000)
+    expect(evaluation).to_contain_text("macro-F1")
+    expect(evaluation).to_contain_text("'neutral' (1 row)")  # the tiny model has no neutral class
+    heatmap = page.locator("#sentiment-confusion table")
+    expect(heatmap.locator("td")).to_have_count(9)  # negative, positive and neutral, gold x predicted
+    expect(page.locator("#sentiment-per-class")).to_contain_text("support")
+    expect(page.locator("#sentiment-report")).to_contain_text("macro avg")
+    expect(evaluation).to_contain_text(re.compile(r"accuracy \d+\.\d%"))  # its value: tests/test_app_api.py
+    page.screenshot(path=str(tmp_path / "gold-evaluation.png"), full_page=True)
 
 
 def test_fill_mask_shows_predictions_as_bars_and_sentences(page):
