@@ -1,7 +1,7 @@
 """Fine-tuning speed, three ways on the same model, data, epochs and hyperparameters:
 
 - ours: core.training.train (dynamic padding, length-grouped batches, fused AdamW, one
-  Accelerate loop, automatic precision: bf16 autocast on CPUs with AMX for models of 5M weights
+  Accelerate loop, automatic precision: bf16 autocast on CPUs with AMX or AVX512-BF16 for models of 5M weights
   or more), with its defaults; with the precision the defaults did not pick, forced (to show the
   choice was the faster one); and with its other CPU lever, frozen word embeddings
 - transformers.Trainer with DataCollatorWithPadding (dynamic padding, random batches)

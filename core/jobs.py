@@ -322,7 +322,8 @@ class JobRunner:
             self._status.last_training_step = progress
         if progress.phase == "training" and progress.loss is not None:
             self._status.loss_curve.append({"step": progress.step, "loss": float(progress.loss), "series": "train"})
-        if progress.eval_metrics and "loss" in progress.eval_metrics:
+        # One validation point per evaluation ("evaluating-after" repeats the kept one's metrics).
+        if progress.eval_metrics and "loss" in progress.eval_metrics and progress.phase != "evaluating-after":
             self._status.loss_curve.append(
                 {"step": progress.step, "loss": float(progress.eval_metrics["loss"]), "series": "validation"})
             if progress.phase == "evaluating-before":
@@ -344,7 +345,15 @@ def _saved_message(result: dict | None, name: str) -> str:
     resumed = f" (resumed from step {result['resumed_from_step']})" if result.get("resumed_from_step") else ""
     precision = {"bf16": "bf16 mixed precision", "fp16": "fp16 mixed precision"}.get(result.get("precision"),
                                                                                     "float32")
-    return f"Done: saved as '{name}'{resumed}; trained in {precision}."
+    done = f"Done: saved as '{name}'{resumed}; trained in {precision}."
+    kept = result.get("kept")
+    if result.get("early_stopped"):
+        done += f" Early stopping ended it after {kept['evaluations']} evaluations."
+    if kept and not kept["last"]:
+        from core.training import kept_sentence
+
+        done += " " + kept_sentence(kept)
+    return done
 
 
 class TrainingProcess:

@@ -40,6 +40,7 @@ MAX_WEIGHT_DECAY = 0.5
 MAX_GRAD_NORM = 100.0         # gradient clipping norm (0 turns clipping off)
 MAX_VALIDATION_SHARE = 0.5
 MAX_MLM_PROBABILITY = 0.5     # share of tokens masked (masked LM)
+MAX_EARLY_STOPPING_PATIENCE = 100  # evaluations without a better one
 
 # Serving
 QUEUE_MAX_SIZE = 64           # requests waiting in the app's queue; more are refused at once

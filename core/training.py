@@ -33,13 +33,14 @@ from core import checkpoints
 from core.data import CAUSAL_LM, CLASSIFICATION, TRAIN_TASKS, TrainingData
 from core.errors import WorkbenchError, require_number
 from core.limits import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_MLM_PROBABILITY,
-                         MAX_GRAD_NORM, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
+                         MAX_EARLY_STOPPING_PATIENCE, MAX_GRAD_NORM, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.metrics import classification_metrics, perplexity
 
 MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back to for tiny texts
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see choose_precision
+BEST_METRICS = ("auto", "loss", "accuracy", "macro_f1")
 
 
 @dataclass
@@ -68,6 +69,11 @@ class TrainConfig:
     mlm_probability: float = 0.15
     whole_word_masking: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # mixed precision, see choose_precision
+    # Evaluation: on the validation split at each epoch's end, and every `eval_steps` optimizer
+    # steps if set; the weights of the best evaluation by `best_metric` are the ones kept.
+    eval_steps: int = 0
+    best_metric: Literal["auto", "loss", "accuracy", "macro_f1"] = "auto"  # auto: macro_f1 / loss, see BestWeights
+    early_stopping_patience: int = 0  # stop after this many evaluations without a better one; 0: never
     lora: bool = False  # LoRA adapters (causal LM), merged into the saved model
     freeze_embeddings: bool = False  # keep the input word embeddings fixed: fewer weights to update
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: none
@@ -94,11 +100,20 @@ class TrainConfig:
         require_number(self.validation_share, 0, MAX_VALIDATION_SHARE, "validation_share", low_open=True)
         require_number(self.mlm_probability, 0, MAX_MLM_PROBABILITY, "mlm_probability", low_open=True)
         require_number(self.checkpoint_every, 0, 1_000_000, "checkpoint_every", integer=True)
+        require_number(self.eval_steps, 0, 1_000_000, "eval_steps", integer=True)
+        require_number(self.early_stopping_patience, 0, MAX_EARLY_STOPPING_PATIENCE, "early_stopping_patience",
+                       integer=True)
+        if self.best_metric not in BEST_METRICS:
+            raise WorkbenchError(f"best_metric must be one of {', '.join(BEST_METRICS)} (got {self.best_metric!r}).")
+        if self.best_metric in ("accuracy", "macro_f1") and self.task != CLASSIFICATION:
+            raise WorkbenchError(f"best_metric: {self.best_metric} is measured for classification only; a "
+                                 f"language model is kept by its validation loss.")
         if self.lora and self.task != CAUSAL_LM:
             raise WorkbenchError("lora: LoRA adapters are offered for causal LM fine-tuning only.")
         self.batch_size, self.max_length, self.seed = int(self.batch_size), int(self.max_length), int(self.seed)
         self.gradient_accumulation_steps = int(self.gradient_accumulation_steps)
         self.checkpoint_every = int(self.checkpoint_every)
+        self.eval_steps, self.early_stopping_patience = int(self.eval_steps), int(self.early_stopping_patience)
 
 
 @dataclass
@@ -131,6 +146,9 @@ class TrainResult:
     output_dir: str | None = None
     resumed_from_step: int = 0  # 0: trained from the start
     precision: str = "fp32"  # what ran: fp32, or bf16 / fp16 mixed precision
+    evaluations: list[dict] = field(default_factory=list)  # {"step", "epoch", "metrics"} of each evaluation
+    kept: dict | None = None  # the evaluation whose weights were kept: {"step", "epoch", "metric", "value"}
+    early_stopped: bool = False  # ended by early stopping (a finished run, saved as usual)
 
 
 # ----- loading --------------------------------------------------------------------------------
@@ -385,6 +403,17 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     emit(Progress("evaluating-before", start_step, total_steps, eval_metrics=before))
 
     step, stopped, started = start_step, False, time.monotonic()
+    best = BestWeights(config)
+    evaluated_at = None  # the step of the latest evaluation
+
+    def evaluate_now() -> None:
+        nonlocal evaluated_at
+        metrics = _evaluate(accelerator, model, validation_loader, config, data.label_names)
+        evaluated_at = step
+        emit(Progress("evaluating", step, total_steps, epoch=step / steps_per_epoch, eval_metrics=metrics))
+        # keep_fp32_wrapper: unwrapping without it would take autocast off the model for the steps to come.
+        best.offer(step, step / steps_per_epoch, metrics, accelerator.unwrap_model(model))
+
     samples_per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
     epoch = start_step // steps_per_epoch
     micro_losses = []  # the losses of the micro-batches accumulated into the coming step
@@ -418,14 +447,24 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
                           eta_seconds=elapsed / steps_now * (total_steps - step)))
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                 checkpoints.save_checkpoint(accelerator, config.checkpoint_dir, step, total_steps, before)
+            epoch_done = step % steps_per_epoch == 0
+            if epoch_done or step >= total_steps or (config.eval_steps and step % config.eval_steps == 0):
+                evaluate_now()
+                if best.patience_exhausted:
+                    break
             if step >= total_steps:
                 break
             if _all_agree(accelerator, should_stop()):
                 stopped = True
                 break
+        if best.patience_exhausted:
+            break
 
-    emit(Progress("evaluating-after", step, total_steps))
-    after = _evaluate(accelerator, model, validation_loader, config, data.label_names)
+    if evaluated_at != step:  # stopped between two evaluations: measure what was trained
+        emit(Progress("evaluating-after", step, total_steps))
+        evaluate_now()
+    best.restore_into(accelerator.unwrap_model(model))
+    after = best.kept_metrics
     emit(Progress("evaluating-after", step, total_steps, eval_metrics=after))
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # a plain model, without autocast
@@ -433,7 +472,8 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         unwrapped = unwrapped.merge_and_unload()
     result = TrainResult(before, after, stopped, step, total_steps, unwrapped, tokenizer, config,
                          data.source, data.label_names, warnings, resumed_from_step=start_step,
-                         precision=precision)
+                         precision=precision, evaluations=best.evaluations, kept=best.kept_summary(),
+                         early_stopped=best.patience_exhausted)
     if not stopped and config.output_dir and accelerator.is_main_process:
         emit(Progress("saving", step, total_steps))
         save_model(result, config.output_dir)
@@ -458,6 +498,54 @@ def decayed_parameter_names(model) -> set[str]:
     return set(get_parameter_names(model, [torch.nn.LayerNorm], NO_DECAY_NAME_PATTERNS))
 
 
+class BestWeights:
+    """The best evaluation of a run and a copy of its weights (in memory, on the CPU), as
+    Trainer's `load_best_model_at_end`: classification is judged by macro-F1 (ties: the lower
+    validation loss), language models by validation loss; `best_metric` chooses another. Also
+    counts the evaluations since the last better one, for early stopping."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        automatic = "macro_f1" if config.task == CLASSIFICATION else "loss"
+        self.metric = automatic if config.best_metric == "auto" else config.best_metric
+        self.patience = config.early_stopping_patience
+        self.evaluations: list[dict] = []
+        self._best: dict | None = None  # {"step", "epoch", "metrics"}
+        self._weights: dict | None = None
+        self._since_better = 0
+
+    def _score(self, metrics: dict) -> tuple[float, float]:
+        """Higher is better: (the metric, minus the loss) so ties go to the lower loss."""
+        value = metrics[self.metric]
+        return (-value if self.metric == "loss" else value), -metrics["loss"]
+
+    def offer(self, step: int, epoch: float, metrics: dict, model) -> None:
+        evaluation = {"step": step, "epoch": round(epoch, 3), "metrics": metrics}
+        self.evaluations.append(evaluation)
+        if self._best is not None and self._score(metrics) <= self._score(self._best["metrics"]):
+            self._since_better += 1
+            return
+        self._best, self._since_better = evaluation, 0
+        self._weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+    @property
+    def patience_exhausted(self) -> bool:
+        return bool(self.patience) and self._since_better >= self.patience
+
+    @property
+    def kept_metrics(self) -> dict:
+        return self._best["metrics"]
+
+    def restore_into(self, model) -> None:
+        """Put the best weights back, unless the model already has them (the last evaluation was best)."""
+        if self._best is not self.evaluations[-1]:
+            model.load_state_dict(self._weights)
+
+    def kept_summary(self) -> dict:
+        return {"step": self._best["step"], "epoch": self._best["epoch"], "metric": self.metric,
+                "value": self._best["metrics"][self.metric], "evaluations": len(self.evaluations),
+                "last": self._best is self.evaluations[-1]}
+
+
 def _all_agree(accelerator, stop_here: bool) -> bool:
     """Whether any process was asked to stop: under torchrun every process must leave the loop
     at the same step, or the others would wait for it forever."""
@@ -469,8 +557,8 @@ def _all_agree(accelerator, stop_here: bool) -> bool:
     return bool(accelerator.reduce(flag, "max").item())
 
 
-# bf16 autocast pays where the CPU has bf16 matrix units (AMX) and matrix products dominate a
-# step; on a tiny model the casts cost more than they save (bench/train.py measures both).
+# bf16 autocast pays where the CPU computes bf16 in hardware (AMX or AVX512-BF16) and matrix
+# products dominate a step; on a tiny model the casts cost more than they save (bench/train.py measures both).
 BF16_AUTO_MIN_PARAMETERS = 5_000_000
 
 
@@ -480,7 +568,7 @@ class Hardware:
 
     cuda: bool
     cuda_bf16: bool = False  # the GPU computes in bf16 (Ampere and later)
-    cpu_amx: bool = False  # the CPU has bf16 matrix units: bf16 is faster there
+    cpu_fast_bf16: bool = False  # bf16 instructions (AMX, or AVX512-BF16): bf16 is faster there
     cpu_bf16: bool = False  # the CPU can compute in bf16 at all
 
     @classmethod
@@ -488,7 +576,7 @@ class Hardware:
         import torch
 
         cuda = torch.cuda.is_available()
-        return cls(cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_amx=_cpu_has_amx(),
+        return cls(cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_fast_bf16=_cpu_has_fast_bf16(),
                    cpu_bf16=_cpu_supports_bf16())
 
 
@@ -496,7 +584,7 @@ def choose_precision(requested: str, model, hardware: Hardware) -> tuple[str, st
     """(what runs: "fp32", "bf16" or "fp16", a note for the person or None).
 
     "auto": on a GPU bf16 where it computes in bf16, else fp16 (Accelerate scales its loss, as
-    fp16 underflows); on a CPU bf16 where it has AMX and the model has at least
+    fp16 underflows); on a CPU bf16 where it has AMX or AVX512-BF16 and the model has at least
     BF16_AUTO_MIN_PARAMETERS weights, else float32. A forced choice the hardware cannot run
     falls back, with a note. The GPU branches are untested here: this project has no GPU.
     """
@@ -513,7 +601,7 @@ def choose_precision(requested: str, model, hardware: Hardware) -> tuple[str, st
         return ("bf16", None) if hardware.cpu_bf16 else ("fp32", "This CPU has no fast bf16: training in float32 "
                                                                   "instead.")
     large = sum(p.numel() for p in model.parameters()) >= BF16_AUTO_MIN_PARAMETERS
-    return ("bf16" if hardware.cpu_amx and large else "fp32"), None
+    return ("bf16" if hardware.cpu_fast_bf16 and large else "fp32"), None
 
 
 def _accelerator(config: TrainConfig, precision: str):
@@ -547,12 +635,14 @@ def _cpu_supports_bf16() -> bool:
         return False
 
 
-def _cpu_has_amx() -> bool:
+def _cpu_has_fast_bf16() -> bool:
+    """AMX tiles (Intel Sapphire Rapids and later) or AVX512-BF16 (also AMD Zen 4): bf16 matrix
+    products run in hardware. Without them bf16 is emulated and slower than float32."""
     import torch
 
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so looked up with care
-    try:
-        return bool(check and check())
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    try:  # private helpers, so looked up with care
+        return any(check() for check in checks if check)
     except RuntimeError:
         return False
 
@@ -572,7 +662,8 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
         result.tokenizer.save_pretrained(temporary)
         metrics = {"before": result.metrics_before, "after": result.metrics_after,
                    "steps": result.steps_done, "total_steps": result.total_steps, "stopped": result.stopped,
-                   "resumed_from_step": result.resumed_from_step, "precision": result.precision}
+                   "resumed_from_step": result.resumed_from_step, "precision": result.precision,
+                   "kept": result.kept, "early_stopped": result.early_stopped, "evaluations": result.evaluations}
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         (temporary / "README.md").write_text(_model_card(result), encoding="utf-8")
         os.rename(temporary, target)
@@ -581,6 +672,16 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
         raise
     result.output_dir = str(target)
     return target
+
+
+def kept_sentence(kept: dict) -> str:
+    """Which weights were kept and why, for a person."""
+    where = f"epoch {kept['epoch']:g} (step {kept['step']})"
+    if kept["last"]:
+        return f"Kept the last weights, {where}: the best validation {kept['metric']} ({kept['value']:.4f}) of " \
+               f"{kept['evaluations']} evaluations."
+    return f"Kept the weights of {where}: the best validation {kept['metric']} ({kept['value']:.4f}) of " \
+           f"{kept['evaluations']} evaluations."
 
 
 def _model_card(result: TrainResult) -> str:
@@ -597,6 +698,11 @@ def _model_card(result: TrainResult) -> str:
               if result.stopped else f"Trained for {result.steps_done} steps.")
     if result.resumed_from_step:
         status += f" Resumed from a checkpoint at step {result.resumed_from_step}."
+    if result.early_stopped:
+        status += (f" Early stopping ended it: {result.kept['metric']} had not improved for "
+                   f"{config.early_stopping_patience} evaluations.")
+    if result.kept:
+        status += " " + kept_sentence(result.kept)
     labels = f"\nLabels: {', '.join(result.label_names)}\n" if result.label_names else ""
     return (f"# Fine-tuned {config.task} model\n\nFine-tuned with Model Workbench from base model "
             f"`{config.base_model}`.\n\nData: {result.data_source}\n{labels}\n{status}\n\n"
@@ -716,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     if not events:
         print(json.dumps(summary), flush=True)
     emit("trained", stopped=result.stopped, total_steps=result.total_steps, warnings=result.warnings,
-         precision=result.precision, **summary)
+         precision=result.precision, kept=result.kept, early_stopped=result.early_stopped, **summary)
     if hold:
         return control.hold_until_saved(result, None if result.stopped else config.output_dir, folder, emit,
                                         stop, on_saved=lambda: checkpoints.remove_checkpoints(config.checkpoint_dir))

@@ -9,7 +9,6 @@ flickers under progress animations. A refused action shows its reason and change
 from __future__ import annotations
 
 import atexit
-import html
 import shutil
 import tempfile
 import threading
@@ -21,12 +20,12 @@ import pandas as pd
 from core import data as training_data
 from core.errors import WorkbenchError
 from core.jobs import FINISHED, SAVE_FAILED, base_model_choices, describe_progress, get_runner
-from core.limits import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_MLM_PROBABILITY,
+from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_MLM_PROBABILITY,
                          MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.models import is_valid_local_name
 from core.training import BF16_AUTO_MIN_PARAMETERS
-from demos.common import (MODEL_API_HINT, AppContext, JobView, as_text, busy_click, job_timer_on, open_dropdown,
-                          setting_slider, show_errors)
+from demos.common import (MODEL_API_HINT, AppContext, JobView, as_text, busy_click, confusion_html, job_timer_on,
+                          open_dropdown, setting_slider, show_errors)
 
 TASK_CHOICES = [
     ("Classification (e.g. sentiment): CSV/TSV/JSONL with text and label columns", training_data.CLASSIFICATION),
@@ -92,12 +91,24 @@ def build(ctx: AppContext) -> None:
                     [("Automatic", "auto"), ("float32", "fp32"), ("bf16 mixed precision", "bf16"),
                      ("fp16 mixed precision (GPU)", "fp16")], value="auto",
                     label="Precision", info="Automatic: on a GPU bf16 (fp16 where it has no bf16); on a CPU "
-                    f"bf16 where it has AMX, for models of {BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights "
+                    f"bf16 where it has AMX or AVX512-BF16, for models of {BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights "
                     "or more (faster there), else float32.")
                 freeze = gr.Checkbox(value=False, label="Freeze the word embeddings (faster on a CPU)")
                 checkpoint_every = gr.Number(
                     value=DEFAULT_CHECKPOINT_EVERY, precision=0, label="Checkpoint every N steps",
                     info="0: never. A run with checkpoints can resume after a crash or a restart.")
+            with gr.Accordion("Evaluation and best model", open=False):
+                gr.Markdown("The validation split is measured at each epoch's end; the weights of the best "
+                            "measurement are the ones saved.")
+                eval_steps = gr.Number(value=0, precision=0, label="Also evaluate every N steps",
+                                       info="0: at each epoch's end only")
+                best_metric = gr.Dropdown(
+                    [("Automatic: macro-F1 (classification), loss (language models)", "auto"),
+                     ("Validation loss", "loss"), ("Accuracy (classification)", "accuracy"),
+                     ("Macro-F1 (classification)", "macro_f1")], value="auto", label="Keep the best by")
+                patience = gr.Number(value=0, precision=0, label="Early stopping patience",
+                                     info=f"Stop after this many evaluations without a better one (at most "
+                                          f"{MAX_EARLY_STOPPING_PATIENCE}); 0: never")
             with gr.Row():
                 start_button = gr.Button("Start fine-tuning", variant="primary")
                 cancel_button = gr.Button("Cancel", variant="stop", interactive=False)
@@ -207,7 +218,8 @@ def build(ctx: AppContext) -> None:
               label_column=None, epochs=3, learning_rate=5e-5, batch_size=16, gradient_accumulation_steps=1,
               max_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42, validation_share=0.2,
               mlm_probability=0.15, whole_word_masking=False, precision="auto", lora=False,
-              checkpoint_every=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False):
+              checkpoint_every=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False, eval_steps=0, best_metric="auto",
+              early_stopping_patience=0):
         """Start fine-tuning in the background; follow it with /finetune_status."""
         from core.training import TrainConfig
 
@@ -223,6 +235,8 @@ def build(ctx: AppContext) -> None:
             whole_word_masking=bool(whole_word_masking), precision=precision,
             lora=bool(lora) and task == training_data.CAUSAL_LM,
             checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),
+            eval_steps=eval_steps or 0, best_metric=best_metric or "auto",
+            early_stopping_patience=early_stopping_patience or 0,
         )
         # Checked now, so a bad upload is refused before anything starts (the training process
         # reads it again).
@@ -236,7 +250,8 @@ def build(ctx: AppContext) -> None:
             learning_rate=learning_rate, batch_size=batch_size, gradient_accumulation_steps=accumulation,
             max_length=max_length, warmup_ratio=warmup, weight_decay=weight_decay, seed=seed,
             validation_share=validation_share, mlm_probability=mlm_probability, whole_word_masking=whole_word,
-            precision=precision, lora=lora, checkpoint_every=checkpoint_every, freeze_embeddings=freeze),
+            precision=precision, lora=lora, checkpoint_every=checkpoint_every, freeze_embeddings=freeze,
+            eval_steps=eval_steps, best_metric=best_metric, early_stopping_patience=patience),
         api_name="finetune", outputs=status, concurrency_limit=None))
 
     @show_errors
@@ -423,18 +438,9 @@ def _fmt(value) -> str:
 
 
 def _confusion_html(job) -> str:
-    """The validation confusion matrix as a shaded table (rows: true label; columns: predicted)."""
+    """The validation confusion matrix as a heatmap (rows: true label; columns: predicted)."""
     metrics = job.metrics_after or {}
     matrix, labels = metrics.get("confusion_matrix"), metrics.get("labels")
     if not matrix or not labels:
         return ""
-    peak = max(max(row) for row in matrix) or 1
-    head = "".join(f"<th>{html.escape(str(label))}</th>" for label in labels)
-    body = ""
-    for label, row in zip(labels, matrix):
-        cells = "".join(
-            f'<td style="background: rgba(79, 70, 229, {0.1 + 0.8 * count / peak:.2f}); '
-            f'text-align:center; padding:4px 10px">{count}</td>' for count in row)
-        body += f"<tr><th>{html.escape(str(label))}</th>{cells}</tr>"
-    return (f"<p><b>Confusion matrix</b> (validation; rows: true label, columns: predicted)</p>"
-            f"<table><tr><th></th>{head}</tr>{body}</table>")
+    return confusion_html(matrix, labels, "Confusion matrix (validation; rows: true label, columns: predicted)")

@@ -9,7 +9,7 @@ from gradio_client import Client
 from playwright.sync_api import expect
 
 from conftest import AppServer, separable_csv
-from core.training import _cpu_has_amx
+from core.training import _cpu_has_fast_bf16
 from test_app_finetune import finetune_args, wait_for_checkpoint
 
 
@@ -85,7 +85,7 @@ def test_a_run_killed_with_its_server_resumes_from_its_checkpoint_after_a_restar
     assert (own_models / "phoenix" / "config.json").exists()
 
 
-def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser, finetune_server):
+def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser, finetune_server, tmp_path):
     page = browser.new_page()
     page.set_default_timeout(30_000)
     page.goto(finetune_server.url)
@@ -95,8 +95,8 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     status = page.locator("#starter-status")
     expect(status).to_contain_text("saved as 'starter-sentiment'", timeout=180_000)
     expect(status).to_contain_text("It is selected above")
-    # Precision is automatic: bf16 autocast for MiniLM where the CPU has AMX.
-    expect(status).to_contain_text("trained in bf16 mixed precision" if _cpu_has_amx() else "trained in float32")
+    # Precision is automatic: bf16 for MiniLM where the CPU has fast bf16 (AMX, AVX512-BF16).
+    expect(status).to_contain_text("trained in bf16 mixed precision" if _cpu_has_fast_bf16() else "trained in float32")
     expect(status).to_contain_text(re.compile(r"Accuracy on held-out sentences: (9\d|100)%"))
     picker = page.get_by_label("Model").filter(visible=True)
     expect(picker).to_have_value("starter-sentiment (local)")
@@ -113,4 +113,21 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     page.get_by_role("tab", name="Sentiment").click()
     page.get_by_role("button", name="Starter sentiment model (no Hub needed)").click()
     expect(ready).to_be_disabled()
+    # Measured against a labelled file: the real MiniLM classifier, all three of its classes.
+    picker = page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)
+    picker.fill("starter-sentiment")
+    picker.press("Enter")
+    expect(picker).to_have_value("starter-sentiment (local)")
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label\nThe service was excellent and quick,positive\nMy order arrived broken,negative\n"
+                        "The meeting is at noon,neutral\nI really enjoyed the concert,positive\n"
+                        "The room was dirty and loud,negative\nThe shop opens on Monday,neutral\n", encoding="utf-8")
+    page.locator("input[type=file]").first.set_input_files(str(labelled))
+    expect(page.get_by_label("Gold label column")).to_have_value("label", timeout=30_000)
+    page.get_by_role("button", name="Score file").click()
+    evaluation = page.locator("#sentiment-evaluation")
+    expect(evaluation).to_contain_text("Measured against the gold labels of 'label' (6 rows)", timeout=60_000)
+    expect(evaluation).not_to_contain_text("does not have")  # the file's labels are the model's classes
+    expect(page.locator("#sentiment-confusion td")).to_have_count(9)
+    expect(page.locator("#sentiment-report")).to_contain_text("neutral")
     page.close()

@@ -265,7 +265,7 @@ def test_automatic_precision_keeps_a_small_model_in_float32_also_after_a_bf16_ru
     assert not any("bf16" in warning for warning in result.warnings)
 
 
-def test_automatic_precision_picks_bf16_for_minilm_exactly_where_the_cpu_has_amx():
+def test_automatic_precision_picks_bf16_for_minilm_exactly_where_the_cpu_has_fast_bf16():
     import transformers
 
     from core.packaged import model_folder
@@ -274,7 +274,7 @@ def test_automatic_precision_picks_bf16_for_minilm_exactly_where_the_cpu_has_amx
     minilm = transformers.AutoModel.from_pretrained(model_folder("packaged:all-MiniLM-L6-v2"))
     assert sum(p.numel() for p in minilm.parameters()) >= BF16_AUTO_MIN_PARAMETERS
     here = Hardware.detect()
-    assert choose_precision("auto", minilm, here) == ("bf16" if here.cpu_amx else "fp32", None)
+    assert choose_precision("auto", minilm, here) == ("bf16" if here.cpu_fast_bf16 else "fp32", None)
     assert choose_precision("fp32", minilm, here) == ("fp32", None)  # asked for float32: float32
 
 
@@ -293,12 +293,12 @@ def _weights(count: int):
     ("auto", dict(cuda=True, cuda_bf16=False), 10, "fp16", None),
     ("bf16", dict(cuda=True, cuda_bf16=False), 10, "fp16", "no bf16"),
     # CPUs: bf16 only where AMX makes it faster and the model is large enough; fp16 never.
-    ("auto", dict(cuda=False, cpu_amx=True, cpu_bf16=True), 10_000, "bf16", None),
-    ("auto", dict(cuda=False, cpu_amx=True, cpu_bf16=True), 10, "fp32", None),
-    ("auto", dict(cuda=False, cpu_amx=False, cpu_bf16=True), 10_000, "fp32", None),
-    ("bf16", dict(cuda=False, cpu_amx=False, cpu_bf16=True), 10, "bf16", None),
+    ("auto", dict(cuda=False, cpu_fast_bf16=True, cpu_bf16=True), 10_000, "bf16", None),
+    ("auto", dict(cuda=False, cpu_fast_bf16=True, cpu_bf16=True), 10, "fp32", None),
+    ("auto", dict(cuda=False, cpu_fast_bf16=False, cpu_bf16=True), 10_000, "fp32", None),
+    ("bf16", dict(cuda=False, cpu_fast_bf16=False, cpu_bf16=True), 10, "bf16", None),
     ("bf16", dict(cuda=False, cpu_bf16=False), 10, "fp32", "no fast bf16"),
-    ("fp16", dict(cuda=False, cpu_amx=True, cpu_bf16=True), 10_000, "fp32", "needs a GPU"),
+    ("fp16", dict(cuda=False, cpu_fast_bf16=True, cpu_bf16=True), 10_000, "fp32", "needs a GPU"),
 ])
 def test_the_precision_policy_for_gpus_and_cpus(requested, hardware, weights, expected, note):
     """The choice logic only: this machine has no GPU, so the GPU rows are described hardware."""
@@ -487,3 +487,60 @@ def test_the_command_line_takes_a_folder_path_as_the_base_model(models_dir, tmp_
     relative = subprocess.run([*command[:6], "./nowhere/my-base", *command[7:]], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=300)
     assert relative.returncode == 2 and "nowhere/my-base" in relative.stderr  # a clear refusal, no traceback
+
+
+VALIDATION_TEXT = "a bird sings over the quiet hill at night. the moon is cold and white.\n"
+
+
+def test_each_epoch_is_evaluated_and_the_best_epoch_s_weights_are_the_ones_saved(models_dir, tmp_path):
+    """An overfitting language model (a high learning rate on one repeated story, measured on
+    other sentences): its validation loss falls, then rises. The saved weights are the best
+    epoch's: a new run from the saved model measures exactly the kept loss before training."""
+    own = tmp_path / "models"
+    text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))
+    validation = write(tmp_path / "other.txt", VALIDATION_TEXT * 10)
+    evaluations = []
+    result = train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text,
+                          validation_file=validation, epochs=8, learning_rate=1e-2, output_dir=str(own / "best")),
+                   on_progress=lambda p: evaluations.append(p) if p.phase == "evaluating" else None)
+    steps_per_epoch = result.total_steps // 8
+    assert [p.step for p in evaluations] == [steps_per_epoch * epoch for epoch in range(1, 9)]
+    losses = [p.eval_metrics["loss"] for p in evaluations]
+    best = min(range(8), key=losses.__getitem__)
+    assert best < 7, f"the validation loss should rise again in this setting: {losses}"
+    assert result.kept["step"] == evaluations[best].step and not result.kept["last"]
+    assert result.metrics_after["loss"] == pytest.approx(losses[best])
+    recorded = json.loads((own / "best" / "metrics.json").read_text())
+    assert recorded["kept"]["epoch"] == best + 1 and len(recorded["evaluations"]) == 8
+    assert f"Kept the weights of epoch {best + 1}" in (own / "best" / "README.md").read_text()
+    again = train(config(own, task="causal-lm", base_model="best", train_file=text, validation_file=validation,
+                         epochs=0.1, learning_rate=1e-12))
+    assert again.metrics_before["loss"] == pytest.approx(losses[best], rel=1e-4)
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving_and_saves_it(models_dir, tmp_path):
+    own = tmp_path / "models"
+    text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))
+    validation = write(tmp_path / "other.txt", VALIDATION_TEXT * 10)
+    result = train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text,
+                          validation_file=validation, epochs=20, learning_rate=1e-2, early_stopping_patience=2,
+                          output_dir=str(own / "early")))
+    assert result.early_stopped and not result.stopped
+    assert result.steps_done < result.total_steps
+    assert len(result.evaluations) == result.kept["evaluations"] and result.evaluations[-3] is not None
+    # The last two evaluations were no better than the kept one, which is the best of all.
+    kept_loss = result.kept["value"]
+    assert all(e["metrics"]["loss"] >= kept_loss for e in result.evaluations[-2:])
+    assert kept_loss == min(e["metrics"]["loss"] for e in result.evaluations)
+    assert (own / "early" / "config.json").is_file()
+    assert "Early stopping ended it" in (own / "early" / "README.md").read_text()
+
+
+def test_classification_keeps_the_best_macro_f1_and_refuses_it_for_language_models(models_dir, tmp_path):
+    result = train(config(models_dir, task="classification", base_model="tiny-bert-sentiment", epochs=4,
+                          learning_rate=3e-3, validation_share=0.25, train_file=separable_csv(tmp_path / "w.csv")))
+    assert result.kept["metric"] == "macro_f1" and result.kept["evaluations"] == 4
+    scores = [(e["metrics"]["macro_f1"], -e["metrics"]["loss"]) for e in result.evaluations]
+    assert (result.metrics_after["macro_f1"], -result.metrics_after["loss"]) == max(scores)
+    with pytest.raises(WorkbenchError, match="best_metric: accuracy is measured for classification only"):
+        config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file="x.txt", best_metric="accuracy")
