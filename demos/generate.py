@@ -1,6 +1,9 @@
-"""Text generation panel: prompt presets, sampling settings, streamed output, Stop."""
+"""Text generation panel: prompt presets, sampling settings, streamed output, Stop, and a second
+prompt or model side by side."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import gradio as gr
 
@@ -8,7 +11,7 @@ from core import inference
 from core.limits import (DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, MAX_REPETITION_PENALTY,
                          MAX_TEMPERATURE, MAX_TOP_K)
 from core.models import TEXT_GENERATION, fine_tuned_here
-from demos.common import AppContext, as_text, model_picker, setting_slider, show_errors, warn
+from demos.common import AppContext, as_text, compare_picker, model_picker, setting_slider, show_errors, warn
 
 STORY_TEMPLATE = "Write a creative story about {topic}:"
 DEFAULT_TOPIC = "a lighthouse keeper who befriends a whale"
@@ -46,6 +49,7 @@ def build(ctx: AppContext) -> None:
                 bias = gr.Button("Bias probe (man / woman)", size="sm", scale=1)
         with gr.Column(scale=2):
             model = model_picker(ctx, TEXT_GENERATION)
+            compare_model = compare_picker(ctx, TEXT_GENERATION)
             chat = gr.Checkbox(value=True, label="Chat mode", info=CHAT_INFO)
             with gr.Accordion("Sampling settings", open=False):
                 max_new_tokens = setting_slider(1, MAX_NEW_TOKENS, "Max new tokens", value=DEFAULT_NEW_TOKENS,
@@ -64,7 +68,7 @@ def build(ctx: AppContext) -> None:
         stop_button = gr.Button("Stop", variant="stop")
     with gr.Row():
         output = gr.Textbox(label="Output", lines=8, elem_id="generation-output")
-        compare_output = gr.Textbox(label="Output for the second prompt", lines=8,
+        compare_output = gr.Textbox(label="Second output (the second prompt, or the second model)", lines=8,
                                     elem_id="generation-compare-output")
     note = gr.Markdown(label="Note", elem_id="generation-note")
 
@@ -90,32 +94,44 @@ def build(ctx: AppContext) -> None:
 
     model.change(chat_mode_for, model, chat, api_visibility="private", show_progress="hidden")
 
+    def chat_for(model_name: str, chat_mode: bool, notes: list[str]) -> bool:
+        if chat_mode and not inference.has_chat_template(ctx.registry, model_name):
+            note = f"'{model_name}' has no chat template: the prompt was sent as plain text."
+            if note not in notes:  # said once, also when both outputs come from this model
+                notes.append(note)
+                warn(note)
+            return False
+        return bool(chat_mode)
+
     @show_errors
     def generate(prompt, model, compare_prompt=None, max_new_tokens=DEFAULT_NEW_TOKENS, temperature=0.8,
-                 top_k=50, top_p=0.95, repetition_penalty=1.1, seed=0, num_sequences=1, chat_mode=True):
-        """Generate text from a prompt (and a second prompt, side by side), streamed."""
+                 top_k=50, top_p=0.95, repetition_penalty=1.1, seed=0, num_sequences=1, chat_mode=True,
+                 compare_model=None):
+        """Generate text from a prompt, streamed; with a second prompt and/or a second model, the
+        second output is that prompt's (or the same prompt's) text from that model (or the same
+        one), with the same seed and settings."""
         notes = []
-        use_chat = bool(chat_mode)
-        if use_chat and not inference.has_chat_template(ctx.registry, model):
-            notes.append(f"'{model}' has no chat template: the prompt was sent as plain text.")
-            warn(notes[-1])
-            use_chat = False
         settings = inference.GenerationSettings(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, num_sequences=num_sequences, use_chat_template=use_chat,
+            repetition_penalty=repetition_penalty, num_sequences=num_sequences,
             seed=None if seed is None or seed < 0 else seed,
         )
-        pairs = [(prompt, 0)] + ([(compare_prompt, 1)] if compare_prompt and compare_prompt.strip() else [])
-        shown, silent = ["", ""], False
-        for text, slot in pairs:
+        second_prompt = compare_prompt if compare_prompt and compare_prompt.strip() else None
+        runs = [(prompt, model, 0)]
+        if second_prompt or compare_model:
+            runs.append((second_prompt or prompt, compare_model or model, 1))
+        shown, silent = ["", ""], None
+        for text, model_name, slot in runs:
+            run_settings = replace(settings, use_chat_template=chat_for(model_name, chat_mode, notes))
             texts = []
-            for texts in inference.generate_stream(ctx.registry, model, text, settings):
+            for texts in inference.generate_stream(ctx.registry, model_name, text, run_settings):
                 shown[slot] = _join(texts)
                 yield shown[0], shown[1], _note(notes)
-            prefix = inference.generation_prefix(text, settings)
-            silent = silent or any(written == prefix for written in texts)
+            prefix = inference.generation_prefix(text, run_settings)
+            if silent is None and any(written == prefix for written in texts):
+                silent = (model_name, run_settings)
         if silent:  # never leave the person with nothing and no word why
-            notes.append(inference.nothing_written_advice(model, settings))
+            notes.append(inference.nothing_written_advice(*silent))
             warn(notes[-1])
         yield shown[0], shown[1], _note(notes)
 
@@ -124,7 +140,7 @@ def build(ctx: AppContext) -> None:
         inputs_kwargs=dict(prompt=prompt, model=model, compare_prompt=compare_prompt,
                            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            repetition_penalty=repetition_penalty, seed=seed, num_sequences=num_sequences,
-                           chat_mode=chat),
+                           chat_mode=chat, compare_model=compare_model),
         outputs=[output, compare_output, note],
         api_name="generate",
     )

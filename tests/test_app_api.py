@@ -34,6 +34,32 @@ def test_generate_compares_two_prompts_side_by_side(client):
     assert man.startswith("The man works as a") and woman.startswith("The woman works as a")
 
 
+def test_generate_puts_a_second_model_side_by_side_with_the_same_seed_and_settings(client):
+    base, other, _ = client.predict(prompt="The teacher", **{**GENERATE_ARGS, "compare_model": "tiny-chat"},
+                                    api_name="/generate")
+    alone_base, _, _ = client.predict(prompt="The teacher", **GENERATE_ARGS, api_name="/generate")
+    alone_other, _, _ = client.predict(prompt="The teacher", **{**GENERATE_ARGS, "model": "tiny-chat"},
+                                       api_name="/generate")
+    assert other.startswith("The teacher") and (base, other) == (alone_base, alone_other)
+    assert base != other  # two different models: two different texts from one seed
+
+
+def test_classify_compare_gives_the_second_model_s_classes_for_the_same_text(client, app_server):
+    from tiny_models import build_bert_classifier
+
+    import shutil
+
+    build_bert_classifier(app_server.models_dir / "zz-weather", labels=("rainy", "sunny"))
+    try:
+        second = client.predict(text="What a lovely garden.", compare_model="zz-weather",
+                                api_name="/classify_compare")
+        assert {item["label"] for item in second["confidences"]} == {"rainy", "sunny"}
+        assert second == client.predict(text="What a lovely garden.", model="zz-weather", api_name="/classify")
+        assert not client.predict(text="What a lovely garden.", compare_model="", api_name="/classify_compare")
+    finally:
+        shutil.rmtree(app_server.models_dir / "zz-weather")
+
+
 def test_chat_toggle_on_a_model_without_template_still_answers(client):
     text, _, note = client.predict(prompt="A bird", **{**GENERATE_ARGS, "chat_mode": True},
                              api_name="/generate")
@@ -202,7 +228,7 @@ def test_the_api_page_names_parameters_as_a_reader_expects(client):
     assert all(generate[name]["parameter_has_default"] for name in generate if name != "prompt")
     # Any model the app can load, not a list frozen when the page was built.
     assert generate["model"]["python_type"]["type"] == "str"
-    assert [r["label"] for r in info["/generate"]["returns"]] == ["Output", "Output for the second prompt", "Note"]
+    assert [r["label"] for r in info["/generate"]["returns"]] == ["Output", "Second output (the second prompt, or the second model)", "Note"]
     finetune = parameters("/finetune")
     assert finetune["validation_file"]["parameter_has_default"] and finetune["text_column"]["parameter_has_default"]
     assert not finetune["train_file"]["parameter_has_default"]

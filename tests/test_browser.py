@@ -17,7 +17,7 @@ def open_generation_with_tiny_model(page) -> None:
     """The tiny chat model: fast, so these tests check the page, not a real model's speed
     (the packaged SmolLM2 has its own tests)."""
     open_tab(page, "Text generation")
-    picker = page.get_by_label("Model").filter(visible=True)
+    picker = page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)
     picker.fill("tiny-chat")
     picker.press("Enter")
 
@@ -124,7 +124,7 @@ def test_a_new_model_appears_in_the_picker_after_refresh(page, models_dir):
     shutil.copytree(models_dir / "tiny-bert-sentiment", models_dir / "zz-new-sentiment")
     try:
         page.get_by_role("button", name="↻ Refresh models").filter(visible=True).click()
-        page.get_by_label("Model").filter(visible=True).click()
+        page.get_by_role("combobox", name="Model", exact=True).filter(visible=True).click()
         expect(page.get_by_role("option", name="zz-new-sentiment (local)")).to_be_visible(timeout=30_000)
     finally:
         shutil.rmtree(models_dir / "zz-new-sentiment")
@@ -152,3 +152,41 @@ def test_stop_ends_a_generation_midway(page):
     page.wait_for_timeout(3000)
     assert output.input_value() == stopped
     assert "[4]" not in stopped
+
+
+def test_sentiment_puts_a_second_model_s_classes_beside_the_first(page, models_dir, tmp_path):
+    from tiny_models import build_bert_classifier
+
+    build_bert_classifier(models_dir / "zz-weather", labels=("rainy", "sunny"))
+    try:
+        page.reload()  # the pickers read the models folder when the page loads
+        open_tab(page, "Sentiment")
+        second = page.get_by_role("combobox", name="Compare with a second model").filter(visible=True)
+        second.fill("zz-weather")
+        second.press("Enter")
+        page.get_by_label("Text", exact=True).fill("The garden was lovely.")
+        page.get_by_role("button", name="Classify", exact=True).click()
+        expect(page.locator("#sentiment-scores")).to_contain_text("positive", timeout=60_000)
+        compare = page.locator("#sentiment-compare-scores")
+        expect(compare).to_contain_text("sunny", timeout=60_000)
+        expect(compare).to_contain_text("zz-weather: classes and confidence")
+        page.screenshot(path=str(tmp_path / "sentiment-side-by-side.png"), full_page=True)
+    finally:
+        shutil.rmtree(models_dir / "zz-weather")
+
+
+def test_generation_puts_a_second_model_s_text_beside_the_first(page):
+    open_generation_with_tiny_model(page)
+    second = page.get_by_role("combobox", name="Compare with a second model").filter(visible=True)
+    second.fill("tiny-gpt2")
+    second.press("Enter")
+    page.get_by_label("Prompt", exact=True).fill("The student reads")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function(
+        "() => document.querySelector('#generation-compare-output textarea').value.length > 20", timeout=60_000)
+    first = page.locator("#generation-output textarea").input_value()
+    other = page.locator("#generation-compare-output textarea").input_value()
+    # Chat mode is on: the chat model answers the message; the plain GPT-2 continues the prompt,
+    # and the note says why.
+    assert first and other.startswith("The student reads") and first != other
+    expect(page.locator("#generation-note")).to_contain_text("'tiny-gpt2' has no chat template")

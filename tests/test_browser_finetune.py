@@ -39,7 +39,7 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
     expect(page.locator("#finetune-metrics")).to_contain_text("accuracy")
 
     page.get_by_role("tab", name="Sentiment").click()
-    picker = page.get_by_label("Model").filter(visible=True)
+    picker = page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)
     picker.click()
     page.get_by_role("option", name="browser-weather (local)").click()
     page.get_by_label("Text", exact=True).fill("a dog sees the bright moon and a warm bread")
@@ -98,7 +98,7 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     # Precision is automatic: bf16 for MiniLM where the CPU has fast bf16 (AMX, AVX512-BF16).
     expect(status).to_contain_text("trained in bf16 mixed precision" if _cpu_has_fast_bf16() else "trained in float32")
     expect(status).to_contain_text(re.compile(r"Accuracy on held-out sentences: (9\d|100)%"))
-    picker = page.get_by_label("Model").filter(visible=True)
+    picker = page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)
     expect(picker).to_have_value("starter-sentiment (local)")
     page.get_by_label("Text", exact=True).fill("The staff were wonderful and the food was delicious.")
     page.get_by_role("button", name="Classify", exact=True).click()

@@ -13,7 +13,7 @@ def not_run(page) -> None:
 
 def test_a_generated_text_with_markup_is_shown_as_text(page):
     page.get_by_role("tab", name="Text generation").click()
-    picker = page.get_by_label("Model").filter(visible=True)
+    picker = page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)
     picker.fill("tiny-gpt2")
     picker.press("Enter")
     page.get_by_label("Chat mode").uncheck()
@@ -31,7 +31,7 @@ def test_a_scored_file_with_markup_cells_shows_them_as_text(page, tmp_path):
     upload.write_text(f'text\n"{PAYLOAD.replace(chr(34), chr(34) * 2)}"\nplain words\n', encoding="utf-8")
     page.get_by_role("tab", name="Sentiment").click()
     page.locator("input[type=file]").first.set_input_files(str(upload))
-    picker = page.get_by_label("Model").filter(visible=True)
+    picker = page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)
     picker.fill("tiny-bert-sentiment")
     picker.press("Enter")
     page.get_by_role("button", name="Score file").click()

@@ -65,7 +65,7 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     expect(status).to_contain_text(re.compile(r"browser-keeper.*saved as 'browser-keeper'"), timeout=300_000)
 
     page.get_by_role("tab", name="Text generation").click()
-    picker = page.get_by_label("Model").filter(visible=True)
+    picker = page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)
     picker.click()
     page.get_by_role("option", name="browser-keeper (local)").click()  # listed without a reload
     # Fine-tuned here on plain text: it continues text in the style of its data, so chat mode goes off.
@@ -223,7 +223,7 @@ def test_the_fill_mask_note_goes_once_a_masked_lm_is_trained_and_it_says_what_mi
                                       max_length=32, batch_size=8), api_name="/finetune")
     assert wait_for_state(ft_client, "finished", "failed", timeout=300)["state"] == "finished"
     expect(note).to_be_hidden(timeout=30_000)
-    page.get_by_label("Model").filter(visible=True).click()
+    page.get_by_role("combobox", name="Model", exact=True).filter(visible=True).click()
     expect(page.get_by_role("option", name="keeper-mlm (local)")).to_be_visible()
     page.close()
 
