@@ -74,10 +74,10 @@ def classification_report(labels: list[int], predictions: list[int], label_names
     text = report(labels, predictions, labels=list(range(len(label_names))), target_names=list(label_names),
                   zero_division=0, digits=3)
     # The header line starts with blanks over the class names' column: name that column, so the
-    # header keeps its alignment where a viewer trims leading blanks.
+    # header keeps its alignment where a viewer trims leading blanks (Gradio's Code does).
     header, rest = text.split("\n", 1)
     lead = len(header) - len(header.lstrip())
-    return f"{'class'.rjust(lead - 1)} {header.lstrip()}\n{rest}" if lead > len("class") else text
+    return f"{'class':<{lead}}{header.lstrip()}\n{rest}" if lead > len("class") else text
 
 
 def perplexity(mean_loss: float) -> float:

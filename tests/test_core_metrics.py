@@ -68,6 +68,9 @@ def test_gold_labels_match_the_model_s_classes_whatever_their_case():
     assert measured.metrics["confusion_matrix"] == [[1, 0], [1, 1]]  # rows gold, columns predicted
     assert measured.warnings == [] and measured.unknown_labels == {}
     assert "negative" in measured.report and "accuracy" in measured.report and "macro avg" in measured.report
+    # The header starts with a word, so trimming leading blanks cannot shift its columns.
+    header, _, first_class = measured.report.splitlines()[:3]
+    assert header.startswith("class") and header.index("precision") + len("precision") == first_class.index(".") + 4
 
 
 def test_gold_labels_the_model_lacks_are_named_and_count_as_wrong():
