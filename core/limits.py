@@ -41,6 +41,9 @@ MAX_GRAD_NORM = 100.0         # gradient clipping norm (0 turns clipping off)
 MAX_VALIDATION_SHARE = 0.5
 MAX_MLM_PROBABILITY = 0.5     # share of tokens masked (masked LM)
 MAX_EARLY_STOPPING_PATIENCE = 100  # evaluations without a better one
+MAX_LORA_RANK = 256
+MAX_LORA_ALPHA = 1024
+MAX_LORA_DROPOUT = 0.5
 
 # Serving
 QUEUE_MAX_SIZE = 64           # requests waiting in the app's queue; more are refused at once

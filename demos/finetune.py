@@ -20,10 +20,10 @@ import pandas as pd
 from core import data as training_data
 from core.errors import WorkbenchError
 from core.jobs import FINISHED, SAVE_FAILED, base_model_choices, describe_progress, get_runner
-from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_MLM_PROBABILITY,
-                         MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
+from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH,
+                         MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.models import is_valid_local_name
-from core.training import BF16_AUTO_MIN_PARAMETERS
+from core.training import BF16_AUTO_MIN_PARAMETERS, DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES
 from demos.common import (MODEL_API_HINT, AppContext, JobView, as_text, busy_click, confusion_html, job_timer_on,
                           open_dropdown, setting_slider, show_errors)
 
@@ -69,7 +69,8 @@ def build(ctx: AppContext) -> None:
                                     info="Saved in the models folder under this name.")
             with gr.Accordion("Hyperparameters", open=False):
                 epochs = setting_slider(1, MAX_EPOCHS, "Epochs", value=3, step=1)
-                learning_rate = gr.Number(value=5e-5, label="Learning rate", info="above 0, at most 1")
+                learning_rate = gr.Number(value=DEFAULT_LEARNING_RATE, label="Learning rate",
+                                          info="above 0, at most 1")
                 batch_size = setting_slider(1, MAX_BATCH_SIZE, "Batch size", value=16, step=1)
                 accumulation = setting_slider(1, MAX_GRADIENT_ACCUMULATION, "Gradient accumulation steps", value=1,
                                               step=1)
@@ -86,7 +87,17 @@ def build(ctx: AppContext) -> None:
                                                      step=0.05)
                     whole_word = gr.Checkbox(value=False, label="Whole-word masking")
                 lora = gr.Checkbox(value=False, label="LoRA adapters (trains small adapters, merged when saved)",
-                                   visible=False)
+                                   info=f"Sets LoRA's learning rate ({LORA_LEARNING_RATES['classification']:g}; "
+                                        f"{LORA_LEARNING_RATES['causal-lm']:g} for causal LM) unless you changed "
+                                        f"it.")
+                with gr.Group(visible=False) as lora_options:
+                    lora_rank = setting_slider(1, MAX_LORA_RANK, "LoRA rank", value=8, step=1)
+                    lora_alpha = setting_slider(1, MAX_LORA_ALPHA, "LoRA alpha", value=16, step=1)
+                    lora_dropout = setting_slider(0, MAX_LORA_DROPOUT, "LoRA dropout", value=0.05, step=0.01)
+                    lora_targets = gr.Textbox(label="LoRA target modules", value="",
+                                              info="Comma-separated; empty: the usual ones for the model "
+                                                   "(query,value for BERT; c_attn for GPT-2; q_proj,v_proj for "
+                                                   "Llama)")
                 precision = gr.Dropdown(
                     [("Automatic", "auto"), ("float32", "fp32"), ("bf16 mixed precision", "bf16"),
                      ("fp16 mixed precision (GPU)", "fp16")], value="auto",
@@ -177,11 +188,21 @@ def build(ctx: AppContext) -> None:
         return (gr.update(choices=choices, value=chosen),
                 gr.update(visible=task_value == training_data.CLASSIFICATION),
                 gr.update(visible=task_value == training_data.MASKED_LM),
-                gr.update(visible=task_value == training_data.CAUSAL_LM),
                 gr.update(visible=_minilm_masked_lm(task_value, chosen)))
 
-    task.change(task_changed, task, [base_model, label_column, masked_options, lora, minilm_note],
+    task.change(task_changed, task, [base_model, label_column, masked_options, minilm_note],
                 api_visibility="private", show_progress="hidden")
+
+    def lora_changed(on, rate, task_value):
+        # The learning rate follows the defaults only while it holds one of them.
+        defaults = {DEFAULT_LEARNING_RATE, *LORA_LEARNING_RATES.values()}
+        if rate in defaults:
+            rate = LORA_LEARNING_RATES.get(task_value, DEFAULT_LEARNING_RATE) if on else DEFAULT_LEARNING_RATE
+        return gr.update(visible=bool(on)), rate
+
+    for trigger in (lora.change, task.change):
+        trigger(lora_changed, [lora, learning_rate, task], [lora_options, learning_rate], api_visibility="private",
+                show_progress="hidden")
     base_model.change(lambda task_value, base: gr.update(visible=_minilm_masked_lm(task_value, base)),
                       [task, base_model], minilm_note, api_visibility="private", show_progress="hidden")
     validation_file.change(lambda path: gr.update(visible=not path), validation_file, validation_share,
@@ -215,11 +236,11 @@ def build(ctx: AppContext) -> None:
     # ----- the job ----------------------------------------------------------------------------------
     @show_errors
     def start(task, train_file, base_model, model_name, validation_file=None, text_column=None,
-              label_column=None, epochs=3, learning_rate=5e-5, batch_size=16, gradient_accumulation_steps=1,
+              label_column=None, epochs=3, learning_rate=None, batch_size=16, gradient_accumulation_steps=1,
               max_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42, validation_share=0.2,
               mlm_probability=0.15, whole_word_masking=False, precision="auto", lora=False,
               checkpoint_every=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False, eval_steps=0, best_metric="auto",
-              early_stopping_patience=0):
+              early_stopping_patience=0, lora_rank=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules=""):
         """Start fine-tuning in the background; follow it with /finetune_status."""
         from core.training import TrainConfig
 
@@ -233,7 +254,8 @@ def build(ctx: AppContext) -> None:
             max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
             seed=42 if seed is None else seed, validation_share=validation_share, mlm_probability=mlm_probability,
             whole_word_masking=bool(whole_word_masking), precision=precision,
-            lora=bool(lora) and task == training_data.CAUSAL_LM,
+            lora=bool(lora), lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+            lora_target_modules=lora_target_modules or "",
             checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),
             eval_steps=eval_steps or 0, best_metric=best_metric or "auto",
             early_stopping_patience=early_stopping_patience or 0,
@@ -251,7 +273,8 @@ def build(ctx: AppContext) -> None:
             max_length=max_length, warmup_ratio=warmup, weight_decay=weight_decay, seed=seed,
             validation_share=validation_share, mlm_probability=mlm_probability, whole_word_masking=whole_word,
             precision=precision, lora=lora, checkpoint_every=checkpoint_every, freeze_embeddings=freeze,
-            eval_steps=eval_steps, best_metric=best_metric, early_stopping_patience=patience),
+            eval_steps=eval_steps, best_metric=best_metric, early_stopping_patience=patience, lora_rank=lora_rank,
+            lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_targets),
         api_name="finetune", outputs=status, concurrency_limit=None))
 
     @show_errors

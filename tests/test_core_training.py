@@ -99,7 +99,7 @@ def test_text_shorter_than_one_block_lowers_the_block_size_and_says_so(models_di
 
 @pytest.mark.parametrize("values, field", [
     (dict(epochs=10**9), "epochs"), (dict(epochs=0), "epochs"), (dict(learning_rate=-1), "learning_rate"),
-    (dict(task="translation"), "task"), (dict(batch_size=0), "batch_size"), (dict(lora=True), "lora"),
+    (dict(task="translation"), "task"), (dict(batch_size=0), "batch_size"), (dict(lora=True, lora_dropout=0.9), "lora_dropout"),
 ])
 def test_bad_settings_are_refused_naming_the_field(models_dir, values, field):
     with pytest.raises(WorkbenchError, match=field):
@@ -171,6 +171,26 @@ def test_minilm_with_real_weights_learns_sentiment_from_a_few_sentences(tmp_path
                                validation_file=csv_of(test_rows, "test.csv"),
                                epochs=4, learning_rate=1e-4, batch_size=8, max_length=32, seed=0))
     assert result.metrics_after["accuracy"] >= 0.8, result.metrics_after  # chance is 0.5
+
+
+def test_minilm_with_lora_learns_sentiment_and_saves_a_model_the_sentiment_panel_loads(tmp_path):
+    """The real workflow with LoRA: the packaged MiniLM, LoRA's own learning rate, merged on save."""
+    held_out = 5
+    train_rows = [(t, "positive") for t in POSITIVE[held_out:]] + [(t, "negative") for t in NEGATIVE[held_out:]]
+    test_rows = [(t, "positive") for t in POSITIVE[:held_out]] + [(t, "negative") for t in NEGATIVE[:held_out]]
+
+    def csv_of(rows, name):
+        return write(tmp_path / name, "text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+
+    own = tmp_path / "models"
+    result = train(TrainConfig(task="classification", base_model="packaged:all-MiniLM-L6-v2", lora=True,
+                               train_file=csv_of(train_rows, "train.csv"), validation_file=csv_of(test_rows, "t.csv"),
+                               epochs=6, batch_size=8, max_length=32, seed=0, output_dir=str(own / "minilm-lora")))
+    assert result.config.learning_rate == 1e-3  # LoRA's default
+    assert result.metrics_after["loss"] < result.metrics_before["loss"]
+    assert result.metrics_after["accuracy"] >= 0.7, result.metrics_after  # chance is 0.5
+    assert inference.classify(ModelRegistry(own), "minilm-lora", "What a wonderful day").keys() == {"negative",
+                                                                                                    "positive"}
 
 
 class Crash(Exception):
@@ -544,3 +564,53 @@ def test_classification_keeps_the_best_macro_f1_and_refuses_it_for_language_mode
     assert (result.metrics_after["macro_f1"], -result.metrics_after["loss"]) == max(scores)
     with pytest.raises(WorkbenchError, match="best_metric: accuracy is measured for classification only"):
         config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file="x.txt", best_metric="accuracy")
+
+
+def test_lora_for_classification_trains_adapters_and_the_whole_new_head(models_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    own = tmp_path / "models"
+    result = train(config(models_dir, task="classification", base_model="tiny-bert-sentiment", epochs=15,
+                          lora=True, learning_rate=2e-2, validation_share=0.25,
+                          train_file=separable_csv(tmp_path / "w.csv"), output_dir=str(own / "weather-lora")))
+    assert result.metrics_after["accuracy"] >= 0.9
+    saved = own / "weather-lora"
+    assert not (saved / "adapter_config.json").exists()  # merged: the Sentiment panel loads it as any model
+    base, tuned = (load_file(folder / "model.safetensors") for folder in (models_dir / "tiny-bert-sentiment", saved))
+    changed = {name for name in base if not (base[name] == tuned[name]).all()}
+    # The adapters change BERT's query and value projections; the new head trains in full.
+    assert {"classifier.weight", "classifier.bias"} <= changed
+    assert all(".query." in name or ".value." in name or name.startswith("classifier.") for name in changed)
+    assert inference.classify(ModelRegistry(own), "weather-lora", "a dog sees the bright moon").keys() == {"rainy",
+                                                                                                            "sunny"}
+
+
+def test_lora_for_a_masked_lm_adapts_the_attention_only(models_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    own = tmp_path / "models"
+    text = write(tmp_path / "story.txt", "\n".join([STORY] * 40))
+    result = train(config(models_dir, task="masked-lm", base_model="tiny-bert-mlm", train_file=text, lora=True,
+                          lora_target_modules="query, key, value", learning_rate=1e-2,
+                          output_dir=str(own / "mlm-lora")))
+    assert result.metrics_after["perplexity"] < result.metrics_before["perplexity"]
+    base, tuned = (load_file(folder / "model.safetensors") for folder in (models_dir / "tiny-bert-mlm",
+                                                                           own / "mlm-lora"))
+    changed = {name for name in base if not (base[name] == tuned[name]).all()}
+    assert changed and all(name.split(".")[-2] in {"query", "key", "value"} for name in changed)
+    assert any(".key." in name for name in changed)  # the target modules asked for, not only the defaults
+
+
+def test_lora_has_its_own_default_learning_rate_and_names_a_bad_target(models_dir, tmp_path):
+    from core.training import DEFAULT_LEARNING_RATE
+
+    plain = TrainConfig(task="classification", base_model="m")
+    adapted = TrainConfig(task="classification", base_model="m", lora=True)
+    language = TrainConfig(task="causal-lm", base_model="m", lora=True)
+    assert (plain.learning_rate, adapted.learning_rate, language.learning_rate) == (DEFAULT_LEARNING_RATE, 1e-3, 2e-4)
+    assert TrainConfig(task="classification", base_model="m", lora=True, learning_rate=1e-3).learning_rate == 1e-3
+    with pytest.raises(WorkbenchError, match="lora_rank"):
+        TrainConfig(task="classification", base_model="m", lora=True, lora_rank=0)
+    with pytest.raises(WorkbenchError, match="lora_target_modules.*no_such_layer"):
+        train(config(models_dir, task="classification", base_model="tiny-bert-sentiment", lora=True,
+                     lora_target_modules="no_such_layer", train_file=separable_csv(tmp_path / "w.csv")))
