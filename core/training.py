@@ -27,25 +27,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from core import checkpoints
 from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM, TRAIN_TASKS, TrainingData
 from core.errors import WorkbenchError, first_line, require_number
-from core.limits import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_MLM_PROBABILITY,
-                         MAX_EARLY_STOPPING_PATIENCE, MAX_GRAD_NORM, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
+from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRAD_NORM,
+                         MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK,
+                         MAX_MLM_PROBABILITY, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.metrics import classification_metrics, perplexity
 
 MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back to for tiny texts
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see choose_precision
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # see choose_precision
+PRECISIONS = get_args(Precision)
 DEFAULT_LEARNING_RATE = 5e-5  # full fine-tuning (the run_*_no_trainer examples' default)
 # LoRA adapters start at zero and are few: they need larger steps. A classifier's adapters and
 # new head learned nothing from 30 sentences at 2e-4 in 6 epochs (validation accuracy 0.4) and
 # did at 1e-3; a language model's adapters move its whole output, so they keep the usual 2e-4.
 LORA_LEARNING_RATES = {CAUSAL_LM: 2e-4, CLASSIFICATION: 1e-3, MASKED_LM: 1e-3}
-BEST_METRICS = ("auto", "loss", "accuracy", "macro_f1")
+BestMetric = Literal["auto", "loss", "accuracy", "macro_f1"]  # auto: macro_f1 / loss, see BestWeights
+BEST_METRICS = get_args(BestMetric)
 
 
 @dataclass
@@ -73,11 +76,11 @@ class TrainConfig:
     validation_share: float = 0.2
     mlm_probability: float = 0.15
     whole_word_masking: bool = False
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # mixed precision, see choose_precision
+    precision: Precision = "auto"  # mixed precision, see choose_precision
     # Evaluation: on the validation split at each epoch's end, and every `eval_steps` optimizer
     # steps if set; the weights of the best evaluation by `best_metric` are the ones kept.
     eval_steps: int = 0
-    best_metric: Literal["auto", "loss", "accuracy", "macro_f1"] = "auto"  # auto: macro_f1 / loss, see BestWeights
+    best_metric: BestMetric = "auto"
     early_stopping_patience: int = 0  # stop after this many evaluations without a better one; 0: never
     # LoRA adapters on the attention projections (a classifier's head trains in full), merged
     # into the saved model. Target modules: comma-separated names; empty: peft's choice for the
@@ -590,7 +593,8 @@ def _all_agree(accelerator, stop_here: bool) -> bool:
 
 
 # bf16 autocast pays where the CPU computes bf16 in hardware (AMX or AVX512-BF16) and matrix
-# products dominate a step; on a tiny model the casts cost more than they save (bench/train.py measures both).
+# products dominate a step; on a tiny model the casts cost more than they save (bench/train.py
+# measures both).
 BF16_AUTO_MIN_PARAMETERS = 5_000_000
 
 
@@ -709,11 +713,9 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
 def kept_sentence(kept: dict) -> str:
     """Which weights were kept and why, for a person."""
     where = f"epoch {kept['epoch']:g} (step {kept['step']})"
-    if kept["last"]:
-        return f"Kept the last weights, {where}: the best validation {kept['metric']} ({kept['value']:.4f}) of " \
-               f"{kept['evaluations']} evaluations."
-    return f"Kept the weights of {where}: the best validation {kept['metric']} ({kept['value']:.4f}) of " \
-           f"{kept['evaluations']} evaluations."
+    which = f"the last weights, {where}" if kept["last"] else f"the weights of {where}"
+    return (f"Kept {which}: the best validation {kept['metric']} ({kept['value']:.4f}) of "
+            f"{kept['evaluations']} evaluations.")
 
 
 def _model_card(result: TrainResult) -> str:

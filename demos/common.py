@@ -293,8 +293,6 @@ def job_timer_on() -> gr.Timer:
 def confusion_html(matrix: list[list[int]], labels: list[str], caption: str) -> str:
     """A confusion matrix as a heatmap table: rows the true label, columns the predicted one,
     each cell shaded by its count and showing it."""
-    import html
-
     peak = max((max(row) for row in matrix), default=0) or 1
     head = "".join(f'<th scope="col">{html.escape(str(label))}</th>' for label in labels)
     body = ""

@@ -20,8 +20,9 @@ import pandas as pd
 from core import data as training_data
 from core.errors import WorkbenchError
 from core.jobs import FINISHED, SAVE_FAILED, base_model_choices, describe_progress, get_runner
-from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION, MAX_LENGTH,
-                         MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
+from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION,
+                         MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY,
+                         MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.models import is_valid_local_name
 from core.training import BF16_AUTO_MIN_PARAMETERS, DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES
 from demos.common import (MODEL_API_HINT, AppContext, JobView, as_text, busy_click, confusion_html, job_timer_on,
@@ -102,8 +103,8 @@ def build(ctx: AppContext) -> None:
                     [("Automatic", "auto"), ("float32", "fp32"), ("bf16 mixed precision", "bf16"),
                      ("fp16 mixed precision (GPU)", "fp16")], value="auto",
                     label="Precision", info="Automatic: on a GPU bf16 (fp16 where it has no bf16); on a CPU "
-                    f"bf16 where it has AMX or AVX512-BF16, for models of {BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights "
-                    "or more (faster there), else float32.")
+                    f"bf16 where it has AMX or AVX512-BF16, for models of "
+                    f"{BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights or more (faster there), else float32.")
                 freeze = gr.Checkbox(value=False, label="Freeze the word embeddings (faster on a CPU)")
                 checkpoint_every = gr.Number(
                     value=DEFAULT_CHECKPOINT_EVERY, precision=0, label="Checkpoint every N steps",
