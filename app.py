@@ -30,7 +30,7 @@ PANELS = (
 def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_SIZE) -> gr.Blocks:
     registry = configure(models_dir or models_dir_from_env())
     for leftover in remove_interrupted_saves(registry.models_dir):
-        print(f"Removed {leftover}: a save cut off by a crash (the run can resume from its checkpoint).",
+        print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
               file=sys.stderr, flush=True)
     for leftover in remove_stale_runs(registry.models_dir):
         print(f"Removed the run folder of '{leftover}': it had no checkpoint to resume from.",

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core import checkpoints
+from core import checkpoints, history
 from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM
 from core.errors import WorkbenchError
 from core.models import (
@@ -45,9 +45,11 @@ PANEL_TASK = {CLASSIFICATION: TEXT_CLASSIFICATION, CAUSAL_LM: TEXT_GENERATION, M
 CLASSIFICATION_HUB_BASES = ("distilbert/distilbert-base-uncased", "google-bert/bert-base-uncased")
 
 CHECKPOINTS_FOLDER = ".checkpoints"  # inside the models directory
+TENSORBOARD_FOLDER = ".tensorboard"  # inside the models directory: runs logged to TensorBoard
 
 IDLE, RUNNING, STOPPING, SAVING, CANCELLED, SAVE_FAILED, FINISHED, FAILED = (
     "idle", "running", "stopping", "saving", "cancelled", "save failed", "finished", "failed")
+DISCARDED = "discarded"  # in the run history only: a trained model dropped after a cancel or failed save
 AWAITING_SAVE = (CANCELLED, SAVE_FAILED)  # a trained model waits in memory: save it or discard it
 
 
@@ -110,6 +112,7 @@ class JobRunner:
         self._changed = threading.Condition(self._lock)  # notified at every state change
         self._status = JobStatus()
         self._process: TrainingProcess | None = None
+        self._run_id: str | None = None  # the current run's entry in the run history
 
     def status(self) -> JobStatus:
         with self._lock:
@@ -128,8 +131,12 @@ class JobRunner:
                 raise WorkbenchError(f"An interrupted run of '{waiting.model_name}' can resume from step "
                                      f"{waiting.step}: resume it or discard it first.")
             shutil.rmtree(run_folder, ignore_errors=True)  # leftovers of a run that never checkpointed
+            # TensorBoard's event files stay with the models (trackio keeps its own folder).
+            tracking_dir = config.tracking_dir or (str(models_dir / TENSORBOARD_FOLDER)
+                                                   if config.report_to == "tensorboard" else None)
             config = replace(config, output_dir=str(target), models_dir=str(models_dir),
-                             checkpoint_dir=str(run_folder) if config.checkpoint_every else None, resume=False)
+                             checkpoint_dir=str(run_folder) if config.checkpoint_every else None, resume=False,
+                             tracking_dir=tracking_dir, run_name=config.run_name or target.name)
             if config.checkpoint_every:
                 fields = checkpoints.write_run_record(run_folder, target.name, _record_fields(config),
                                                       server_pid=os.getpid())
@@ -175,6 +182,18 @@ class JobRunner:
                 raise WorkbenchError(f"'{model_name}' is training now: cancel it instead.")
         shutil.rmtree(run_folder, ignore_errors=True)
 
+    def use_of(self, model_name: str) -> str | None:
+        """How the job uses the model folder `model_name` now (it saves to it, or trains from
+        it), for a person; None when it does not."""
+        with self._lock:
+            if not (self._status.active or self._status.awaiting_save):
+                return None
+            if self._status.model_name == model_name:
+                return f"the current run saves to '{model_name}'"
+            if self._process and self._process.config.base_model == model_name:
+                return f"the current run fine-tunes '{model_name}'"
+        return None
+
     def check_can_start(self) -> None:
         """Raise WorkbenchError saying why if a new run cannot start now (one runs, or a trained
         model waits to be saved): callers check this before any slow preparation."""
@@ -215,6 +234,7 @@ class JobRunner:
             shutil.rmtree(_run_folder(get_registry().models_dir, self._process.run_name), ignore_errors=True)
             self._status.state = IDLE
             self._status.message = "Discarded the trained model."
+            self._record_run(DISCARDED)
             self._changed.notify_all()
             return copy.deepcopy(self._status)
 
@@ -247,6 +267,7 @@ class JobRunner:
         self._status = JobStatus(state=RUNNING, model_name=model_name, task=config.task, message=message,
                                  started_at=time.time())
         self._process = TrainingProcess(config, model_name, self.processes)
+        self._run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}-{model_name}"
         # The follower thread starts the process too: Linux sends the parent-death signal when
         # the *thread* that started a child ends, and this one lives exactly as long as the child
         # (a web request's thread may end any time).
@@ -294,7 +315,10 @@ class JobRunner:
             self._status.message = f"Saving as '{Path(event['output_dir']).name}'…"
         elif kind == "saved":
             shutil.rmtree(_run_folder(get_registry().models_dir, process.run_name), ignore_errors=True)
-            self._finish(FINISHED, _saved_message(process.result, Path(event["output_dir"]).name))
+            from core.training import tracking_hint
+
+            message = _saved_message(process.result, Path(event["output_dir"]).name)
+            self._finish(FINISHED, " ".join(filter(None, (message, tracking_hint(process.config)))))
         elif kind == "save_failed":
             self._finish(SAVE_FAILED, f"Could not save '{Path(event['output_dir']).name}': {event['reason']} The "
                                       "trained model is kept: fix the cause and save again (under another name if "
@@ -335,6 +359,19 @@ class JobRunner:
         self._status.state = state
         self._status.message = message
         self._status.finished_at = time.time()
+        self._record_run(state)
+
+    def _record_run(self, state: str) -> None:
+        """With the lock held: write the run's entry in the models folder's run history. A
+        history that cannot be written (disk full) never fails the run itself."""
+        status, process = self._status, self._process
+        try:
+            history.RunHistory(get_registry().models_dir).record(history.run_entry(
+                self._run_id, process.config, process.run_name, state, status.message, status.started_at,
+                status.finished_at or time.time(), process.result, status.loss_curve, status.metrics_before,
+                status.metrics_after, saved_as=status.model_name if state == FINISHED else None))
+        except OSError as error:
+            self._status.warnings.append(f"The run history could not be written: {error}")
 
 
 def _saved_message(result: dict | None, name: str) -> str:
@@ -440,7 +477,8 @@ def remove_interrupted_saves(models_dir) -> list[str]:
     """Delete the hidden `.<name>.saving-<pid>` folders of saves cut off by a crash (kill -9, power
     loss); the registry never lists them, this only frees the disk. Returns what was removed."""
     removed = []
-    for folder in Path(models_dir).glob(".*.saving-*"):
+    # (and `.<name>.deleting-<pid>`: a deletion cut off after its rename, see core/model_folders.py)
+    for folder in [*Path(models_dir).glob(".*.saving-*"), *Path(models_dir).glob(".*.deleting-*")]:
         pid = folder.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)

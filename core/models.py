@@ -68,6 +68,8 @@ _TASK_NAMES = {
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+# A LoRA adapter saved on its own (peft's files), with its base model's config beside them.
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 DEFAULT_MODELS_DIR = "models"
 
@@ -102,6 +104,27 @@ def fine_tuned_here(registry: "ModelRegistry", name: str | None) -> bool:
     if not name or not _LOCAL_NAME.match(name):
         return False
     return (registry.models_dir / name / "metrics.json").is_file()
+
+
+def has_weights(folder: Path) -> bool:
+    return any((folder / weights).is_file() for weights in _WEIGHT_FILES) or is_adapter_folder(folder)
+
+
+def is_adapter_folder(folder: str | Path) -> bool:
+    """A model folder holding a LoRA adapter without its base weights (lora_save="adapter")."""
+    return all((Path(folder) / name).is_file() for name in _ADAPTER_FILES)
+
+
+def adapter_base(folder: str | Path) -> tuple[str, str | None]:
+    """(the base model's name as it was fine-tuned: a packaged, local or Hub name; the path or
+    Hub id peft recorded) of an adapter folder."""
+    folder = Path(folder)
+    recorded = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    try:
+        name = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("base_model")
+    except (OSError, ValueError):
+        name = None
+    return name or recorded, recorded
 
 
 def is_valid_local_name(name: str) -> bool:
@@ -232,7 +255,7 @@ class ModelRegistry:
             task = task_of_config(config) if isinstance(config, dict) else None
             if task is None:
                 problem = "its config names no text-generation, classification or fill-mask model"
-            elif not any((folder / weights).is_file() for weights in _WEIGHT_FILES):
+            elif not has_weights(folder):
                 problem = "no safetensors weights (half-copied, or pickle weights only)"
             else:
                 problem = None
@@ -319,6 +342,12 @@ class ModelRegistry:
             future.set_result(pipe)
         return future.result()
 
+    def forget(self, name: str) -> None:
+        """Drop the loaded pipelines of `name` (its folder was renamed or deleted)."""
+        with self._lock:
+            for key in [key for key in self._loaded if key[1] == name]:
+                del self._loaded[key]
+
     def loaded(self) -> list[tuple[str, str]]:
         with self._lock:
             return list(self._loaded)
@@ -375,7 +404,7 @@ class ModelRegistry:
             raise WorkbenchError(f"Cannot load '{name}': config.json is not valid JSON ({error}).") from None
         if task:
             _check_fits_task(name, task_of_config(config), task)
-        if not any((folder / weights).is_file() for weights in _WEIGHT_FILES):
+        if not has_weights(folder):
             raise WorkbenchError(f"Cannot load '{name}': its folder has no safetensors weights.")
         return str(folder)
 
@@ -415,15 +444,15 @@ class ModelRegistry:
             config = transformers.AutoConfig.from_pretrained(source, **common)
             _check_fits_task(name, task_of_config(config.to_dict()), task)
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            model = getattr(transformers, _AUTO_MODEL[task]).from_pretrained(
-                source,
-                config=config,
-                # float32 on CPU: fast everywhere; bf16 matmuls are slow on CPUs without AMX.
-                dtype=torch.float32 if device == "cpu" else "auto",
+            # float32 on CPU: fast everywhere; bf16 matmuls are slow on CPUs without AMX.
+            dtype = torch.float32 if device == "cpu" else "auto"
+            auto_model = getattr(transformers, _AUTO_MODEL[task])
+            if local_files_only and is_adapter_folder(source):
+                model = self._adapted_model(auto_model, name, source, config, dtype)
+            else:
                 # Local folders must hold safetensors (no pickle); Hub models prefer them.
-                use_safetensors=True if local_files_only else None,
-                **common,
-            )
+                model = auto_model.from_pretrained(source, config=config, dtype=dtype,
+                                                   use_safetensors=True if local_files_only else None, **common)
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
             pipe = transformers.pipeline(task, model=model, tokenizer=tokenizer, device=device)
         except WorkbenchError:
@@ -433,6 +462,27 @@ class ModelRegistry:
         with self._lock:
             self.load_count += 1
         return pipe
+
+
+    def _adapted_model(self, auto_model, name: str, folder: str, config, dtype):
+        """An adapter folder's model: its base (loaded as any model is, with the folder's config,
+        so a classifier gets its labels), the adapter (and a classifier's trained head) put on,
+        then merged, so inference runs as fast as on a merged save."""
+        from peft import PeftModel
+
+        base_name, recorded = adapter_base(folder)
+        try:
+            base_source, base_local = self.source_for(base_name)
+        except WorkbenchError as error:
+            if not (recorded and Path(recorded).is_dir()):
+                raise WorkbenchError(f"Cannot load '{name}': it is a LoRA adapter, and its base model "
+                                     f"'{base_name}' cannot be loaded: {error}") from error
+            base_source, base_local = recorded, True  # the base's folder, where peft saw it
+        if is_adapter_folder(base_source):
+            raise WorkbenchError(f"Cannot load '{name}': its base '{base_name}' is itself an adapter.")
+        base = auto_model.from_pretrained(base_source, config=config, dtype=dtype, trust_remote_code=False,
+                                          local_files_only=base_local, use_safetensors=True if base_local else None)
+        return PeftModel.from_pretrained(base, folder).merge_and_unload()
 
 
 _OFFLINE_ADVICE = {

@@ -17,6 +17,7 @@ line's flags are TrainConfig's fields (HfArgumentParser), optionally read from a
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -47,6 +48,11 @@ DEFAULT_LEARNING_RATE = 5e-5  # full fine-tuning (the run_*_no_trainer examples'
 # new head learned nothing from 30 sentences at 2e-4 in 6 epochs (validation accuracy 0.4) and
 # did at 1e-3; a language model's adapters move its whole output, so they keep the usual 2e-4.
 LORA_LEARNING_RATES = {CAUSAL_LM: 2e-4, CLASSIFICATION: 1e-3, MASKED_LM: 1e-3}
+LoraSave = Literal["merged", "adapter"]  # see TrainConfig.lora_save
+LORA_SAVES = get_args(LoraSave)
+ReportTo = Literal["none", "trackio", "tensorboard"]  # Accelerate's trackers, see _trackers
+REPORT_TOS = get_args(ReportTo)
+TRACKING_PROJECT = "model-workbench"  # the trackio project every run logs to
 BestMetric = Literal["auto", "loss", "accuracy", "macro_f1"]  # auto: macro_f1 / loss, see BestWeights
 BEST_METRICS = get_args(BestMetric)
 
@@ -82,14 +88,22 @@ class TrainConfig:
     eval_steps: int = 0
     best_metric: BestMetric = "auto"
     early_stopping_patience: int = 0  # stop after this many evaluations without a better one; 0: never
-    # LoRA adapters on the attention projections (a classifier's head trains in full), merged
-    # into the saved model. Target modules: comma-separated names; empty: peft's choice for the
-    # architecture (query,value for BERT; c_attn for GPT-2; q_proj,v_proj for Llama).
+    # LoRA adapters on the attention projections (a classifier's head trains in full). Target
+    # modules: comma-separated names; empty: peft's choice for the architecture (query,value for
+    # BERT; c_attn for GPT-2; q_proj,v_proj for Llama). Saved merged into the model's weights, or
+    # as the adapter only (peft's files: a small download; the panels load its base with it).
     lora: bool = False
+    lora_save: LoraSave = "merged"
     lora_rank: int = 8
     lora_alpha: float = 16
     lora_dropout: float = 0.05
     lora_target_modules: str = ""
+    # Log the run to a local dashboard through Accelerate's trackers: trackio (in its own folder,
+    # or `tracking_dir`; `trackio show` opens it) or TensorBoard (event files in `tracking_dir`,
+    # default ./runs; `tensorboard --logdir`). `run_name` names the run there.
+    report_to: ReportTo = "none"
+    tracking_dir: str | None = None
+    run_name: str | None = None
     freeze_embeddings: bool = False  # keep the input word embeddings fixed: fewer weights to update
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: none
     checkpoint_dir: str | None = None  # where checkpoints are written and resumed from
@@ -108,6 +122,10 @@ class TrainConfig:
         require_number(self.lora_alpha, 0, MAX_LORA_ALPHA, "lora_alpha", low_open=True)
         require_number(self.lora_dropout, 0, MAX_LORA_DROPOUT, "lora_dropout")
         self.lora_rank = int(self.lora_rank)
+        if self.lora_save not in LORA_SAVES:
+            raise WorkbenchError(f"lora_save must be one of {', '.join(LORA_SAVES)} (got {self.lora_save!r}).")
+        if self.lora_save == "adapter" and not self.lora:
+            raise WorkbenchError("lora_save: only a LoRA run has an adapter to save on its own (turn lora on).")
         require_number(self.batch_size, 1, MAX_BATCH_SIZE, "batch_size", integer=True)
         require_number(self.gradient_accumulation_steps, 1, MAX_GRADIENT_ACCUMULATION, "gradient_accumulation_steps",
                        integer=True)
@@ -124,6 +142,8 @@ class TrainConfig:
         require_number(self.eval_steps, 0, 1_000_000, "eval_steps", integer=True)
         require_number(self.early_stopping_patience, 0, MAX_EARLY_STOPPING_PATIENCE, "early_stopping_patience",
                        integer=True)
+        if self.report_to not in REPORT_TOS:
+            raise WorkbenchError(f"report_to must be one of {', '.join(REPORT_TOS)} (got {self.report_to!r}).")
         if self.best_metric not in BEST_METRICS:
             raise WorkbenchError(f"best_metric must be one of {', '.join(BEST_METRICS)} (got {self.best_metric!r}).")
         if self.best_metric in ("accuracy", "macro_f1") and self.task != CLASSIFICATION:
@@ -202,6 +222,11 @@ def _load_model(config: TrainConfig, source: str, local_only: bool, label_names:
     # float32 weights: the optimizer updates them in full precision (mixed precision runs as
     # autocast on top, see choose_precision). transformers would otherwise keep a bf16
     # checkpoint (SmolLM2) in bf16.
+    from core.models import adapter_base, is_adapter_folder
+
+    if local_only and is_adapter_folder(source):
+        raise WorkbenchError(f"'{config.base_model}' is a LoRA adapter saved without its base's weights: fine-tune "
+                             f"its base ('{adapter_base(source)[0]}') instead, or a model saved merged.")
     common = dict(trust_remote_code=False, local_files_only=local_only, dtype=torch.float32,
                   use_safetensors=True if local_only else None)
     if config.task == CLASSIFICATION:
@@ -424,6 +449,7 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         "linear", optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps) * processes,
         num_training_steps=total_steps * processes)
     scheduler = accelerator.prepare(scheduler)
+    _start_tracking(accelerator, config)
 
     def emit(progress: Progress) -> None:
         if accelerator.is_main_process:
@@ -435,6 +461,7 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         start_step, before = resumed
     else:
         start_step, before = 0, _evaluate(accelerator, model, validation_loader, config, data.label_names)
+        _log_evaluation(accelerator, before, 0)
     emit(Progress("evaluating-before", start_step, total_steps, eval_metrics=before))
 
     step, stopped, started = start_step, False, time.monotonic()
@@ -445,6 +472,7 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         nonlocal evaluated_at
         metrics = _evaluate(accelerator, model, validation_loader, config, data.label_names)
         evaluated_at = step
+        _log_evaluation(accelerator, metrics, step)
         emit(Progress("evaluating", step, total_steps, epoch=step / steps_per_epoch, eval_metrics=metrics))
         # keep_fp32_wrapper: unwrapping without it would take autocast off the model for the steps to come.
         best.offer(step, step / steps_per_epoch, metrics, accelerator.unwrap_model(model))
@@ -476,6 +504,8 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
             step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), "mean")
             micro_losses.clear()
             elapsed, steps_now = time.monotonic() - started, step - start_step
+            accelerator.log({"train/loss": float(step_loss), "train/learning_rate": scheduler.get_last_lr()[0]},
+                            step=step)  # a no-op without a tracker
             emit(Progress("training", step, total_steps, epoch=step / steps_per_epoch, loss=float(step_loss),
                           learning_rate=scheduler.get_last_lr()[0],
                           samples_per_second=steps_now * samples_per_step / elapsed if elapsed else None,
@@ -499,11 +529,13 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         emit(Progress("evaluating-after", step, total_steps))
         evaluate_now()
     best.restore_into(accelerator.unwrap_model(model))
+    for tracker in accelerator.trackers:  # (end_training would also end the processes' group)
+        tracker.finish()
     after = best.kept_metrics
     emit(Progress("evaluating-after", step, total_steps, eval_metrics=after))
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # a plain model, without autocast
-    if config.lora:
+    if config.lora and config.lora_save == "merged":
         unwrapped = unwrapped.merge_and_unload()
     result = TrainResult(before, after, stopped, step, total_steps, unwrapped, tokenizer, config,
                          data.source, data.label_names, warnings, resumed_from_step=start_step,
@@ -649,7 +681,7 @@ def _accelerator(config: TrainConfig, precision: str):
     # with gloo (MULTI_CPU) instead of running each as a separate single-process job.
     settings = dict(gradient_accumulation_steps=config.gradient_accumulation_steps,
                     mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
-                    cpu=not torch.cuda.is_available())
+                    cpu=not torch.cuda.is_available()) | _tracker_settings(config)
     try:
         return Accelerator(**settings)
     except ValueError:
@@ -660,6 +692,50 @@ def _accelerator(config: TrainConfig, precision: str):
             raise
         AcceleratorState._reset_state(reset_partial_state=False)
         return Accelerator(**settings)
+
+
+_TRACKER_PACKAGES = {"trackio": "trackio", "tensorboard": "tensorboard"}
+
+
+def _tracker_settings(config: TrainConfig) -> dict:
+    """Accelerator's tracker settings for `config.report_to`, refusing a tracker not installed."""
+    import importlib.util
+
+    if config.report_to == "none":
+        return {}
+    package = _TRACKER_PACKAGES[config.report_to]
+    if importlib.util.find_spec(package) is None:
+        raise WorkbenchError(f"report_to={config.report_to}: the {package} package is not installed "
+                             f"(`pip install {package}`).")
+    if config.report_to == "trackio" and config.tracking_dir:
+        os.environ["TRACKIO_DIR"] = str(config.tracking_dir)  # read by trackio when it starts
+    return dict(log_with=[config.report_to], project_dir=config.tracking_dir or "runs")
+
+
+def tracking_hint(config: TrainConfig) -> str:
+    """How to open the dashboard a run logged to, for a person ("" when it logged nowhere)."""
+    if config.report_to == "trackio":
+        where = f"TRACKIO_DIR={config.tracking_dir} " if config.tracking_dir else ""
+        return f"Logged to trackio: open it with `{where}trackio show --project {TRACKING_PROJECT}`."
+    if config.report_to == "tensorboard":
+        return f"Logged to TensorBoard: open it with `tensorboard --logdir {config.tracking_dir or 'runs'}`."
+    return ""
+
+
+def _start_tracking(accelerator, config: TrainConfig) -> None:
+    if config.report_to == "none":
+        return
+    run_name = config.run_name or Path(config.output_dir or config.base_model).name
+    hyperparameters = {key: value for key, value in dataclasses.asdict(config).items()
+                       if isinstance(value, (bool, int, float, str)) and key not in ("tracking_dir", "run_name")}
+    # TensorBoard: one sub-folder per run (the project name is the folder); trackio: runs in one project.
+    project = TRACKING_PROJECT if config.report_to == "trackio" else f"{run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    accelerator.init_trackers(project, config=hyperparameters, init_kwargs={"trackio": {"name": run_name}})
+
+
+def _log_evaluation(accelerator, metrics: dict, step: int) -> None:
+    accelerator.log({f"eval/{name}": value for name, value in metrics.items() if isinstance(value, (int, float))},
+                    step=step)  # a no-op without a tracker
 
 
 def _cpu_supports_bf16() -> bool:
@@ -695,8 +771,16 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
     shutil.rmtree(temporary, ignore_errors=True)
     try:
         result.model.save_pretrained(temporary, safe_serialization=True)
+        if is_adapter(result.model):
+            # The base's config (labels included) beside peft's adapter files: the folder lists
+            # under its task, and the panels rebuild the model from the base (core.models).
+            base = result.model.get_base_model()
+            config = copy.deepcopy(base.config)
+            config.architectures = [type(base).__name__]  # what save_pretrained would write for the model
+            config.save_pretrained(temporary)
         result.tokenizer.save_pretrained(temporary)
-        metrics = {"before": result.metrics_before, "after": result.metrics_after,
+        metrics = {"base_model": result.config.base_model, "adapter_only": is_adapter(result.model),
+                   "before": result.metrics_before, "after": result.metrics_after,
                    "steps": result.steps_done, "total_steps": result.total_steps, "stopped": result.stopped,
                    "resumed_from_step": result.resumed_from_step, "precision": result.precision,
                    "kept": result.kept, "early_stopped": result.early_stopped, "evaluations": result.evaluations}
@@ -708,6 +792,15 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
         raise
     result.output_dir = str(target)
     return target
+
+
+def is_adapter(model) -> bool:
+    """A peft model kept with its adapter apart (lora_save="adapter")."""
+    if "peft" not in sys.modules:  # only LoRA runs import peft
+        return False
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
 
 
 def kept_sentence(kept: dict) -> str:
@@ -738,6 +831,9 @@ def _model_card(result: TrainResult) -> str:
     if result.kept:
         status += " " + kept_sentence(result.kept)
     labels = f"\nLabels: {', '.join(result.label_names)}\n" if result.label_names else ""
+    if is_adapter(result.model):
+        status += (f" Saved as a LoRA adapter only: load it together with its base model `{config.base_model}` "
+                   f"(peft's `PeftModel.from_pretrained`); Model Workbench's panels do that for you.")
     return (f"# Fine-tuned {config.task} model\n\nFine-tuned with Model Workbench from base model "
             f"`{config.base_model}`.\n\nData: {result.data_source}\n{labels}\n{status}\n\n"
             f"## Metrics on the validation split\n\n| metric | before | after |\n| --- | --- | --- |\n"
@@ -856,6 +952,7 @@ def main(argv: list[str] | None = None) -> int:
     if not events:
         print(json.dumps(summary), flush=True)
     emit("trained", stopped=result.stopped, total_steps=result.total_steps, warnings=result.warnings,
+         data_source=result.data_source,
          precision=result.precision, kept=result.kept, early_stopped=result.early_stopped, **summary)
     if hold:
         return control.hold_until_saved(result, None if result.stopped else config.output_dir, folder, emit,

@@ -25,6 +25,7 @@ from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
                          MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.models import is_valid_local_name
 from core.training import BF16_AUTO_MIN_PARAMETERS, DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES
+from demos import runs
 from demos.common import (MODEL_API_HINT, AppContext, JobView, as_text, busy_click, confusion_html, job_timer_on,
                           open_dropdown, setting_slider, show_errors)
 
@@ -87,7 +88,7 @@ def build(ctx: AppContext) -> None:
                     mlm_probability = setting_slider(0.05, MAX_MLM_PROBABILITY, "Masking probability", value=0.15,
                                                      step=0.05)
                     whole_word = gr.Checkbox(value=False, label="Whole-word masking")
-                lora = gr.Checkbox(value=False, label="LoRA adapters (trains small adapters, merged when saved)",
+                lora = gr.Checkbox(value=False, label="LoRA adapters (trains small adapters instead of every weight)",
                                    info=f"Sets LoRA's learning rate ({LORA_LEARNING_RATES['classification']:g}; "
                                         f"{LORA_LEARNING_RATES['causal-lm']:g} for causal LM) unless you changed "
                                         f"it.")
@@ -99,6 +100,10 @@ def build(ctx: AppContext) -> None:
                                               info="Comma-separated; empty: the usual ones for the model "
                                                    "(query,value for BERT; c_attn for GPT-2; q_proj,v_proj for "
                                                    "Llama)")
+                    lora_save = gr.Radio(
+                        [("Merged into the model's weights", "merged"),
+                         ("Adapter only (a small download; the panels load it with its base model)", "adapter")],
+                        value="merged", label="Save the LoRA model")
                 precision = gr.Dropdown(
                     [("Automatic", "auto"), ("float32", "fp32"), ("bf16 mixed precision", "bf16"),
                      ("fp16 mixed precision (GPU)", "fp16")], value="auto",
@@ -106,6 +111,11 @@ def build(ctx: AppContext) -> None:
                     f"bf16 where it has AMX or AVX512-BF16, for models of "
                     f"{BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights or more (faster there), else float32.")
                 freeze = gr.Checkbox(value=False, label="Freeze the word embeddings (faster on a CPU)")
+                report_to = gr.Dropdown(
+                    [("Nowhere", "none"), ("trackio (a local dashboard: trackio show)", "trackio"),
+                     ("TensorBoard (event files in the models folder's .tensorboard)", "tensorboard")],
+                    value="none", label="Also log the run to a dashboard",
+                    info="Through Accelerate's trackers; the status says how to open it when the run is done.")
                 checkpoint_every = gr.Number(
                     value=DEFAULT_CHECKPOINT_EVERY, precision=0, label="Checkpoint every N steps",
                     info="0: never. A run with checkpoints can resume after a crash or a restart.")
@@ -241,7 +251,8 @@ def build(ctx: AppContext) -> None:
               max_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42, validation_share=0.2,
               mlm_probability=0.15, whole_word_masking=False, precision="auto", lora=False,
               checkpoint_every=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False, eval_steps=0, best_metric="auto",
-              early_stopping_patience=0, lora_rank=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules=""):
+              early_stopping_patience=0, lora_rank=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules="",
+              lora_save="merged", report_to="none"):
         """Start fine-tuning in the background; follow it with /finetune_status."""
         from core.training import TrainConfig
 
@@ -256,10 +267,10 @@ def build(ctx: AppContext) -> None:
             seed=42 if seed is None else seed, validation_share=validation_share, mlm_probability=mlm_probability,
             whole_word_masking=bool(whole_word_masking), precision=precision,
             lora=bool(lora), lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-            lora_target_modules=lora_target_modules or "",
+            lora_target_modules=lora_target_modules or "", lora_save=(lora_save or "merged") if lora else "merged",
             checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),
             eval_steps=eval_steps or 0, best_metric=best_metric or "auto",
-            early_stopping_patience=early_stopping_patience or 0,
+            early_stopping_patience=early_stopping_patience or 0, report_to=report_to or "none",
         )
         # Checked now, so a bad upload is refused before anything starts (the training process
         # reads it again).
@@ -275,7 +286,8 @@ def build(ctx: AppContext) -> None:
             validation_share=validation_share, mlm_probability=mlm_probability, whole_word_masking=whole_word,
             precision=precision, lora=lora, checkpoint_every=checkpoint_every, freeze_embeddings=freeze,
             eval_steps=eval_steps, best_metric=best_metric, early_stopping_patience=patience, lora_rank=lora_rank,
-            lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_targets),
+            lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_targets, lora_save=lora_save,
+            report_to=report_to),
         api_name="finetune", outputs=status, concurrency_limit=None))
 
     @show_errors
@@ -341,6 +353,7 @@ def build(ctx: AppContext) -> None:
         return runner.status().summary()
 
     gr.api(finetune_status, api_name="finetune_status")
+    runs.build(ctx)  # the run history and saved models, below the job
 
 
 def _minilm_masked_lm(task_value: str, base: str | None) -> bool:

@@ -28,6 +28,7 @@ _DEAD_HUB = socket.socket()
 _DEAD_HUB.bind(("127.0.0.1", 0))
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_DEAD_HUB.getsockname()[1]}"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="workbench-test-hf-home-")
+os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="workbench-test-trackio-")  # runs logged to trackio
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.pop("HF_TOKEN", None)
 # Packaged models are converted into a cache of this test session, as on a fresh machine; the

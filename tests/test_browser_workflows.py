@@ -56,7 +56,7 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     page.locator("input[type=file]").first.set_input_files(str(story_file(tmp_path)))
     page.get_by_label("Name of the new model").fill("browser-keeper")
     page.get_by_role("button", name="Hyperparameters").click()
-    expect(page.get_by_label("LoRA adapters (trains small adapters, merged when saved)")).to_be_visible()
+    expect(page.get_by_label("LoRA adapters (trains small adapters instead of every weight)")).to_be_visible()
     expect(page.get_by_label("Whole-word masking")).to_be_hidden()  # masked-LM options: not this task
     for label, value in (("Epochs", "1"), ("Batch size", "4"), ("Max length / block size (tokens)", "32")):
         type_setting(page.get_by_label(f"number input for {label}"), value, value)
@@ -89,7 +89,7 @@ def test_training_shows_progress_without_overlays_and_a_failed_save_keeps_the_mo
     page.get_by_role("button", name="Hyperparameters").click()
     expect(page.get_by_label("Whole-word masking")).to_be_hidden()  # classification: no masked-LM options
     # LoRA is offered for every task; ticked, it shows its settings and LoRA's learning rate.
-    lora = page.get_by_label("LoRA adapters (trains small adapters, merged when saved)")
+    lora = page.get_by_label("LoRA adapters (trains small adapters instead of every weight)")
     rate = page.get_by_label("Learning rate")
     expect(rate).to_have_value("0.00005")
     expect(page.get_by_label("number input for LoRA rank")).to_be_hidden()
@@ -143,7 +143,7 @@ def test_the_masked_lm_options_and_the_validation_share_show_only_where_they_app
     expect(share).to_be_hidden()  # a validation file is given: no share is split off
     page.get_by_label("Masked LM (fill-mask): TXT/MD or a text column").check()
     expect(page.get_by_label("Whole-word masking")).to_be_visible()
-    expect(page.get_by_label("LoRA adapters (trains small adapters, merged when saved)")).to_be_visible()
+    expect(page.get_by_label("LoRA adapters (trains small adapters instead of every weight)")).to_be_visible()
     # MiniLM has no masked-LM head: the tab says what that means before anyone trains it.
     expect(page.get_by_role("combobox", name="Base model")).to_have_value(
         "all-MiniLM-L6-v2 (packaged; its masked-lm head starts untrained)")

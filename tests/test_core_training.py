@@ -174,7 +174,8 @@ def test_minilm_with_real_weights_learns_sentiment_from_a_few_sentences(tmp_path
 
 
 def test_minilm_with_lora_learns_sentiment_and_saves_a_model_the_sentiment_panel_loads(tmp_path):
-    """The real workflow with LoRA: the packaged MiniLM, LoRA's own learning rate, merged on save."""
+    """The real workflow with LoRA: the packaged MiniLM, LoRA's own learning rate, saved as the
+    adapter only, which the Sentiment panel loads with its base."""
     held_out = 5
     train_rows = [(t, "positive") for t in POSITIVE[held_out:]] + [(t, "negative") for t in NEGATIVE[held_out:]]
     test_rows = [(t, "positive") for t in POSITIVE[:held_out]] + [(t, "negative") for t in NEGATIVE[:held_out]]
@@ -185,12 +186,19 @@ def test_minilm_with_lora_learns_sentiment_and_saves_a_model_the_sentiment_panel
     own = tmp_path / "models"
     result = train(TrainConfig(task="classification", base_model="packaged:all-MiniLM-L6-v2", lora=True,
                                train_file=csv_of(train_rows, "train.csv"), validation_file=csv_of(test_rows, "t.csv"),
-                               epochs=6, batch_size=8, max_length=32, seed=0, output_dir=str(own / "minilm-lora")))
+                               epochs=6, batch_size=8, max_length=32, seed=0, lora_save="adapter",
+                               output_dir=str(own / "minilm-lora")))
     assert result.config.learning_rate == 1e-3  # LoRA's default
     assert result.metrics_after["loss"] < result.metrics_before["loss"]
     assert result.metrics_after["accuracy"] >= 0.7, result.metrics_after  # chance is 0.5
-    assert inference.classify(ModelRegistry(own), "minilm-lora", "What a wonderful day").keys() == {"negative",
-                                                                                                    "positive"}
+    merged_copy(result, own / "minilm-merged")
+    # The adapter and the new head only: a few percent of the 90 MB merged model.
+    assert folder_bytes(own / "minilm-lora") < 0.1 * folder_bytes(own / "minilm-merged")
+    registry = ModelRegistry(own)
+    from_adapter = inference.classify(registry, "minilm-lora", "What a wonderful day")
+    assert from_adapter.keys() == {"negative", "positive"}
+    assert from_adapter == pytest.approx(inference.classify(registry, "minilm-merged", "What a wonderful day"),
+                                         abs=1e-5)
 
 
 class Crash(Exception):
@@ -583,6 +591,57 @@ def test_lora_for_classification_trains_adapters_and_the_whole_new_head(models_d
     assert all(".query." in name or ".value." in name or name.startswith("classifier.") for name in changed)
     assert inference.classify(ModelRegistry(own), "weather-lora", "a dog sees the bright moon").keys() == {"rainy",
                                                                                                             "sunny"}
+
+
+def folder_bytes(folder) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def merged_copy(result, folder):
+    """The same trained adapter, merged and saved the default way."""
+    import dataclasses
+
+    merged = dataclasses.replace(result, model=result.model.merge_and_unload())
+    return save_model(merged, folder)
+
+
+def test_an_adapter_only_save_is_small_and_classifies_as_the_merged_model_does(models_dir, tmp_path):
+    own, bases = tmp_path / "models", tmp_path / "bases"  # a base of its own: the test removes it
+    shutil.copytree(models_dir / "tiny-bert-sentiment", bases / "tiny-bert-sentiment")
+    result = train(config(bases, task="classification", base_model="tiny-bert-sentiment", epochs=6, lora=True,
+                          lora_save="adapter", learning_rate=2e-2, validation_share=0.25,
+                          train_file=separable_csv(tmp_path / "w.csv"), output_dir=str(own / "weather-adapter")))
+    adapter = own / "weather-adapter"
+    assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
+    assert "LoRA adapter only" in (adapter / "README.md").read_text()
+    merged = merged_copy(result, own / "weather-merged")
+    assert folder_bytes(adapter) < 0.5 * folder_bytes(merged)
+    registry = ModelRegistry(own)
+    assert {"weather-adapter", "weather-merged"} <= {c.name for c in registry.choices("text-classification")}
+    for text in ("a dog sees the bright moon", "grey clouds and cold rain"):
+        from_adapter = inference.classify(registry, "weather-adapter", text)
+        assert from_adapter == pytest.approx(inference.classify(registry, "weather-merged", text), abs=1e-5)
+    # Its base gone, it says which one it needs.
+    shutil.rmtree(bases / "tiny-bert-sentiment")
+    with pytest.raises(WorkbenchError, match="LoRA adapter.*base model 'tiny-bert-sentiment'"):
+        inference.classify(ModelRegistry(own), "weather-adapter", "sun")
+
+
+def test_an_adapter_only_language_model_writes_what_the_merged_one_writes(models_dir, tmp_path):
+    own = tmp_path / "models"
+    text = write(tmp_path / "story.txt", "\n".join([STORY] * 40))
+    result = train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, lora=True,
+                          lora_save="adapter", learning_rate=1e-2, output_dir=str(own / "farmer-adapter")))
+    merged_copy(result, own / "farmer-merged")
+    registry = ModelRegistry(own)
+    greedy = GenerationSettings(max_new_tokens=12, temperature=0)
+    *_, from_adapter = inference.generate_stream(registry, "farmer-adapter", "the farmer", greedy)
+    *_, from_merged = inference.generate_stream(registry, "farmer-merged", "the farmer", greedy)
+    assert from_adapter == from_merged and len(from_adapter[0]) > len("the farmer")
+    with pytest.raises(WorkbenchError, match="'farmer-adapter' is a LoRA adapter saved without its base"):
+        train(config(own, task="causal-lm", base_model="farmer-adapter", train_file=text))
+    with pytest.raises(WorkbenchError, match="lora_save: only a LoRA run"):
+        config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, lora_save="adapter")
 
 
 def test_lora_for_a_masked_lm_adapts_the_attention_only(models_dir, tmp_path):

@@ -1,0 +1,81 @@
+"""Renaming and deleting models in the models folder, never outside it, never a model in use.
+
+A model is refused when the training job saves to it or fine-tunes it, or when a LoRA adapter
+in the folder is built on it (the adapter would stop loading). Deleting first renames the folder
+to a hidden name (no picker lists it from that instant), then removes it; the run history and
+the registry's loaded models follow both changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from core.errors import WorkbenchError
+from core.history import RunHistory
+from core.models import ModelRegistry, adapter_base, is_adapter_folder, is_valid_local_name
+
+
+def saved_models(registry: ModelRegistry) -> list[str]:
+    """The folders of the models folder a person can rename or delete (usable or not)."""
+    return sorted(registry.local_models())
+
+
+def check_rename(registry: ModelRegistry, runner, name: str, new_name: str) -> Path:
+    """The folder of `name`, if it may be renamed to `new_name`; else WorkbenchError saying why."""
+    from core.jobs import _target_folder
+
+    folder = _managed_folder(registry, runner, name)
+    _target_folder(registry.models_dir, new_name)  # a bad or taken name: refused
+    return folder
+
+
+def check_delete(registry: ModelRegistry, runner, name: str) -> Path:
+    """The folder of `name`, if it may be deleted; else WorkbenchError saying why."""
+    return _managed_folder(registry, runner, name)
+
+
+def rename_model(registry: ModelRegistry, runner, name: str, new_name: str) -> Path:
+    folder = check_rename(registry, runner, name, new_name)
+    target = folder.with_name(new_name.strip())
+    os.rename(folder, target)
+    registry.forget(folder.name)
+    RunHistory(registry.models_dir).model_renamed(folder.name, target.name)
+    return target
+
+
+def delete_model(registry: ModelRegistry, runner, name: str) -> None:
+    folder = check_delete(registry, runner, name)
+    doomed = folder.with_name(f".{folder.name}.deleting-{os.getpid()}")
+    os.rename(folder, doomed)
+    registry.forget(folder.name)
+    RunHistory(registry.models_dir).model_deleted(folder.name)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _built_on(folder: Path, base: str) -> bool:
+    try:
+        return is_adapter_folder(folder) and adapter_base(folder)[0] == base
+    except (OSError, ValueError):
+        return False
+
+
+def _managed_folder(registry: ModelRegistry, runner, name: str | None) -> Path:
+    name = (name or "").strip()
+    models_dir = registry.models_dir.resolve()
+    folder = models_dir / name
+    # A plain folder name, directly inside the models folder (no "..", no links out of it).
+    if not is_valid_local_name(name) or not folder.is_dir() or folder.resolve().parent != models_dir:
+        raise WorkbenchError(f"There is no model named '{name[:100]}' in the models folder.")
+    if use := runner.use_of(name):
+        raise WorkbenchError(f"'{name}' is in use: {use}. Wait for the run to end first.")
+    dependents = [other.name for other in models_dir.iterdir() if other != folder and _built_on(other, name)]
+    if dependents:
+        raise WorkbenchError(f"'{name}' is the base of the LoRA adapter {', '.join(map(repr, dependents))}, which "
+                             f"would stop loading: delete or rename that first.")
+    return folder
