@@ -23,6 +23,7 @@ MAX_RUNS = 500  # the oldest entries go beyond this: the file stays quick to rea
 # Settings shown in the history (the rest stay in each entry's "settings").
 SHOWN_SETTINGS = ("epochs", "learning_rate", "batch_size", "max_length", "lora")
 _lock = threading.Lock()  # one writer at a time within the server
+_read_cache: dict[Path, tuple[tuple, list[dict]]] = {}  # history file -> (its version, its runs newest first)
 
 
 class RunHistory:
@@ -30,12 +31,25 @@ class RunHistory:
         self.path = Path(models_dir) / HISTORY_FILE
 
     def runs(self) -> list[dict]:
-        """Every recorded run, newest first. A missing or unreadable file is an empty history."""
+        """Every recorded run, newest first (not to be changed: they are shared). A missing or
+        unreadable file is an empty history. Read again only when the file changed (pages ask
+        at every tick of their job timer)."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return []
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # each write is a new file (os.replace)
+        if _read_cache.get(self.path, (None,))[0] != version:
+            _read_cache[self.path] = (version, list(reversed(self._read())))
+        return list(_read_cache[self.path][1])
+
+    def _read(self) -> list[dict]:
+        """The runs on disk, oldest first."""
         try:
             runs = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return []
-        return list(reversed(runs)) if isinstance(runs, list) else []
+        return runs if isinstance(runs, list) else []
 
     def get(self, run_id: str) -> dict | None:
         return next((run for run in self.runs() if run.get("id") == run_id), None)
@@ -43,7 +57,7 @@ class RunHistory:
     def record(self, entry: dict) -> None:
         """Add `entry`, or replace the entry with its id."""
         with _lock:
-            runs = [run for run in reversed(self.runs()) if run.get("id") != entry["id"]]
+            runs = [run for run in self._read() if run.get("id") != entry["id"]]
             self._write([*runs, entry][-MAX_RUNS:])
 
     def model_renamed(self, old: str, new: str) -> None:
@@ -54,7 +68,7 @@ class RunHistory:
 
     def _update_saved(self, name: str, change) -> None:
         with _lock:
-            runs = list(reversed(self.runs()))
+            runs = self._read()
             for run in runs:
                 if run.get("saved_as") == name:
                     change(run)

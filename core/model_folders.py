@@ -18,8 +18,12 @@ from core.models import ModelRegistry, adapter_base, is_adapter_folder, is_valid
 
 
 def saved_models(registry: ModelRegistry) -> list[str]:
-    """The folders of the models folder a person can rename or delete (usable or not)."""
-    return sorted(registry.local_models())
+    """The folders of the models folder a person can rename or delete (usable or not). Names
+    only, no config read: the Fine-tune tab asks at every tick of its job timer."""
+    folder = registry.models_dir
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and is_valid_local_name(entry.name))
 
 
 def check_rename(registry: ModelRegistry, runner, name: str, new_name: str) -> Path:

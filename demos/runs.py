@@ -19,7 +19,8 @@ from demos.common import AppContext, JobView, all_pickers_refresh, as_text, open
 # shown: Gradio's plot keeps the series it was first drawn with.
 _SERIES_COLORS = {"run 1 · train": "#93c5fd", "run 1 · validation": "#1d4ed8", "run 2 · train": "#fdba74",
                   "run 2 · validation": "#c2410c"}
-COLUMNS = ["finished", "model", "outcome", "task", "base", "data", "settings", "before → after", "kept", "time"]
+# What tells runs apart first: a narrow page scrolls the rest into view.
+COLUMNS = ["model", "outcome", "before → after", "kept", "settings", "data", "base", "task", "finished", "time"]
 MAX_COMPARED = 2
 
 
@@ -189,8 +190,8 @@ def _kept(run: dict) -> str:
 
 
 def _history_frame(runs: list[dict]) -> pd.DataFrame:
-    rows = [[_when(run), run.get("model_name"), outcome(run), run.get("task"), run.get("base_model"), run.get("data"),
-             _settings(run), _change(run), _kept(run), f"{run.get('seconds', 0):.0f} s"] for run in runs]
+    rows = [[run.get("model_name"), outcome(run), _change(run), _kept(run), _settings(run), run.get("data"),
+             run.get("base_model"), run.get("task"), _when(run), f"{run.get('seconds', 0):.0f} s"] for run in runs]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 
 from playwright.sync_api import expect
 
@@ -27,21 +26,21 @@ def test_generation_streams_text_into_the_output(page):
     page.get_by_label("Prompt", exact=True).fill("The student reads")
     page.get_by_role("button", name="Sampling settings").click()
     tokens = page.get_by_label("number input for Max new tokens")
-    tokens.fill("120")
+    tokens.fill("400")
     tokens.press("Enter")
     output = page.locator("#generation-output textarea")
+    # Every value the output takes, recorded in the page itself: polling from the test could miss
+    # the steps of a fast stream on a busy machine.
+    page.evaluate("""() => { window.seenValues = new Set();
+        const box = document.querySelector('#generation-output textarea');
+        window.seenTimer = setInterval(() => { if (box.value) window.seenValues.add(box.value); }, 5); }""")
     page.get_by_role("button", name="Generate", exact=True).click()
-    seen: set[str] = set()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        value = output.input_value()
-        if value:
-            seen.add(value)
-        if len(value) > 150 and len(seen) >= 2:
-            break
-        time.sleep(0.02)
+    page.wait_for_function("() => document.querySelector('#generation-output textarea').value.length > 150 && "
+                           "window.seenValues.size >= 2", timeout=60_000)
+    page.get_by_role("button", name="Generate", exact=True).wait_for()  # the run has ended
     final = output.input_value()
-    assert len(seen) >= 2, "the text should appear in several steps, not at once"
+    seen = page.evaluate("() => { clearInterval(window.seenTimer); return window.seenValues.size; }")
+    assert seen >= 2, "the text should appear in several steps, not at once"
     assert len(final) > 150
 
 

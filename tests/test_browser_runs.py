@@ -23,7 +23,7 @@ def test_the_history_lists_runs_overlays_two_and_renames_and_deletes_after_confi
     page.get_by_role("button", name="Run history and saved models").click()
     table = page.locator("#runs-table")
     expect(table).to_contain_text("overlay-a")
-    expect(table).to_contain_text(re.compile(r"overlay-b.*finished.*classification.*tiny-bert-sentiment"))
+    expect(table).to_contain_text(re.compile(r"overlay-b.*finished.*tiny-bert-sentiment.*classification"))
     expect(table).to_contain_text("4 epochs")
 
     compare = page.get_by_role("combobox", name="Overlay the curves of two runs")
