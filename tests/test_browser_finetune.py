@@ -9,6 +9,7 @@ from gradio_client import Client
 from playwright.sync_api import expect
 
 from conftest import AppServer, separable_csv
+from core.starter import STARTER_ON_REAL_TEXT
 from core.training import _cpu_has_fast_bf16
 from test_app_finetune import finetune_args, wait_for_checkpoint
 
@@ -91,6 +92,8 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     page.goto(finetune_server.url)
     page.get_by_role("tab", name="Sentiment").click()
     page.get_by_role("button", name="Starter sentiment model (no Hub needed)").click()
+    # Before training it, the person reads what it is good for, as measured on real text.
+    expect(page.get_by_text("On real-world text it was not written with")).to_contain_text(STARTER_ON_REAL_TEXT)
     page.get_by_role("button", name="Train the starter model").click()
     status = page.locator("#starter-status")
     expect(status).to_contain_text("saved as 'starter-sentiment'", timeout=180_000)
