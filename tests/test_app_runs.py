@@ -90,3 +90,17 @@ def test_an_adapter_only_save_from_the_tab_classifies_and_protects_its_base(ft_c
         ft_client.predict("tiny-bert-sentiment", api_name="/delete_model")
     assert (models / "tiny-bert-sentiment").is_dir()
     assert "Deleted" in ft_client.predict("weather-adapter", api_name="/delete_model")
+
+
+def test_a_run_logged_to_tensorboard_from_the_tab_leaves_its_events_in_the_models_folder(ft_client, finetune_server,
+                                                                                         tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ft_client.predict(**finetune_args(separable_csv(tmp_path / "w.csv"), "logged-run", epochs=2,
+                                      report_to="tensorboard"), api_name="/finetune")
+    status = wait_for_state(ft_client, "finished", "failed", timeout=300)
+    logs = finetune_server.models_dir / ".tensorboard"
+    assert f"tensorboard --logdir {logs}" in status["message"], status
+    (run_folder,) = [folder for folder in logs.iterdir() if folder.name.startswith("logged-run-")]
+    events = EventAccumulator(str(run_folder)).Reload()
+    assert [point.step for point in events.Scalars("train/loss")] == list(range(1, status["total_steps"] + 1))
