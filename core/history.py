@@ -13,6 +13,7 @@ cancelled run saved or discarded, its model renamed or deleted).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -20,8 +21,6 @@ from pathlib import Path
 
 HISTORY_FILE = ".runs.json"
 MAX_RUNS = 500  # the oldest entries go beyond this: the file stays quick to read at every page tick
-# Settings shown in the history (the rest stay in each entry's "settings").
-SHOWN_SETTINGS = ("epochs", "learning_rate", "batch_size", "max_length", "lora")
 _lock = threading.Lock()  # one writer at a time within the server
 _read_cache: dict[Path, tuple[tuple, list[dict]]] = {}  # history file -> (its version, its runs newest first)
 
@@ -85,8 +84,6 @@ def run_entry(run_id: str, config, model_name: str, state: str, message: str, st
               finished_at: float, result: dict | None, loss_curve: list[dict], metrics_before: dict | None,
               metrics_after: dict | None, saved_as: str | None) -> dict:
     """One run's history entry, from the job's settings and what its training process reported."""
-    import dataclasses
-
     result = result or {}
     settings = {key: value for key, value in dataclasses.asdict(config).items()
                 if key not in ("train_file", "validation_file", "output_dir", "models_dir", "checkpoint_dir")}

@@ -463,7 +463,6 @@ class ModelRegistry:
             self.load_count += 1
         return pipe
 
-
     def _adapted_model(self, auto_model, name: str, folder: str, config, dtype):
         """An adapter folder's model: its base (loaded as any model is, with the folder's config,
         so a classifier gets its labels), the adapter (and a classifier's trained head) put on,

@@ -50,7 +50,7 @@ DEFAULT_LEARNING_RATE = 5e-5  # full fine-tuning (the run_*_no_trainer examples'
 LORA_LEARNING_RATES = {CAUSAL_LM: 2e-4, CLASSIFICATION: 1e-3, MASKED_LM: 1e-3}
 LoraSave = Literal["merged", "adapter"]  # see TrainConfig.lora_save
 LORA_SAVES = get_args(LoraSave)
-ReportTo = Literal["none", "trackio", "tensorboard"]  # Accelerate's trackers, see _trackers
+ReportTo = Literal["none", "trackio", "tensorboard"]  # Accelerate's trackers, see _tracker_settings
 REPORT_TOS = get_args(ReportTo)
 TRACKING_PROJECT = "model-workbench"  # the trackio project every run logs to
 BestMetric = Literal["auto", "loss", "accuracy", "macro_f1"]  # auto: macro_f1 / loss, see BestWeights
@@ -219,14 +219,14 @@ def _load_model(config: TrainConfig, source: str, local_only: bool, label_names:
     import torch
     import transformers
 
-    # float32 weights: the optimizer updates them in full precision (mixed precision runs as
-    # autocast on top, see choose_precision). transformers would otherwise keep a bf16
-    # checkpoint (SmolLM2) in bf16.
     from core.models import adapter_base, is_adapter_folder
 
     if local_only and is_adapter_folder(source):
         raise WorkbenchError(f"'{config.base_model}' is a LoRA adapter saved without its base's weights: fine-tune "
                              f"its base ('{adapter_base(source)[0]}') instead, or a model saved merged.")
+    # float32 weights: the optimizer updates them in full precision (mixed precision runs as
+    # autocast on top, see choose_precision). transformers would otherwise keep a bf16
+    # checkpoint (SmolLM2) in bf16.
     common = dict(trust_remote_code=False, local_files_only=local_only, dtype=torch.float32,
                   use_safetensors=True if local_only else None)
     if config.task == CLASSIFICATION:

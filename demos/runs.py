@@ -158,7 +158,7 @@ def _when(run: dict) -> str:
 
 def _settings(run: dict) -> str:
     settings = run.get("settings") or {}
-    parts = [f"{settings.get('epochs', '?'):g} epochs" if isinstance(settings.get("epochs"), (int, float)) else "",
+    parts = [f"{settings['epochs']:g} epochs" if settings.get("epochs") else "",
              f"lr {settings['learning_rate']:g}" if settings.get("learning_rate") else "",
              f"batch {settings.get('batch_size')}", f"max length {settings.get('max_length')}",
              "LoRA" + (" (adapter only)" if settings.get("lora_save") == "adapter" else "")

@@ -58,6 +58,17 @@ def wait_for_live_step(client, name: str, timeout: float = 60) -> dict:
     return status
 
 
+def cancel_while_training(client, data, name: str, before_cancel=None) -> dict:
+    """Start a long run of `name`, cancel it once it trains (after `before_cancel()`, if given),
+    and return its status once cancelled."""
+    client.predict(**finetune_args(data, name, epochs=20, batch_size=2), api_name="/finetune")
+    wait_for_live_step(client, name)
+    if before_cancel:
+        before_cancel()
+    client.predict(api_name="/finetune_cancel")
+    return wait_for_state(client, "cancelled", timeout=30)
+
+
 def test_finetune_trains_in_the_background_saves_and_the_model_classifies(ft_client, finetune_server, tmp_path):
     started = ft_client.predict(**finetune_args(separable_csv(tmp_path / "weather.csv"), "weather-model"),
                                 api_name="/finetune")
@@ -82,12 +93,12 @@ def test_finetune_trains_in_the_background_saves_and_the_model_classifies(ft_cli
 def test_a_second_start_is_refused_as_busy_and_cancel_offers_save_or_discard(ft_client, finetune_server,
                                                                            tmp_path):
     data = separable_csv(tmp_path / "long.csv", rows_per_class=200)
-    ft_client.predict(**finetune_args(data, "long-run", epochs=20, batch_size=2), api_name="/finetune")
-    wait_for_live_step(ft_client, "long-run")
-    with pytest.raises(Exception, match="Busy: 'long-run' is training \\(step"):
-        ft_client.predict(**finetune_args(data, "second-run"), api_name="/finetune")
-    ft_client.predict(api_name="/finetune_cancel")
-    cancelled = wait_for_state(ft_client, "cancelled", timeout=30)
+
+    def second_start_refused():
+        with pytest.raises(Exception, match="Busy: 'long-run' is training \\(step"):
+            ft_client.predict(**finetune_args(data, "second-run"), api_name="/finetune")
+
+    cancelled = cancel_while_training(ft_client, data, "long-run", before_cancel=second_start_refused)
     assert "save what was trained, or discard it" in cancelled["message"]
     ft_client.predict(api_name="/finetune_discard")
     assert job_status(ft_client)["state"] == "idle"
@@ -96,11 +107,7 @@ def test_a_second_start_is_refused_as_busy_and_cancel_offers_save_or_discard(ft_
 
 
 def test_a_cancelled_run_can_be_saved_and_is_listed(ft_client, finetune_server, tmp_path):
-    data = separable_csv(tmp_path / "long.csv", rows_per_class=200)
-    ft_client.predict(**finetune_args(data, "partial-run", epochs=20, batch_size=2), api_name="/finetune")
-    wait_for_live_step(ft_client, "partial-run")
-    ft_client.predict(api_name="/finetune_cancel")
-    wait_for_state(ft_client, "cancelled", timeout=30)
+    cancel_while_training(ft_client, separable_csv(tmp_path / "long.csv", rows_per_class=200), "partial-run")
     ft_client.predict(api_name="/finetune_save")
     saved = wait_for_state(ft_client, "finished", "save failed")
     assert saved["message"].startswith("Saved the partly trained model as 'partial-run'"), saved

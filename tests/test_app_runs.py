@@ -9,7 +9,7 @@ import pytest
 
 from conftest import separable_csv
 from core.history import HISTORY_FILE
-from test_app_finetune import finetune_args, wait_for_live_step, wait_for_state
+from test_app_finetune import cancel_while_training, finetune_args, wait_for_state
 
 
 def run_of(client, model_name: str) -> dict:
@@ -21,11 +21,7 @@ def test_every_ended_run_is_in_the_history_with_what_it_trained_and_measured(ft_
     data = separable_csv(tmp_path / "weather.csv")
     ft_client.predict(**finetune_args(data, "history-done", epochs=6), api_name="/finetune")
     wait_for_state(ft_client, "finished", "failed", timeout=300)
-    long_data = separable_csv(tmp_path / "long.csv", rows_per_class=200)
-    ft_client.predict(**finetune_args(long_data, "history-cancelled", epochs=20, batch_size=2), api_name="/finetune")
-    wait_for_live_step(ft_client, "history-cancelled")
-    ft_client.predict(api_name="/finetune_cancel")
-    wait_for_state(ft_client, "cancelled", timeout=30)
+    cancel_while_training(ft_client, separable_csv(tmp_path / "long.csv", rows_per_class=200), "history-cancelled")
     ft_client.predict(api_name="/finetune_discard")
     ft_client.predict(**finetune_args(data, "history-failed", base_model="no-such-local-model"), api_name="/finetune")
     wait_for_state(ft_client, "failed", "finished")

@@ -14,6 +14,7 @@ from conftest import REPO_ROOT, separable_csv
 from core import inference
 from core.errors import WorkbenchError
 from core.inference import GenerationSettings
+from core.model_folders import folder_size
 from core.models import ModelRegistry
 from core.packaged import packaged_models
 from core.training import TrainConfig, save_model, train
@@ -193,7 +194,7 @@ def test_minilm_with_lora_learns_sentiment_and_saves_a_model_the_sentiment_panel
     assert result.metrics_after["accuracy"] >= 0.7, result.metrics_after  # chance is 0.5
     merged_copy(result, own / "minilm-merged")
     # The adapter and the new head only: a few percent of the 90 MB merged model.
-    assert folder_bytes(own / "minilm-lora") < 0.1 * folder_bytes(own / "minilm-merged")
+    assert folder_size(own / "minilm-lora") < 0.1 * folder_size(own / "minilm-merged")
     registry = ModelRegistry(own)
     from_adapter = inference.classify(registry, "minilm-lora", "What a wonderful day")
     assert from_adapter.keys() == {"negative", "positive"}
@@ -593,10 +594,6 @@ def test_lora_for_classification_trains_adapters_and_the_whole_new_head(models_d
                                                                                                             "sunny"}
 
 
-def folder_bytes(folder) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-
-
 def merged_copy(result, folder):
     """The same trained adapter, merged and saved the default way."""
     import dataclasses
@@ -615,7 +612,7 @@ def test_an_adapter_only_save_is_small_and_classifies_as_the_merged_model_does(m
     assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
     assert "LoRA adapter only" in (adapter / "README.md").read_text()
     merged = merged_copy(result, own / "weather-merged")
-    assert folder_bytes(adapter) < 0.5 * folder_bytes(merged)
+    assert folder_size(adapter) < 0.5 * folder_size(merged)
     registry = ModelRegistry(own)
     assert {"weather-adapter", "weather-merged"} <= {c.name for c in registry.choices("text-classification")}
     for text in ("a dog sees the bright moon", "grey clouds and cold rain"):
