@@ -16,7 +16,7 @@ import gradio as gr
 from core.jobs import get_runner, remove_interrupted_saves, remove_stale_runs
 from core.limits import QUEUE_MAX_SIZE
 from core.models import configure, models_dir_from_env
-from demos import classify, fill_mask, finetune, generate
+from demos import classify, fill_mask, finetune, generate, inside, question_answering
 from demos.common import IDLE_POLL_SECONDS, AppContext, list_models, watch_job
 
 PANELS = (
@@ -24,6 +24,8 @@ PANELS = (
     ("Sentiment", classify),
     ("Fill-mask", fill_mask),
     ("Fine-tune", finetune),
+    ("Question answering", question_answering),
+    ("Inside the model", inside),
 )
 
 
@@ -39,7 +41,8 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
     # removed hourly, and all of them when the server stops.
     with gr.Blocks(title="Model Workbench", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# Model Workbench\nTry transformer models: generate text, classify "
-                    "sentiment, fill in masked words, and fine-tune on your own data.")
+                    "sentiment, fill in masked words, answer questions, look inside them, and fine-tune on "
+                    "your own data.")
         ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS))
         with gr.Tabs():
             for title, panel in PANELS:

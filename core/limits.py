@@ -19,6 +19,19 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_FILL_MASK_TOP_K = 20
 MAX_MASKS = 5
 
+# Inside the model and question answering
+MAX_EXPLAIN_CHARS = 2_000     # text whose attention, probabilities or attributions are shown
+MAX_ATTENTION_TOKENS = 64     # tokens in the attention heatmap (a 64 x 64 table still reads)
+MAX_PROBABILITY_TOKENS = 64   # continuation tokens whose probabilities are shown
+MAX_PROBABILITY_TOP_K = 10    # alternatives shown per token
+ATTRIBUTION_STEPS = 32        # integrated-gradients steps (captum's default is 50)
+MAX_CONTEXT_CHARS = 20_000    # question-answering context
+MAX_QUESTION_CHARS = 500
+MAX_ANSWER_TOP_K = 10         # answer spans listed
+MAX_ANSWER_TOKENS = 30        # longest extracted answer span
+QA_WINDOW_TOKENS = 384        # a long context is read in windows of this many tokens...
+QA_STRIDE_TOKENS = 128        # ...that overlap by this many
+
 # Model registry
 MAX_LOADED_MODELS = 3         # least recently used pipeline is evicted beyond this
 HUB_CHECK_TIMEOUT_S = 4.0     # one HTTP request to the Hub before any download

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,10 @@ from core.threads import run_in_own_thread
 TEXT_GENERATION = "text-generation"
 TEXT_CLASSIFICATION = "text-classification"
 FILL_MASK = "fill-mask"
-TASKS = (TEXT_GENERATION, TEXT_CLASSIFICATION, FILL_MASK)
+QUESTION_ANSWERING = "question-answering"
+TASKS = (TEXT_GENERATION, TEXT_CLASSIFICATION, FILL_MASK, QUESTION_ANSWERING)
+# transformers 5 has no question-answering pipeline: such models load as a LoadedModel.
+_PIPELINE_TASKS = (TEXT_GENERATION, TEXT_CLASSIFICATION, FILL_MASK)
 
 DEFAULT_HUB_MODELS: dict[str, tuple[str, ...]] = {
     TEXT_GENERATION: (
@@ -46,6 +49,10 @@ DEFAULT_HUB_MODELS: dict[str, tuple[str, ...]] = {
         "distilbert/distilroberta-base",
         "google-bert/bert-base-uncased",
     ),
+    QUESTION_ANSWERING: (
+        "deepset/roberta-base-squad2",
+        "distilbert/distilbert-base-cased-distilled-squad",
+    ),
 }
 
 # A config's `architectures` entry tells which task a saved model was built for.
@@ -53,16 +60,19 @@ _ARCHITECTURE_SUFFIXES = {
     TEXT_GENERATION: ("ForCausalLM", "LMHeadModel"),
     TEXT_CLASSIFICATION: ("ForSequenceClassification",),
     FILL_MASK: ("ForMaskedLM",),
+    QUESTION_ANSWERING: ("ForQuestionAnswering",),
 }
 _AUTO_MODEL = {
     TEXT_GENERATION: "AutoModelForCausalLM",
     TEXT_CLASSIFICATION: "AutoModelForSequenceClassification",
     FILL_MASK: "AutoModelForMaskedLM",
+    QUESTION_ANSWERING: "AutoModelForQuestionAnswering",
 }
 _TASK_NAMES = {
     TEXT_GENERATION: "text generation",
     TEXT_CLASSIFICATION: "sentiment / text classification",
     FILL_MASK: "fill-mask",
+    QUESTION_ANSWERING: "question answering",
 }
 
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -72,6 +82,15 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 DEFAULT_MODELS_DIR = "models"
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model of a task transformers has no pipeline for: what the panels use of a
+    pipeline (`model`, `tokenizer`)."""
+
+    model: Any
+    tokenizer: Any
 
 
 @dataclass(frozen=True)
@@ -254,7 +273,7 @@ class ModelRegistry:
                 continue
             task = task_of_config(config) if isinstance(config, dict) else None
             if task is None:
-                problem = "its config names no text-generation, classification or fill-mask model"
+                problem = "its config names no text-generation, classification, fill-mask or question-answering model"
             elif not has_weights(folder):
                 problem = "no safetensors weights (half-copied, or pickle weights only)"
             else:
@@ -288,6 +307,11 @@ class ModelRegistry:
             cached = in_hub_cache(repo)
             note = "cached" if cached else ("downloads on first use" if online else "needs the Hub")
             hub.append(ModelChoice(repo, f"{repo} ({note})", False, ready=cached))
+        if task == QUESTION_ANSWERING:  # a chat model answers from a grounded prompt (core/answer.py)
+            unusable = {choice.name for choice in broken}
+            chat = [replace(choice, label=f"{choice.label} · chat model, answers from a prompt")
+                    for choice in self.choices(TEXT_GENERATION) if choice.name not in unusable]
+            return packaged + local + hub + chat + broken
         return packaged + local + hub + broken
 
     def local_choices(self, *tasks: str) -> list[ModelChoice]:
@@ -310,6 +334,46 @@ class ModelRegistry:
         if any(choice.ready for choice in choices) or hub_reachable():
             return None
         return _OFFLINE_ADVICE[task]
+
+    def known_config(self, name: str) -> dict | None:
+        """`name`'s config.json as far as it can be read without loading or downloading anything:
+        a local folder's, or a Hub model's cached copy; None otherwise (packaged models too)."""
+        kind, folder = self.resolve(name)
+        path = folder / "config.json" if kind == "local" else None
+        if kind == "hub":
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+            path = Path(cached) if isinstance(cached, str) else None
+        try:
+            config = json.loads(path.read_text(encoding="utf-8")) if path else None
+        except (OSError, ValueError):
+            return None
+        return config if isinstance(config, dict) else None
+
+    def task_of(self, name: str) -> str | None:
+        """The task `name` was built for, as far as is known before loading it: a packaged
+        model's panel, a default Hub model's list, or the config known_config reads; None when
+        unknown. Raises WorkbenchError for a name that is not one."""
+        from core.packaged import is_packaged_name, packaged_models
+
+        if is_packaged_name(name):
+            model = packaged_models().get(name)
+            return model.panel_task if model else None
+        for task, repos in DEFAULT_HUB_MODELS.items():
+            if name in repos:
+                return task
+        config = self.known_config(name)
+        return task_of_config(config) if config else None
+
+    def known_classes(self, name: str) -> list[str]:
+        """A classifier's classes in its own order, read from its config without loading it;
+        [] when they are not known yet (a Hub model not downloaded, a name that is not one)."""
+        try:
+            labels = (self.known_config(name) or {}).get("id2label") or {}
+            return [str(labels[key]) for key in sorted(labels, key=int)]
+        except (WorkbenchError, ValueError, TypeError):
+            return []
 
     # ----- loading -------------------------------------------------------------------------
     def get(self, task: str, name: str) -> Any:
@@ -437,7 +501,8 @@ class ModelRegistry:
 
     def _build_pipeline(self, task: str, name: str, source: str, local_files_only: bool) -> Any:
         import torch
-        import transformers
+
+        transformers = import_transformers()
 
         common = dict(trust_remote_code=False, local_files_only=local_files_only)
         try:
@@ -454,7 +519,10 @@ class ModelRegistry:
                 model = auto_model.from_pretrained(source, config=config, dtype=dtype,
                                                    use_safetensors=True if local_files_only else None, **common)
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
-            pipe = transformers.pipeline(task, model=model, tokenizer=tokenizer, device=device)
+            if task in _PIPELINE_TASKS:
+                pipe = transformers.pipeline(task, model=model, tokenizer=tokenizer, device=device)
+            else:
+                pipe = LoadedModel(model.to(device).eval(), tokenizer)
         except WorkbenchError:
             raise
         except Exception as error:  # any library failure becomes a message naming the model
@@ -484,6 +552,22 @@ class ModelRegistry:
         return PeftModel.from_pretrained(base, folder).merge_and_unload()
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_transformers():
+    """transformers, with the names the registry uses resolved. transformers resolves its names
+    lazily, and threads that first use it at the same moment (two panels' first models loading
+    at once) can see it half set up: "module 'transformers' has no attribute 'AutoTokenizer'".
+    So the first use happens under a lock; later ones find the names resolved."""
+    with _IMPORT_LOCK:
+        import transformers
+
+        for attribute in ("AutoConfig", "AutoTokenizer", "pipeline", *_AUTO_MODEL.values()):
+            getattr(transformers, attribute)
+    return transformers
+
+
 _OFFLINE_ADVICE = {
     TEXT_GENERATION: (
         "No text-generation model is ready offline and the Hugging Face Hub cannot be reached. "
@@ -500,6 +584,11 @@ _OFFLINE_ADVICE = {
         "all-MiniLM-L6-v2, but its masked-LM head starts untrained: 10 epochs on 150 KB of text still "
         "gave the same top word for every sentence, so use that to "
         "try the workflow, not for real predictions."),
+    QUESTION_ANSWERING: (
+        "No extractive question-answering model is ready offline and the Hugging Face Hub cannot be "
+        "reached. Pick a chat model instead (the packaged SmolLM2 works offline): it answers from the "
+        "context with a grounded prompt. Or connect to the Hub once: deepset/roberta-base-squad2 then "
+        "works offline from the cache."),
 }
 
 

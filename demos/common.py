@@ -222,7 +222,8 @@ def all_pickers_refresh(ctx: AppContext) -> tuple[list, list, Callable]:
             [component for _, dropdown, note in order for component in (dropdown, note)], refresh)
 
 
-def list_models(task: Literal["text-generation", "text-classification", "fill-mask"]) -> list[dict]:
+def list_models(task: Literal["text-generation", "text-classification", "fill-mask", "question-answering"]
+                ) -> list[dict]:
     """The models each picker offers now, for API users: name, label (with readiness) and
     whether it is ready without the network."""
     from core.models import get_registry

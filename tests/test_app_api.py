@@ -170,7 +170,8 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(client, api_n
 
 def test_every_panel_has_its_public_api_name(client):
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/generate", "/classify", "/classify_batch", "/fill_mask"} <= endpoints
+    assert {"/generate", "/classify", "/classify_batch", "/fill_mask", "/answer", "/attention", "/token_probabilities",
+            "/attributions"} <= endpoints
 
 
 def test_importing_the_app_loads_no_model_library():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import fake_hub_answering, silent_hub
+from conftest import REPO_ROOT, fake_hub_answering, silent_hub
 from core import models
 from core.errors import WorkbenchError
 from core.models import (
@@ -228,3 +230,28 @@ def test_memory_stays_bounded_while_models_are_switched_again_and_again(models_d
     grown = _resident_mb() - settled
     # 40 more loads of five models: evicted pipelines are freed, so memory does not climb.
     assert grown < 60, f"resident memory grew by {grown:.0f} MB"
+
+
+def test_models_loading_at_once_in_a_fresh_process_all_find_transformers_set_up(models_dir):
+    """Two panels' first models loading at the same moment used to meet a half-set-up
+    transformers ("module 'transformers' has no attribute 'AutoTokenizer'")."""
+    script = f"""
+import threading
+from core.models import ModelRegistry
+registry = ModelRegistry({str(models_dir)!r})
+failures = []
+def load(task, name):
+    try:
+        registry.get(task, name)
+    except Exception as error:
+        failures.append(repr(error))
+jobs = [("text-generation", "tiny-gpt2"), ("text-classification", "tiny-bert-sentiment"),
+        ("fill-mask", "tiny-bert-mlm"), ("question-answering", "tiny-bert-qa")]
+threads = [threading.Thread(target=load, args=job) for job in jobs]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+print(failures)
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

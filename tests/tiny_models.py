@@ -122,6 +122,23 @@ def build_bert_classifier(folder: Path, labels: tuple[str, ...] = ("negative", "
     return folder
 
 
+def build_bert_qa(folder: Path) -> Path:
+    """An extractive question-answering model (start and end logits over the tokens); its
+    tokenizer frames a pair as BERT's does: [CLS] question [SEP] context [SEP]."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import BertForQuestionAnswering, PreTrainedTokenizerFast
+
+    backend = _word_piece_tokenizer()
+    backend.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[(name, backend.token_to_id(name)) for name in ("[CLS]", "[SEP]")])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                        model_max_length=128)
+    _save(_initialised(BertForQuestionAnswering(_bert_config(len(tokenizer)))), tokenizer, folder)
+    return folder
+
+
 def build_roberta_mlm(folder: Path) -> Path:
     """A RoBERTa-style masked LM whose mask token is `<mask>`."""
     from tokenizers import AddedToken
@@ -162,6 +179,7 @@ TINY_MODELS = {
     "tiny-bert-mlm": build_bert_mlm,
     "tiny-bert-sentiment": build_bert_classifier,
     "tiny-roberta-mlm": build_roberta_mlm,
+    "tiny-bert-qa": build_bert_qa,
 }
 
 

@@ -1,0 +1,172 @@
+"""Question answering over a context: extractive models pick a span, chat models answer from a
+grounded prompt.
+
+transformers 5 has no question-answering pipeline, so the span selection is written here from
+the model's start and end logits and the tokenizer's offsets (as the old pipeline did): a long
+context is read in overlapping windows, every span of up to MAX_ANSWER_TOKENS context tokens is
+scored p(start) x p(end), and the [CLS] position's score is the "no answer" of SQuAD2-style
+models. UI-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.errors import WorkbenchError
+from core.inference import GenerationSettings, _require_text, _run_model, generate_stream, has_chat_template
+from core.limits import (MAX_ANSWER_TOKENS, MAX_ANSWER_TOP_K, MAX_CONTEXT_CHARS, MAX_PROMPT_CHARS,
+                         MAX_QUESTION_CHARS, QA_STRIDE_TOKENS, QA_WINDOW_TOKENS)
+from core.models import QUESTION_ANSWERING, TEXT_GENERATION, ModelRegistry
+
+EXTRACTIVE, GENERATIVE = "extractive", "chat model"
+GROUNDED_INSTRUCTION = ("Answer the question using only the context below, in a few words. If the context does "
+                        "not contain the answer, reply exactly: The context does not say.")
+NOT_IN_CONTEXT = "The context does not say."
+GROUNDED_NEW_TOKENS = 48
+
+
+@dataclass
+class AnswerSpan:
+    text: str
+    start: int  # character offsets in the context
+    end: int
+    score: float | None  # p(start) x p(end); None for a chat model's answer found in the context
+
+
+@dataclass
+class Answer:
+    answer: str  # "" when the model says the context holds no answer
+    way: str  # EXTRACTIVE or GENERATIVE
+    spans: list[AnswerSpan] = field(default_factory=list)  # best first (extractive; the chat answer if found)
+    no_answer_score: float | None = None  # extractive: the [CLS] score (SQuAD2-style "no answer")
+    windows: int = 1  # how many overlapping windows the context was read in
+
+
+def answer(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int = 3) -> Answer:
+    """Answer `question` from `context` with an extractive model, or with a chat model (a text
+    generation model) through a prompt that holds the context."""
+    context = _require_text(context, "The context", MAX_CONTEXT_CHARS)
+    question = _require_text(question, "The question", MAX_QUESTION_CHARS)
+    if not 1 <= int(top_k) <= MAX_ANSWER_TOP_K:
+        raise WorkbenchError(f"Answers to list must be from 1 to {MAX_ANSWER_TOP_K} (got {top_k}).")
+    if registry.task_of(model_name) == TEXT_GENERATION:
+        return _grounded_answer(registry, model_name, context, question)
+    return _extract(registry, model_name, context, question, int(top_k))
+
+
+def _extract(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int) -> Answer:
+    import torch
+
+    loaded = registry.get(QUESTION_ANSWERING, model_name)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        raise WorkbenchError(f"'{model_name}' has a slow tokenizer without character offsets: answers cannot be "
+                             f"placed in the context.")
+    question_first = tokenizer.padding_side == "right"
+    # The window fits the model's positions (a tokenizer's model_max_length may be "unlimited").
+    limits = [QA_WINDOW_TOKENS, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    window_tokens = min(limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000)
+    try:
+        encoded = tokenizer(
+            question if question_first else context, context if question_first else question,
+            truncation="only_second" if question_first else "only_first", max_length=window_tokens,
+            stride=min(QA_STRIDE_TOKENS, window_tokens // 3), return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
+            return_tensors="pt")
+    except Exception as error:  # e.g. a question longer than the window leaves no room for context
+        raise WorkbenchError(f"The question and context cannot be read together: {error}") from error
+    offsets = encoded.pop("offset_mapping")
+    encoded.pop("overflow_to_sample_mapping", None)
+    context_index = 1 if question_first else 0
+
+    def run():
+        with torch.no_grad():
+            out = model(**{k: v.to(model.device) for k, v in encoded.items()})
+        return out.start_logits.float().cpu(), out.end_logits.float().cpu()
+
+    start_logits, end_logits = _run_model(model_name, run)
+    candidates: dict[tuple[int, int], float] = {}
+    no_answer = None
+    for window in range(start_logits.shape[0]):
+        in_context = torch.tensor([s == context_index for s in encoded.sequence_ids(window)])
+        null = _null_index(encoded, window, tokenizer)
+        allowed = in_context.clone()
+        allowed[null] = True
+        p_start = torch.softmax(start_logits[window].masked_fill(~allowed, -1e9), dim=-1)
+        p_end = torch.softmax(end_logits[window].masked_fill(~allowed, -1e9), dim=-1)
+        null_score = float(p_start[null] * p_end[null])
+        no_answer = null_score if no_answer is None else min(no_answer, null_score)
+        scores = torch.outer(p_start, p_end)
+        # spans inside the context, start <= end, at most MAX_ANSWER_TOKENS long
+        length = torch.arange(len(p_start))
+        band = (length[None, :] >= length[:, None]) & (length[None, :] - length[:, None] < MAX_ANSWER_TOKENS)
+        scores = scores * band * in_context[:, None] * in_context[None, :]
+        best = torch.topk(scores.flatten(), min(top_k, scores.numel()))
+        for value, flat in zip(best.values.tolist(), best.indices.tolist()):
+            if value <= 0:
+                continue
+            first, last = divmod(flat, len(p_start))
+            span = (int(offsets[window, first, 0]), int(offsets[window, last, 1]))
+            candidates[span] = max(candidates.get(span, 0.0), value)
+    ranked = sorted(candidates.items(), key=lambda item: item[1], reverse=True)[:top_k]
+    spans = [AnswerSpan(context[s:e], s, e, score) for (s, e), score in ranked if context[s:e].strip()]
+    says_none = not spans or (no_answer is not None and no_answer > spans[0].score)
+    return Answer(answer="" if says_none else spans[0].text, way=EXTRACTIVE, spans=spans,
+                  no_answer_score=no_answer, windows=int(start_logits.shape[0]))
+
+
+def _null_index(encoded, window: int, tokenizer) -> int:
+    """The position SQuAD2-style models point at for "no answer": the [CLS] (or <s>) token."""
+    ids = encoded["input_ids"][window].tolist()
+    cls = tokenizer.cls_token_id
+    return ids.index(cls) if cls is not None and cls in ids else 0
+
+
+def _grounded_answer(registry: ModelRegistry, model_name: str, context: str, question: str) -> Answer:
+    """A chat model's answer from a prompt that holds the context (greedy, so it is repeatable)."""
+    prompt = f"{GROUNDED_INSTRUCTION}\n\nContext:\n{context.strip()}\n\nQuestion: {question.strip()}\nAnswer:"
+    if len(prompt) > MAX_PROMPT_CHARS:
+        room = MAX_PROMPT_CHARS - len(prompt) + len(context)
+        raise WorkbenchError(f"A chat model answers from at most about {room:,} characters of context (this one "
+                             f"has {len(context):,}): shorten it, or pick an extractive question-answering model, "
+                             f"which reads long contexts in windows.")
+    chat = has_chat_template(registry, model_name)
+    settings = GenerationSettings(max_new_tokens=GROUNDED_NEW_TOKENS, temperature=0, repetition_penalty=1.0,
+                                  seed=0, use_chat_template=chat)
+    texts = [""]
+    for texts in generate_stream(registry, model_name, prompt, settings):
+        pass
+    reply = texts[0] if chat else texts[0][len(prompt):]
+    reply = reply.strip().split("\n")[0].strip()
+    if not reply or reply.rstrip(".").lower() == NOT_IN_CONTEXT.rstrip(".").lower():
+        return Answer(answer="", way=GENERATIVE)
+    found = locate_in_context(reply, context, question)
+    spans = [AnswerSpan(context[found[0]:found[1]], found[0], found[1], None)] if found else []
+    return Answer(answer=reply, way=GENERATIVE, spans=spans)
+
+
+def locate_in_context(reply: str, context: str, question: str) -> tuple[int, int] | None:
+    """Where a chat model's answer comes from in the context: the run of words it shares with
+    the context that holds the most telling words (numbers, or words of 4 letters or more) the
+    question does not have (a reply repeats the question:
+    "The tower was built in 1889" -> "1889"); None when it shares no such word."""
+    import difflib
+    import re
+
+    def words(text):
+        return [(m.group().lower(), m.start(), m.end()) for m in re.finditer(r"\w+", text)]
+
+    asked = {word for word, _, _ in words(question)}
+    said, source = words(reply), words(context)
+    matcher = difflib.SequenceMatcher(None, [w for w, _, _ in said], [w for w, _, _ in source], autojunk=False)
+    best, best_key = None, (0, 0)
+    for block in matcher.get_matching_blocks():
+        run = source[block.b:block.b + block.size]
+        # trim short function words at the ends ("is 330 metres tall" -> "330 metres tall")
+        while run and len(run[0][0]) < 3 and not run[0][0].isdigit():
+            run = run[1:]
+        while run and len(run[-1][0]) < 3 and not run[-1][0].isdigit():
+            run = run[:-1]
+        new = sum(word not in asked and (len(word) >= 4 or word.isdigit()) for word, _, _ in run)
+        if (new, len(run)) > best_key and new:
+            best, best_key = (run[0][1], run[-1][2]), (new, len(run))
+    return best

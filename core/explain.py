@@ -1,0 +1,220 @@
+"""Inside the model: attention weights, token probabilities and per-token attributions.
+
+UI-free. Each function takes a model from the registry (the same loaded copy the panels use),
+runs its model work on the model thread (core/threads.py) and raises WorkbenchError with a
+message a person can act on.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from core.errors import WorkbenchError
+from core.inference import _require_text, _run_model
+from core.limits import (ATTRIBUTION_STEPS, MAX_ATTENTION_TOKENS, MAX_EXPLAIN_CHARS, MAX_PROBABILITY_TOKENS,
+                         MAX_PROBABILITY_TOP_K)
+from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
+
+MEAN_OVER_HEADS = 0  # `head` value: the mean of every head's weights (heads count from 1)
+
+
+def token_labels(tokenizer, ids: list[int]) -> list[str]:
+    """The tokens as the model sees them: word pieces keep their "##", special tokens their
+    names, and a byte-level token's leading space is shown as "␣" (it is part of the token)."""
+    special = set(tokenizer.all_special_ids)
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    labels = []
+    for token_id, piece in zip(ids, pieces):
+        if token_id in special or piece.startswith("##"):
+            labels.append(piece)
+        else:
+            labels.append(tokenizer.decode([token_id]).replace(" ", "␣").replace("\n", "↵") or piece)
+    return labels
+
+
+def _encode(tokenizer, text: str, limit: int):
+    """The text's token ids with the model's special tokens, cut to `limit` tokens."""
+    encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
+    return encoded, encoded["input_ids"].shape[1] >= limit
+
+
+@contextmanager
+def _eager_attention(model):
+    """Attention weights come out only of the eager implementation (sdpa and flash compute them
+    without keeping them): switched for this call, then put back for the panels' speed. Safe
+    because every model call runs on the one model thread."""
+    before = getattr(model.config, "_attn_implementation", None)
+    switched = before not in (None, "eager")
+    if switched:
+        try:
+            model.set_attn_implementation("eager")
+        except Exception as error:
+            raise WorkbenchError(f"This model cannot show its attention: it cannot switch to eager attention "
+                                 f"({error}).") from error
+    try:
+        yield
+    finally:
+        if switched:
+            model.set_attn_implementation(before)
+
+
+# ----- attention ------------------------------------------------------------------------------
+@dataclass
+class AttentionMap:
+    tokens: list[str]
+    weights: list[list[float]]  # rows: the token attending (query), columns: the token attended to
+    layer: int  # from 1
+    head: int  # from 1, or MEAN_OVER_HEADS
+    layers: int
+    heads: int
+    causal: bool  # a decoder: each token attends only to itself and the tokens before it
+    truncated: bool
+
+
+def attention(registry: ModelRegistry, task: str, model_name: str, text: str, layer: int = 1,
+              head: int = MEAN_OVER_HEADS) -> AttentionMap:
+    """The attention weights of one layer (and one head, or their mean) over the text's tokens."""
+    import torch
+
+    text = _require_text(text, "The text", MAX_EXPLAIN_CHARS)
+    pipe = registry.get(task, model_name)
+    model, tokenizer = pipe.model, pipe.tokenizer
+    layers = getattr(model.config, "num_hidden_layers", None)
+    heads = getattr(model.config, "num_attention_heads", None)
+    if not layers or not heads:
+        raise WorkbenchError(f"'{model_name}' does not say how many layers and heads it has: its attention "
+                             f"cannot be shown.")
+    if not 1 <= int(layer) <= layers:
+        raise WorkbenchError(f"Layer must be from 1 to {layers} for '{model_name}' (got {layer}).")
+    if not 0 <= int(head) <= heads:
+        raise WorkbenchError(f"Head must be from 1 to {heads}, or {MEAN_OVER_HEADS} for the mean over heads "
+                             f"(got {head}).")
+    encoded, truncated = _encode(tokenizer, text, MAX_ATTENTION_TOKENS)
+
+    def run():
+        with _eager_attention(model), torch.no_grad():
+            out = model(**{k: v.to(model.device) for k, v in encoded.items()}, output_attentions=True)
+        if not out.attentions:
+            raise WorkbenchError(f"'{model_name}' returned no attention weights.")
+        return out.attentions[int(layer) - 1][0].float()  # heads x tokens x tokens
+
+    chosen = _run_model(model_name, run)
+    matrix = chosen.mean(dim=0) if int(head) == MEAN_OVER_HEADS else chosen[int(head) - 1]
+    return AttentionMap(tokens=token_labels(tokenizer, encoded["input_ids"][0].tolist()), weights=matrix.tolist(),
+                        layer=int(layer), head=int(head), layers=layers, heads=heads,
+                        causal=task == TEXT_GENERATION, truncated=truncated)
+
+
+# ----- token probabilities --------------------------------------------------------------------
+@dataclass
+class TokenChoice:
+    token: str  # as token_labels shows it
+    text: str  # the text it adds
+    probability: float  # given everything before it
+    alternatives: list[tuple[str, float]]  # the top-k tokens the model gave most probability at that step
+
+
+def token_probabilities(registry: ModelRegistry, model_name: str, prompt: str, continuation: str = "",
+                        max_new_tokens: int = 20, top_k: int = 5) -> list[TokenChoice]:
+    """Each token of a continuation of `prompt` with its probability and the top-k alternatives at
+    that step. With no `continuation` the model writes one greedily (`max_new_tokens`). The
+    probabilities are the model's own (softmax of its logits, no temperature or top-k filter)."""
+    import torch
+
+    prompt = _require_text(prompt, "The prompt", MAX_EXPLAIN_CHARS)
+    if not 1 <= int(max_new_tokens) <= MAX_PROBABILITY_TOKENS:
+        raise WorkbenchError(f"Tokens to write must be from 1 to {MAX_PROBABILITY_TOKENS} (got {max_new_tokens}).")
+    if not 1 <= int(top_k) <= MAX_PROBABILITY_TOP_K:
+        raise WorkbenchError(f"Alternatives must be from 1 to {MAX_PROBABILITY_TOP_K} (got {top_k}).")
+    pipe = registry.get(TEXT_GENERATION, model_name)
+    model, tokenizer = pipe.model, pipe.tokenizer
+    prompt_ids = tokenizer(prompt, return_tensors="pt")["input_ids"][:, -MAX_ATTENTION_TOKENS:].to(model.device)
+    if prompt_ids.shape[1] == 0:
+        raise WorkbenchError("The prompt has no tokens for this model: type some words.")
+    given = (continuation or "").strip() != ""
+    if given:
+        continuation_ids = tokenizer(continuation, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        continuation_ids = continuation_ids[:, :MAX_PROBABILITY_TOKENS].to(model.device)
+
+    def run():
+        with torch.no_grad():
+            if given:
+                ids = torch.cat([prompt_ids, continuation_ids], dim=1)
+            else:
+                pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+                ids = model.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=False,
+                                     max_new_tokens=int(max_new_tokens), pad_token_id=pad, temperature=None,
+                                     top_k=None, top_p=None)
+            # One forward pass over prompt + continuation: the logits at position i give the
+            # probabilities of token i + 1.
+            logits = model(ids).logits[0, prompt_ids.shape[1] - 1:-1].float()
+        return ids[0, prompt_ids.shape[1]:].tolist(), torch.softmax(logits, dim=-1)
+
+    new_ids, probabilities = _run_model(model_name, run)
+    if not new_ids:
+        raise WorkbenchError(f"'{model_name}' wrote nothing after this prompt (it ended at once): write the "
+                             f"start of a text for it to continue, or give the continuation to score.")
+    labels = token_labels(tokenizer, new_ids)
+    choices = []
+    for position, (token_id, label) in enumerate(zip(new_ids, labels)):
+        top = torch.topk(probabilities[position], int(top_k))
+        alternatives = list(zip(token_labels(tokenizer, top.indices.tolist()), top.values.tolist()))
+        choices.append(TokenChoice(token=label, text=tokenizer.decode([token_id]),
+                                   probability=float(probabilities[position, token_id]), alternatives=alternatives))
+    return choices
+
+
+# ----- attributions ---------------------------------------------------------------------------
+@dataclass
+class Attribution:
+    tokens: list[str]
+    scores: list[float]  # per token, scaled so the largest magnitude is 1; > 0 pushes towards the class
+    label: str  # the class explained
+    probability: float  # the model's probability of that class for the text
+    predicted: str  # the class the model predicts
+    delta: float  # integrated gradients' convergence error (small: the scores add up to the change)
+    truncated: bool
+
+
+def attributions(registry: ModelRegistry, model_name: str, text: str, label: str | None = None) -> Attribution:
+    """Why the classifier gives `label` (default: its prediction): captum's integrated gradients
+    on the word embeddings, from a baseline where every word is the pad token (special tokens
+    kept) to the text, for the class's probability."""
+    import torch
+    from captum.attr import LayerIntegratedGradients
+
+    text = _require_text(text, "The text", MAX_EXPLAIN_CHARS)
+    pipe = registry.get(TEXT_CLASSIFICATION, model_name)
+    model, tokenizer = pipe.model, pipe.tokenizer
+    classes = [model.config.id2label[i] for i in sorted(model.config.id2label)]
+    if label and label not in classes:
+        raise WorkbenchError(f"'{model_name}' has no class '{label}': its classes are {', '.join(classes)}.")
+    encoded, truncated = _encode(tokenizer, text, MAX_ATTENTION_TOKENS)
+    ids = encoded["input_ids"].to(model.device)
+    mask = encoded["attention_mask"].to(model.device)
+    filler = next((t for t in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id) if t is not None),
+                  0)
+    special = torch.tensor([[token in tokenizer.all_special_ids for token in ids[0].tolist()]], device=ids.device)
+    baseline = torch.where(special, ids, torch.full_like(ids, filler))
+
+    def class_probabilities(input_ids, attention_mask):
+        return torch.softmax(model(input_ids=input_ids, attention_mask=attention_mask).logits.float(), dim=-1)
+
+    def run():
+        with torch.no_grad():
+            probabilities = class_probabilities(ids, mask)[0]
+        target = classes.index(label) if label else int(probabilities.argmax())
+        explainer = LayerIntegratedGradients(class_probabilities, model.get_input_embeddings())
+        with torch.enable_grad():
+            scores, delta = explainer.attribute(ids, baselines=baseline, additional_forward_args=(mask,),
+                                                target=target, n_steps=ATTRIBUTION_STEPS,
+                                                internal_batch_size=ATTRIBUTION_STEPS,
+                                                return_convergence_delta=True)
+        return probabilities, target, scores.sum(dim=-1)[0].detach().float(), float(delta.abs().max())
+
+    probabilities, target, per_token, delta = _run_model(model_name, run)
+    peak = float(per_token.abs().max()) or 1.0
+    return Attribution(tokens=token_labels(tokenizer, ids[0].tolist()), scores=(per_token / peak).tolist(),
+                       label=classes[target], probability=float(probabilities[target]),
+                       predicted=classes[int(probabilities.argmax())], delta=delta, truncated=truncated)

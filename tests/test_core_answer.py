@@ -1,0 +1,131 @@
+"""Question answering on real (tiny) models: span selection from an extractive model's logits,
+long contexts in windows, "no answer", and a chat model's grounded answer."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from core import answer as qa
+from core.errors import WorkbenchError
+from core.limits import MAX_ANSWER_TOKENS
+from core.models import QUESTION_ANSWERING, ModelRegistry
+from tiny_models import corpus
+
+CONTEXT = "the cat likes the red house. a dog reads a long book every day."
+QUESTION = "what does the dog read?"
+
+
+def test_the_answer_is_the_best_span_of_a_direct_forward_pass(registry):
+    result = qa.answer(registry, "tiny-bert-qa", CONTEXT, QUESTION, top_k=3)
+    assert result.way == qa.EXTRACTIVE and result.windows == 1
+    loaded = registry.get(QUESTION_ANSWERING, "tiny-bert-qa")
+    encoded = loaded.tokenizer(QUESTION, CONTEXT, return_offsets_mapping=True, return_tensors="pt")
+    offsets = encoded.pop("offset_mapping")[0]
+    with torch.no_grad():
+        out = loaded.model(**encoded)
+    in_context = [s == 1 for s in encoded.sequence_ids(0)]
+    allowed = torch.tensor(in_context)
+    allowed[0] = True  # [CLS]: "no answer"
+    p_start = torch.softmax(out.start_logits[0].masked_fill(~allowed, -1e9), -1)
+    p_end = torch.softmax(out.end_logits[0].masked_fill(~allowed, -1e9), -1)
+    best = max(((float(p_start[i] * p_end[j]), i, j) for i in range(len(in_context)) for j in range(len(in_context))
+                if in_context[i] and in_context[j] and i <= j < i + MAX_ANSWER_TOKENS))
+    score, i, j = best
+    assert result.answer == CONTEXT[int(offsets[i, 0]):int(offsets[j, 1])]
+    assert result.spans[0].score == pytest.approx(score, rel=1e-5)
+    assert result.no_answer_score == pytest.approx(float(p_start[0] * p_end[0]), rel=1e-5)
+
+
+def test_candidates_are_spans_of_the_context_best_first(registry):
+    result = qa.answer(registry, "tiny-bert-qa", CONTEXT, QUESTION, top_k=5)
+    assert len(result.spans) == 5
+    scores = [span.score for span in result.spans]
+    assert scores == sorted(scores, reverse=True)
+    for span in result.spans:
+        assert CONTEXT[span.start:span.end] == span.text and span.text.strip()
+        assert span.start >= 0 and span.end <= len(CONTEXT)
+
+
+def test_a_long_context_is_read_in_overlapping_windows(registry):
+    context = " ".join(corpus()[:60])  # far more than the tiny model's 128 positions
+    result = qa.answer(registry, "tiny-bert-qa", context, QUESTION, top_k=10)
+    assert result.windows > 2
+    assert all(context[span.start:span.end] == span.text for span in result.spans)
+    assert len({(span.start, span.end) for span in result.spans}) == len(result.spans), "overlaps counted once"
+
+
+def test_a_model_that_points_at_cls_says_there_is_no_answer(tmp_path):
+    """A SQuAD2-style abstention: the tiny model's output layer turned to favour the [CLS]
+    position (its hidden state differs from every context token's), saved, and loaded the way
+    users load a model."""
+    import transformers
+
+    source = tmp_path / "source"
+    from tiny_models import build_bert_qa
+
+    build_bert_qa(source)
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(source)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    encoded = tokenizer(QUESTION, CONTEXT, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.bert(**encoded).last_hidden_state[0]
+        direction = hidden[0] - hidden[1:].mean(dim=0)
+        model.qa_outputs.weight.copy_(torch.stack([direction, direction]) * (20 / direction.norm() ** 2))
+        model.qa_outputs.bias.zero_()
+    models = tmp_path / "models"
+    model.save_pretrained(models / "abstains")
+    tokenizer.save_pretrained(models / "abstains")
+    result = qa.answer(ModelRegistry(models), "abstains", CONTEXT, QUESTION, top_k=3)
+    assert result.answer == ""
+    assert result.no_answer_score > result.spans[0].score
+
+
+def test_a_chat_model_answers_from_a_grounded_prompt_the_same_way_each_time(registry):
+    first = qa.answer(registry, "tiny-chat", CONTEXT, QUESTION)
+    again = qa.answer(registry, "tiny-chat", CONTEXT, QUESTION)
+    assert first.way == qa.GENERATIVE and first.answer and first == again
+    for span in first.spans:  # highlighted only where its words are in the context
+        assert CONTEXT[span.start:span.end].lower() == span.text.lower()
+
+
+@pytest.mark.parametrize("reply, question, highlighted", [
+    ("The Eiffel Tower was built in 1889.", "When was the Eiffel Tower built?", "1889"),
+    ("The Eiffel Tower is 330 metres tall.", "How tall is the Eiffel Tower?", "330 metres tall"),
+    ("It was designed by Gustave Eiffel.", "Who designed the Eiffel Tower?", "Gustave Eiffel"),
+    ("The Eiffel Tower is orange.", "What colour is the Eiffel Tower?", None),  # nothing of it is in the context
+])
+def test_a_chat_answer_is_highlighted_where_its_new_words_are_in_the_context(reply, question, highlighted):
+    context = ("The Eiffel Tower is a wrought-iron lattice tower in Paris. It was designed by the company of "
+               "Gustave Eiffel and built from 1887 to 1889. It is 330 metres tall.")
+    found = qa.locate_in_context(reply, context, question)
+    assert (context[found[0]:found[1]] if found else None) == highlighted
+
+
+def test_question_answering_refuses_what_it_cannot_do(registry):
+    with pytest.raises(WorkbenchError, match="The question is empty"):
+        qa.answer(registry, "tiny-bert-qa", CONTEXT, " ")
+    with pytest.raises(WorkbenchError, match="Answers to list must be from 1"):
+        qa.answer(registry, "tiny-bert-qa", CONTEXT, QUESTION, top_k=0)
+    with pytest.raises(WorkbenchError, match="A chat model answers from at most"):
+        qa.answer(registry, "tiny-chat", "the cat likes the red house. " * 200, QUESTION)
+    with pytest.raises(WorkbenchError, match="for question answering: it is a fill-mask model"):
+        qa.answer(registry, "tiny-bert-mlm", CONTEXT, QUESTION)
+    assert qa.answer(registry, "tiny-bert-qa", CONTEXT, QUESTION).spans, "still serving"
+
+
+def test_the_picker_offers_extractive_models_first_then_chat_models(models_dir, tmp_path):
+    registry = ModelRegistry(models_dir)
+    names = [choice.name for choice in registry.choices(QUESTION_ANSWERING)]
+    labels = {choice.name: choice.label for choice in registry.choices(QUESTION_ANSWERING)}
+    assert names.index("tiny-bert-qa") < names.index("tiny-chat")
+    assert "chat model" in labels["tiny-chat"] and "tiny-bert-mlm" not in names
+    assert registry.default_choice(QUESTION_ANSWERING) == "tiny-bert-qa"
+    # With no extractive model ready offline, a chat model is what answers.
+    only_chat = tmp_path / "models"
+    shutil.copytree(models_dir / "tiny-chat", only_chat / "tiny-chat")
+    offline = ModelRegistry(only_chat)
+    assert offline.task_of(offline.default_choice(QUESTION_ANSWERING)) == "text-generation"
+    assert offline.offline_note(QUESTION_ANSWERING) is None
