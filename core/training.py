@@ -44,6 +44,14 @@ MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # see choose_precision
 PRECISIONS = get_args(Precision)
 DEFAULT_LEARNING_RATE = 5e-5  # full fine-tuning (the run_*_no_trainer examples' default)
+# Epochs and batch size by task. A classifier trains 5 epochs in batches of 8, the best epoch
+# kept: on 2,000 real short texts (bench/quality.py) that beat transformers.Trainer's defaults
+# (3 epochs of 8) at each of three seeds, test macro-F1 0.717 against 0.708 on average, where 3
+# epochs of 16 scored 0.688 (seed 42). It is the epochs that do it: Trainer given the same 5
+# epochs scores the same (0.719). Language models keep 3 epochs of 16: their steps are far
+# dearer, and small texts overfit sooner.
+DEFAULT_EPOCHS = {CAUSAL_LM: 3, CLASSIFICATION: 5, MASKED_LM: 3}
+DEFAULT_BATCH_SIZES = {CAUSAL_LM: 16, CLASSIFICATION: 8, MASKED_LM: 16}
 # LoRA adapters start at zero and are few: they need larger steps. A classifier's adapters and
 # new head learned nothing from 30 sentences at 2e-4 in 6 epochs (validation accuracy 0.4) and
 # did at 1e-3; a language model's adapters move its whole output, so they keep the usual 2e-4.
@@ -70,9 +78,9 @@ class TrainConfig:
     # Saved there (atomically) on success; None: the caller saves.
     output_dir: str | None = field(default=None, metadata={"aliases": ["--output"]})
     models_dir: str | None = None  # where local base models are looked up
-    epochs: float = 3
+    epochs: float | None = None  # None: DEFAULT_EPOCHS for the task
     learning_rate: float | None = None  # None: DEFAULT_LEARNING_RATE, or LORA_LEARNING_RATES with LoRA
-    batch_size: int = 16
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZES for the task
     gradient_accumulation_steps: int = 1
     max_length: int = 128  # truncation for classification, block size for language models
     warmup_ratio: float = 0.1
@@ -114,6 +122,10 @@ class TrainConfig:
             raise WorkbenchError(f"task must be one of {', '.join(TRAIN_TASKS)} (got {self.task!r}).")
         if not self.base_model or not str(self.base_model).strip():
             raise WorkbenchError("base_model: choose a model to fine-tune.")
+        if self.epochs is None:
+            self.epochs = DEFAULT_EPOCHS[self.task]
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH_SIZES[self.task]
         require_number(self.epochs, 0, MAX_EPOCHS, "epochs", low_open=True)
         if self.learning_rate is None:
             self.learning_rate = LORA_LEARNING_RATES[self.task] if self.lora else DEFAULT_LEARNING_RATE

@@ -24,7 +24,8 @@ from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
                          MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY,
                          MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.models import is_valid_local_name
-from core.training import BF16_AUTO_MIN_PARAMETERS, DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES
+from core.training import (BF16_AUTO_MIN_PARAMETERS, DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE,
+                           LORA_LEARNING_RATES)
 from demos import runs
 from demos.common import (MODEL_API_HINT, AppContext, JobView, as_text, busy_click, confusion_html, job_timer_on,
                           open_dropdown, setting_slider, show_errors)
@@ -70,10 +71,12 @@ def build(ctx: AppContext) -> None:
             model_name = gr.Textbox(label="Name of the new model", value="my-model",
                                     info="Saved in the models folder under this name.")
             with gr.Accordion("Hyperparameters", open=False):
-                epochs = setting_slider(1, MAX_EPOCHS, "Epochs", value=3, step=1)
+                epochs = setting_slider(1, MAX_EPOCHS, "Epochs", value=DEFAULT_EPOCHS[training_data.CLASSIFICATION],
+                                        step=1, info="The best epoch's weights are the ones kept")
                 learning_rate = gr.Number(value=DEFAULT_LEARNING_RATE, label="Learning rate",
                                           info="above 0, at most 1")
-                batch_size = setting_slider(1, MAX_BATCH_SIZE, "Batch size", value=16, step=1)
+                batch_size = setting_slider(1, MAX_BATCH_SIZE, "Batch size",
+                                            value=DEFAULT_BATCH_SIZES[training_data.CLASSIFICATION], step=1)
                 accumulation = setting_slider(1, MAX_GRADIENT_ACCUMULATION, "Gradient accumulation steps", value=1,
                                               step=1)
                 max_length = setting_slider(MIN_LENGTH, MAX_LENGTH, "Max length / block size (tokens)", value=128,
@@ -211,6 +214,16 @@ def build(ctx: AppContext) -> None:
             rate = LORA_LEARNING_RATES.get(task_value, DEFAULT_LEARNING_RATE) if on else DEFAULT_LEARNING_RATE
         return gr.update(visible=bool(on)), rate
 
+    def task_defaults(task_value, epochs_value, batch_value):
+        # Epochs and batch size follow the task's defaults only while they hold one of them.
+        if epochs_value in DEFAULT_EPOCHS.values():
+            epochs_value = DEFAULT_EPOCHS.get(task_value, epochs_value)
+        if batch_value in DEFAULT_BATCH_SIZES.values():
+            batch_value = DEFAULT_BATCH_SIZES.get(task_value, batch_value)
+        return epochs_value, batch_value
+
+    task.change(task_defaults, [task, epochs, batch_size], [epochs, batch_size], api_visibility="private",
+                show_progress="hidden")
     for trigger in (lora.change, task.change):
         trigger(lora_changed, [lora, learning_rate, task], [lora_options, learning_rate], api_visibility="private",
                 show_progress="hidden")
@@ -247,7 +260,7 @@ def build(ctx: AppContext) -> None:
     # ----- the job ----------------------------------------------------------------------------------
     @show_errors
     def start(task, train_file, base_model, model_name, validation_file=None, text_column=None,
-              label_column=None, epochs=3, learning_rate=None, batch_size=16, gradient_accumulation_steps=1,
+              label_column=None, epochs=None, learning_rate=None, batch_size=None, gradient_accumulation_steps=1,
               max_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42, validation_share=0.2,
               mlm_probability=0.15, whole_word_masking=False, precision="auto", lora=False,
               checkpoint_every=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False, eval_steps=0, best_metric="auto",

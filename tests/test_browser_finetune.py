@@ -134,3 +134,19 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     expect(page.locator("#sentiment-confusion td")).to_have_count(9)
     expect(page.locator("#sentiment-report")).to_contain_text("neutral")
     page.close()
+
+
+def test_epochs_and_batch_size_follow_the_task_until_someone_changes_them(page):
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_role("button", name="Hyperparameters").click()
+    epochs, batch = page.get_by_label("number input for Epochs"), page.get_by_label("number input for Batch size")
+    expect(epochs).to_have_value("5")  # classification: bench/quality.py's measured defaults
+    expect(batch).to_have_value("8")
+    page.get_by_label("Causal LM", exact=False).first.check()
+    expect(epochs).to_have_value("3")
+    expect(batch).to_have_value("16")
+    epochs.fill("7")
+    epochs.press("Tab")
+    page.get_by_label("Classification", exact=False).first.check()
+    expect(batch).to_have_value("8")
+    expect(epochs).to_have_value("7")  # a value the person chose stays

@@ -98,6 +98,25 @@ def test_text_shorter_than_one_block_lowers_the_block_size_and_says_so(models_di
     assert any("block size was lowered" in warning for warning in result.warnings)
 
 
+def test_each_task_gets_its_own_epochs_and_batch_size_unless_they_are_given():
+    classifier = TrainConfig(task="classification", base_model="tiny-bert-sentiment")
+    causal = TrainConfig(task="causal-lm", base_model="tiny-gpt2")
+    masked = TrainConfig(task="masked-lm", base_model="tiny-bert-mlm")
+    assert (classifier.epochs, classifier.batch_size) == (5, 8)  # bench/quality.py: beats Trainer's defaults
+    assert (causal.epochs, causal.batch_size) == (masked.epochs, masked.batch_size) == (3, 16)
+    chosen = TrainConfig(task="classification", base_model="tiny-bert-sentiment", epochs=2, batch_size=32)
+    assert (chosen.epochs, chosen.batch_size) == (2, 32)
+
+
+def test_the_command_line_takes_the_task_defaults_when_epochs_and_batch_size_are_left_out():
+    from core.training import _parse_args
+
+    config, _ = _parse_args(["--task", "classification", "--model", "tiny-bert-sentiment", "--train", "x.csv"])
+    assert (config.epochs, config.batch_size) == (5, 8)
+    config, _ = _parse_args(["--task", "causal-lm", "--model", "tiny-gpt2", "--train", "x.txt", "--epochs", "2"])
+    assert (config.epochs, config.batch_size) == (2, 16)
+
+
 @pytest.mark.parametrize("values, field", [
     (dict(epochs=10**9), "epochs"), (dict(epochs=0), "epochs"), (dict(learning_rate=-1), "learning_rate"),
     (dict(task="translation"), "task"), (dict(batch_size=0), "batch_size"), (dict(lora=True, lora_dropout=0.9), "lora_dropout"),
