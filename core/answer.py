@@ -23,6 +23,8 @@ GROUNDED_INSTRUCTION = ("Answer the question using only the context below, in a 
                         "not contain the answer, reply exactly: The context does not say.")
 NOT_IN_CONTEXT = "The context does not say."
 GROUNDED_NEW_TOKENS = 48
+MIN_CONTEXT_TOKENS = 32  # a question must leave the context at least this much of each window
+WINDOWS_PER_PASS = 8  # windows read in one forward pass
 
 
 @dataclass
@@ -51,74 +53,104 @@ def answer(registry: ModelRegistry, model_name: str, context: str, question: str
         raise WorkbenchError(f"Answers to list must be from 1 to {MAX_ANSWER_TOP_K} (got {top_k}).")
     if registry.task_of(model_name) == TEXT_GENERATION:
         return _grounded_answer(registry, model_name, context, question)
-    return _extract(registry, model_name, context, question, int(top_k))
+    try:
+        return _extract(registry, model_name, context, question, int(top_k))
+    except WorkbenchError:
+        # A Hub model not downloaded before: its kind is known once loading fetched its config.
+        if registry.task_of(model_name) == TEXT_GENERATION:
+            return _grounded_answer(registry, model_name, context, question)
+        raise
 
 
 def _extract(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int) -> Answer:
-    import torch
-
     loaded = registry.get(QUESTION_ANSWERING, model_name)
     model, tokenizer = loaded.model, loaded.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise WorkbenchError(f"'{model_name}' has a slow tokenizer without character offsets: answers cannot be "
                              f"placed in the context.")
-    question_first = tokenizer.padding_side == "right"
-    # The window fits the model's positions (a tokenizer's model_max_length may be "unlimited").
-    limits = [QA_WINDOW_TOKENS, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
-    window_tokens = min(limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000)
-    try:
-        encoded = tokenizer(
-            question if question_first else context, context if question_first else question,
-            truncation="only_second" if question_first else "only_first", max_length=window_tokens,
-            stride=min(QA_STRIDE_TOKENS, window_tokens // 3), return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
-            return_tensors="pt")
-    except Exception as error:  # e.g. a question longer than the window leaves no room for context
-        raise WorkbenchError(f"The question and context cannot be read together: {error}") from error
-    offsets = encoded.pop("offset_mapping")
-    encoded.pop("overflow_to_sample_mapping", None)
-    context_index = 1 if question_first else 0
-
-    def run():
-        with torch.no_grad():
-            out = model(**{k: v.to(model.device) for k, v in encoded.items()})
-        return out.start_logits.float().cpu(), out.end_logits.float().cpu()
-
-    start_logits, end_logits = _run_model(model_name, run)
+    # Tokenized on the model thread: a fast tokenizer fails ("Already borrowed") when two threads
+    # use it at once, and the panels' pipelines use it there.
+    encoded = _run_model(model_name, lambda: _windows(model, tokenizer, model_name, context, question))
+    context_index = 1 if tokenizer.padding_side == "right" else 0
     candidates: dict[tuple[int, int], float] = {}
     no_answer = None
-    for window in range(start_logits.shape[0]):
-        in_context = torch.tensor([s == context_index for s in encoded.sequence_ids(window)])
-        null = _null_index(encoded, window, tokenizer)
-        allowed = in_context.clone()
-        allowed[null] = True
-        p_start = torch.softmax(start_logits[window].masked_fill(~allowed, -1e9), dim=-1)
-        p_end = torch.softmax(end_logits[window].masked_fill(~allowed, -1e9), dim=-1)
-        null_score = float(p_start[null] * p_end[null])
-        no_answer = null_score if no_answer is None else min(no_answer, null_score)
-        scores = torch.outer(p_start, p_end)
-        # spans inside the context, start <= end, at most MAX_ANSWER_TOKENS long
-        length = torch.arange(len(p_start))
-        band = (length[None, :] >= length[:, None]) & (length[None, :] - length[:, None] < MAX_ANSWER_TOKENS)
-        scores = scores * band * in_context[:, None] * in_context[None, :]
-        best = torch.topk(scores.flatten(), min(top_k, scores.numel()))
-        for value, flat in zip(best.values.tolist(), best.indices.tolist()):
-            if value <= 0:
-                continue
-            first, last = divmod(flat, len(p_start))
-            span = (int(offsets[window, first, 0]), int(offsets[window, last, 1]))
-            candidates[span] = max(candidates.get(span, 0.0), value)
+    count = len(encoded["input_ids"])
+    for first_window in range(0, count, WINDOWS_PER_PASS):  # bounded memory; other requests run between
+        chosen = list(range(first_window, min(count, first_window + WINDOWS_PER_PASS)))
+        start_logits, end_logits = _run_model(model_name, lambda: _logits(model, encoded, chosen))
+        for row, window in enumerate(chosen):
+            spans, null_score = _window_spans(encoded, window, start_logits[row], end_logits[row], context_index,
+                                              tokenizer.cls_token_id, top_k)
+            for span, value in spans:
+                candidates[span] = max(candidates.get(span, 0.0), value)
+            if null_score is not None:
+                no_answer = null_score if no_answer is None else min(no_answer, null_score)
     ranked = sorted(candidates.items(), key=lambda item: item[1], reverse=True)[:top_k]
     spans = [AnswerSpan(context[s:e], s, e, score) for (s, e), score in ranked if context[s:e].strip()]
     says_none = not spans or (no_answer is not None and no_answer > spans[0].score)
     return Answer(answer="" if says_none else spans[0].text, way=EXTRACTIVE, spans=spans,
-                  no_answer_score=no_answer, windows=int(start_logits.shape[0]))
+                  no_answer_score=no_answer, windows=count)
 
 
-def _null_index(encoded, window: int, tokenizer) -> int:
-    """The position SQuAD2-style models point at for "no answer": the [CLS] (or <s>) token."""
-    ids = encoded["input_ids"][window].tolist()
-    cls = tokenizer.cls_token_id
-    return ids.index(cls) if cls is not None and cls in ids else 0
+def _windows(model, tokenizer, model_name: str, context: str, question: str):
+    """The question with each overlapping window of the context, as the model reads them
+    (question first for right-padding tokenizers, as in SQuAD training)."""
+    # The window fits the model's positions (a tokenizer's model_max_length may be "unlimited").
+    limits = [QA_WINDOW_TOKENS, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    window = min(limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000)
+    asked = len(tokenizer(question, add_special_tokens=False)["input_ids"])
+    room = window - asked - tokenizer.num_special_tokens_to_add(pair=True)
+    if room < MIN_CONTEXT_TOKENS:
+        raise WorkbenchError(f"The question is {asked} tokens long, and '{model_name}' reads {window} tokens at a "
+                             f"time, question and context together: shorten the question.")
+    question_first = tokenizer.padding_side == "right"
+    try:
+        return tokenizer(question if question_first else context, context if question_first else question,
+                         truncation="only_second" if question_first else "only_first", max_length=window,
+                         stride=min(QA_STRIDE_TOKENS, room // 2), return_overflowing_tokens=True,
+                         return_offsets_mapping=True)
+    except Exception as error:
+        raise WorkbenchError(f"'{model_name}' cannot read this question with this context: {error}") from error
+
+
+def _logits(model, encoded, windows: list[int]):
+    """Start and end logits of some windows, padded on the right (masked) to one length."""
+    import torch
+
+    width = max(len(encoded["input_ids"][w]) for w in windows)
+    batch = {}
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        if key in encoded:
+            rows = [encoded[key][w] + [0] * (width - len(encoded[key][w])) for w in windows]
+            batch[key] = torch.tensor(rows, device=model.device)
+    with torch.no_grad():
+        out = model(**batch)
+    return out.start_logits.float().cpu(), out.end_logits.float().cpu()
+
+
+def _window_spans(encoded, window: int, start_logits, end_logits, context_index: int, cls_id, top_k: int):
+    """One window's top-k (character span, p(start) x p(end)) inside the context, at most
+    MAX_ANSWER_TOKENS long, and its "no answer" score: the [CLS] position's (None without one)."""
+    import torch
+
+    length = len(encoded["input_ids"][window])
+    start_logits, end_logits = start_logits[:length], end_logits[:length]
+    in_context = torch.tensor([s == context_index for s in encoded.sequence_ids(window)])
+    ids = encoded["input_ids"][window]
+    null = ids.index(cls_id) if cls_id is not None and cls_id in ids else None
+    allowed = in_context.clone()
+    if null is not None:
+        allowed[null] = True
+    p_start = torch.softmax(start_logits.masked_fill(~allowed, -1e9), dim=-1)
+    p_end = torch.softmax(end_logits.masked_fill(~allowed, -1e9), dim=-1)
+    positions = torch.arange(length)
+    band = (positions[None, :] >= positions[:, None]) & (positions[None, :] - positions[:, None] < MAX_ANSWER_TOKENS)
+    scores = torch.outer(p_start, p_end) * band * in_context[:, None] * in_context[None, :]
+    best = torch.topk(scores.flatten(), min(top_k, scores.numel()))
+    offsets = encoded["offset_mapping"][window]
+    spans = [((offsets[flat // length][0], offsets[flat % length][1]), value)
+             for value, flat in zip(best.values.tolist(), best.indices.tolist()) if value > 0]
+    return spans, None if null is None else float(p_start[null] * p_end[null])
 
 
 def _grounded_answer(registry: ModelRegistry, model_name: str, context: str, question: str) -> Answer:

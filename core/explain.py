@@ -34,9 +34,26 @@ def token_labels(tokenizer, ids: list[int]) -> list[str]:
 
 
 def _encode(tokenizer, text: str, limit: int):
-    """The text's token ids with the model's special tokens, cut to `limit` tokens."""
-    encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
-    return encoded, encoded["input_ids"].shape[1] >= limit
+    """The text's token ids with the model's special tokens, cut to `limit` tokens, and whether
+    it was cut. Like every tokenizer call here, run on the model thread: a fast tokenizer used by
+    two threads at once fails ("Already borrowed"), and the panels' pipelines use it there."""
+    whole = len(tokenizer(text)["input_ids"])
+    return tokenizer(text, return_tensors="pt", truncation=True, max_length=limit), whole > limit
+
+
+def _prompt_and_continuation(tokenizer, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+    """The ids of the prompt and of the continuation, tokenized together (so "Paris" after "is"
+    is the " Paris" token the model would write), split where the continuation starts."""
+    special = set(tokenizer.all_special_ids)
+    if not getattr(tokenizer, "is_fast", False):  # no offsets: each part on its own (rare today)
+        return (tokenizer(prompt)["input_ids"],
+                [t for t in tokenizer(continuation, add_special_tokens=False)["input_ids"] if t not in special])
+    if continuation and not (prompt[-1:].isspace() or continuation[:1].isspace()):
+        continuation = " " + continuation  # "is" + "Paris": the words the person means, not "isParis"
+    encoded = tokenizer(prompt + continuation, return_offsets_mapping=True)
+    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    first = next((i for i, (start, end) in enumerate(offsets) if end > start and start >= len(prompt)), len(ids))
+    return ids[:first], [t for t in ids[first:] if t not in special]
 
 
 @contextmanager
@@ -90,18 +107,19 @@ def attention(registry: ModelRegistry, task: str, model_name: str, text: str, la
     if not 0 <= int(head) <= heads:
         raise WorkbenchError(f"Head must be from 1 to {heads}, or {MEAN_OVER_HEADS} for the mean over heads "
                              f"(got {head}).")
-    encoded, truncated = _encode(tokenizer, text, MAX_ATTENTION_TOKENS)
 
     def run():
+        encoded, truncated = _encode(tokenizer, text, MAX_ATTENTION_TOKENS)
         with _eager_attention(model), torch.no_grad():
             out = model(**{k: v.to(model.device) for k, v in encoded.items()}, output_attentions=True)
-        if not out.attentions:
-            raise WorkbenchError(f"'{model_name}' returned no attention weights.")
-        return out.attentions[int(layer) - 1][0].float()  # heads x tokens x tokens
+        if not out.attentions or len(out.attentions) < int(layer) or out.attentions[int(layer) - 1] is None:
+            raise WorkbenchError(f"'{model_name}' returned no attention weights for layer {layer}.")
+        tokens = token_labels(tokenizer, encoded["input_ids"][0].tolist())
+        return tokens, truncated, out.attentions[int(layer) - 1][0].float()  # heads x tokens x tokens
 
-    chosen = _run_model(model_name, run)
+    tokens, truncated, chosen = _run_model(model_name, run)
     matrix = chosen.mean(dim=0) if int(head) == MEAN_OVER_HEADS else chosen[int(head) - 1]
-    return AttentionMap(tokens=token_labels(tokenizer, encoded["input_ids"][0].tolist()), weights=matrix.tolist(),
+    return AttentionMap(tokens=tokens, weights=matrix.tolist(),
                         layer=int(layer), head=int(head), layers=layers, heads=heads,
                         causal=task == TEXT_GENERATION, truncated=truncated)
 
@@ -129,18 +147,17 @@ def token_probabilities(registry: ModelRegistry, model_name: str, prompt: str, c
         raise WorkbenchError(f"Alternatives must be from 1 to {MAX_PROBABILITY_TOP_K} (got {top_k}).")
     pipe = registry.get(TEXT_GENERATION, model_name)
     model, tokenizer = pipe.model, pipe.tokenizer
-    prompt_ids = tokenizer(prompt, return_tensors="pt")["input_ids"][:, -MAX_ATTENTION_TOKENS:].to(model.device)
-    if prompt_ids.shape[1] == 0:
-        raise WorkbenchError("The prompt has no tokens for this model: type some words.")
     given = (continuation or "").strip() != ""
-    if given:
-        continuation_ids = tokenizer(continuation, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        continuation_ids = continuation_ids[:, :MAX_PROBABILITY_TOKENS].to(model.device)
 
     def run():
+        prompt_part, continuation_part = _prompt_and_continuation(tokenizer, prompt, continuation if given else "")
+        if not prompt_part:
+            raise WorkbenchError("The prompt has no tokens for this model: type some words.")
+        prompt_ids = torch.tensor([prompt_part[-MAX_ATTENTION_TOKENS:]], device=model.device)
         with torch.no_grad():
             if given:
-                ids = torch.cat([prompt_ids, continuation_ids], dim=1)
+                ids = torch.cat([prompt_ids, torch.tensor([continuation_part[:MAX_PROBABILITY_TOKENS]],
+                                                          dtype=prompt_ids.dtype, device=model.device)], dim=1)
             else:
                 pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
                 ids = model.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=False,
@@ -149,19 +166,21 @@ def token_probabilities(registry: ModelRegistry, model_name: str, prompt: str, c
             # One forward pass over prompt + continuation: the logits at position i give the
             # probabilities of token i + 1.
             logits = model(ids).logits[0, prompt_ids.shape[1] - 1:-1].float()
-        return ids[0, prompt_ids.shape[1]:].tolist(), torch.softmax(logits, dim=-1)
+        new_ids = ids[0, prompt_ids.shape[1]:].tolist()
+        probabilities = torch.softmax(logits, dim=-1)
+        choices = []
+        for position, (token_id, label) in enumerate(zip(new_ids, token_labels(tokenizer, new_ids))):
+            top = torch.topk(probabilities[position], int(top_k))
+            alternatives = list(zip(token_labels(tokenizer, top.indices.tolist()), top.values.tolist()))
+            choices.append(TokenChoice(token=label, text=tokenizer.decode([token_id]),
+                                       probability=float(probabilities[position, token_id]),
+                                       alternatives=alternatives))
+        return choices
 
-    new_ids, probabilities = _run_model(model_name, run)
-    if not new_ids:
+    choices = _run_model(model_name, run)
+    if not choices:
         raise WorkbenchError(f"'{model_name}' wrote nothing after this prompt (it ended at once): write the "
                              f"start of a text for it to continue, or give the continuation to score.")
-    labels = token_labels(tokenizer, new_ids)
-    choices = []
-    for position, (token_id, label) in enumerate(zip(new_ids, labels)):
-        top = torch.topk(probabilities[position], int(top_k))
-        alternatives = list(zip(token_labels(tokenizer, top.indices.tolist()), top.values.tolist()))
-        choices.append(TokenChoice(token=label, text=tokenizer.decode([token_id]),
-                                   probability=float(probabilities[position, token_id]), alternatives=alternatives))
     return choices
 
 
@@ -190,18 +209,18 @@ def attributions(registry: ModelRegistry, model_name: str, text: str, label: str
     classes = [model.config.id2label[i] for i in sorted(model.config.id2label)]
     if label and label not in classes:
         raise WorkbenchError(f"'{model_name}' has no class '{label}': its classes are {', '.join(classes)}.")
-    encoded, truncated = _encode(tokenizer, text, MAX_ATTENTION_TOKENS)
-    ids = encoded["input_ids"].to(model.device)
-    mask = encoded["attention_mask"].to(model.device)
     filler = next((t for t in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id) if t is not None),
                   0)
-    special = torch.tensor([[token in tokenizer.all_special_ids for token in ids[0].tolist()]], device=ids.device)
-    baseline = torch.where(special, ids, torch.full_like(ids, filler))
 
     def class_probabilities(input_ids, attention_mask):
         return torch.softmax(model(input_ids=input_ids, attention_mask=attention_mask).logits.float(), dim=-1)
 
     def run():
+        encoded, truncated = _encode(tokenizer, text, MAX_ATTENTION_TOKENS)
+        ids = encoded["input_ids"].to(model.device)
+        mask = encoded["attention_mask"].to(model.device)
+        special = torch.tensor([[token in tokenizer.all_special_ids for token in ids[0].tolist()]], device=ids.device)
+        baseline = torch.where(special, ids, torch.full_like(ids, filler))
         with torch.no_grad():
             probabilities = class_probabilities(ids, mask)[0]
         target = classes.index(label) if label else int(probabilities.argmax())
@@ -211,10 +230,11 @@ def attributions(registry: ModelRegistry, model_name: str, text: str, label: str
                                                 target=target, n_steps=ATTRIBUTION_STEPS,
                                                 internal_batch_size=ATTRIBUTION_STEPS,
                                                 return_convergence_delta=True)
-        return probabilities, target, scores.sum(dim=-1)[0].detach().float(), float(delta.abs().max())
+        tokens = token_labels(tokenizer, ids[0].tolist())
+        return tokens, truncated, probabilities, target, scores.sum(dim=-1)[0].detach().float(), float(delta.abs().max())
 
-    probabilities, target, per_token, delta = _run_model(model_name, run)
+    tokens, truncated, probabilities, target, per_token, delta = _run_model(model_name, run)
     peak = float(per_token.abs().max()) or 1.0
-    return Attribution(tokens=token_labels(tokenizer, ids[0].tolist()), scores=(per_token / peak).tolist(),
+    return Attribution(tokens=tokens, scores=(per_token / peak).tolist(),
                        label=classes[target], probability=float(probabilities[target]),
                        predicted=classes[int(probabilities.argmax())], delta=delta, truncated=truncated)

@@ -44,9 +44,10 @@ def test_candidates_are_spans_of_the_context_best_first(registry):
     assert len(result.spans) == 5
     scores = [span.score for span in result.spans]
     assert scores == sorted(scores, reverse=True)
-    for span in result.spans:
-        assert CONTEXT[span.start:span.end] == span.text and span.text.strip()
-        assert span.start >= 0 and span.end <= len(CONTEXT)
+    tokenizer = registry.get(QUESTION_ANSWERING, "tiny-bert-qa").tokenizer
+    for span in result.spans:  # inside the context, never longer than the longest answer allowed
+        assert 0 <= span.start < span.end <= len(CONTEXT) and span.text.strip()
+        assert len(tokenizer(span.text, add_special_tokens=False)["input_ids"]) <= MAX_ANSWER_TOKENS
 
 
 def test_a_long_context_is_read_in_overlapping_windows(registry):
@@ -102,6 +103,12 @@ def test_a_chat_answer_is_highlighted_where_its_new_words_are_in_the_context(rep
                "Gustave Eiffel and built from 1887 to 1889. It is 330 metres tall.")
     found = qa.locate_in_context(reply, context, question)
     assert (context[found[0]:found[1]] if found else None) == highlighted
+
+
+def test_a_question_that_leaves_no_room_for_the_context_is_refused_clearly(registry):
+    long_question = " ".join(corpus()[:11]) + "?"  # 477 characters, 106 tokens; the tiny model reads 128
+    with pytest.raises(WorkbenchError, match=r"The question is \d+ tokens long.*reads 128 tokens at a time.*shorten"):
+        qa.answer(registry, "tiny-bert-qa", CONTEXT, long_question)
 
 
 def test_question_answering_refuses_what_it_cannot_do(registry):

@@ -105,6 +105,13 @@ def test_a_given_continuation_is_scored_token_by_token(registry):
     assert mean(likely) > mean(odd), "the corpus' word order is more probable than its reverse"
 
 
+def test_a_continuation_is_read_with_the_prompt_as_the_model_would_write_it(registry):
+    spaced = explain.token_probabilities(registry, "tiny-gpt2", "the cat likes", continuation=" the red house")
+    typed = explain.token_probabilities(registry, "tiny-gpt2", "the cat likes", continuation="the red house")
+    assert [c.token for c in typed] == [c.token for c in spaced] and typed[0].token == "␣the"
+    assert [c.probability for c in typed] == pytest.approx([c.probability for c in spaced])
+
+
 def test_token_probabilities_refuse_bad_settings(registry):
     with pytest.raises(WorkbenchError, match="Tokens to write"):
         explain.token_probabilities(registry, "tiny-gpt2", "the cat", max_new_tokens=0)
