@@ -75,12 +75,15 @@ def _extract(registry: ModelRegistry, model_name: str, context: str, question: s
     candidates: dict[tuple[int, int], float] = {}
     no_answer = None
     count = len(encoded["input_ids"])
+
+    def read(windows: list[int]):  # scored on the model thread too: torch ops elsewhere slow it (core/threads.py)
+        start_logits, end_logits = _logits(model, encoded, windows)
+        return [_window_spans(encoded, window, start_logits[row], end_logits[row], context_index,
+                              tokenizer.cls_token_id, top_k) for row, window in enumerate(windows)]
+
     for first_window in range(0, count, WINDOWS_PER_PASS):  # bounded memory; other requests run between
         chosen = list(range(first_window, min(count, first_window + WINDOWS_PER_PASS)))
-        start_logits, end_logits = _run_model(model_name, lambda: _logits(model, encoded, chosen))
-        for row, window in enumerate(chosen):
-            spans, null_score = _window_spans(encoded, window, start_logits[row], end_logits[row], context_index,
-                                              tokenizer.cls_token_id, top_k)
+        for spans, null_score in _run_model(model_name, lambda: read(chosen)):
             for span, value in spans:
                 candidates[span] = max(candidates.get(span, 0.0), value)
             if null_score is not None:

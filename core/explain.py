@@ -115,11 +115,12 @@ def attention(registry: ModelRegistry, task: str, model_name: str, text: str, la
         if not out.attentions or len(out.attentions) < int(layer) or out.attentions[int(layer) - 1] is None:
             raise WorkbenchError(f"'{model_name}' returned no attention weights for layer {layer}.")
         tokens = token_labels(tokenizer, encoded["input_ids"][0].tolist())
-        return tokens, truncated, out.attentions[int(layer) - 1][0].float()  # heads x tokens x tokens
+        chosen = out.attentions[int(layer) - 1][0].float()  # heads x tokens x tokens
+        matrix = chosen.mean(dim=0) if int(head) == MEAN_OVER_HEADS else chosen[int(head) - 1]
+        return tokens, truncated, matrix.tolist()
 
-    tokens, truncated, chosen = _run_model(model_name, run)
-    matrix = chosen.mean(dim=0) if int(head) == MEAN_OVER_HEADS else chosen[int(head) - 1]
-    return AttentionMap(tokens=tokens, weights=matrix.tolist(),
+    tokens, truncated, weights = _run_model(model_name, run)
+    return AttentionMap(tokens=tokens, weights=weights,
                         layer=int(layer), head=int(head), layers=layers, heads=heads,
                         causal=task == TEXT_GENERATION, truncated=truncated)
 
@@ -231,10 +232,12 @@ def attributions(registry: ModelRegistry, model_name: str, text: str, label: str
                                                 internal_batch_size=ATTRIBUTION_STEPS,
                                                 return_convergence_delta=True)
         tokens = token_labels(tokenizer, ids[0].tolist())
-        return tokens, truncated, probabilities, target, scores.sum(dim=-1)[0].detach().float(), float(delta.abs().max())
+        per_token = scores.sum(dim=-1)[0].detach().float()
+        peak = float(per_token.abs().max()) or 1.0
+        return tokens, truncated, probabilities.tolist(), target, (per_token / peak).tolist(), float(delta.abs().max())
 
-    tokens, truncated, probabilities, target, per_token, delta = _run_model(model_name, run)
-    peak = float(per_token.abs().max()) or 1.0
-    return Attribution(tokens=tokens, scores=(per_token / peak).tolist(),
+    tokens, truncated, probabilities, target, scores, delta = _run_model(model_name, run)
+    predicted = max(range(len(probabilities)), key=probabilities.__getitem__)
+    return Attribution(tokens=tokens, scores=scores,
                        label=classes[target], probability=float(probabilities[target]),
-                       predicted=classes[int(probabilities.argmax())], delta=delta, truncated=truncated)
+                       predicted=classes[predicted], delta=delta, truncated=truncated)

@@ -83,3 +83,29 @@ def test_a_failure_in_model_work_reaches_its_caller_and_the_thread_keeps_serving
 def test_model_work_asked_from_the_model_thread_runs_at_once_instead_of_waiting_for_itself():
     nested = MODEL_THREAD.start_generation(lambda: MODEL_THREAD.run_model_work(lambda: "inner"))
     assert nested.result(timeout=10) == "inner"
+
+
+def test_the_inside_views_and_question_answering_do_their_torch_work_on_the_model_thread(registry):
+    """torch ops on a request thread would give it an OpenMP pool of its own (core/threads.py):
+    a torch function mode, which is per thread, sees every torch call made on the calling one."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    from core import answer, explain
+
+    class Recorder(TorchFunctionMode):
+        calls: list = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    text = "the cat likes the red house."
+    with Recorder() as recorder:
+        explain.attention(registry, "fill-mask", "tiny-bert-mlm", text, layer=1)
+        explain.token_probabilities(registry, "tiny-gpt2", "the cat likes", max_new_tokens=3)
+        explain.attributions(registry, "tiny-bert-sentiment", text)
+        answer.answer(registry, "tiny-bert-qa", text, "what does the cat like?")
+    computed = [name for name in recorder.calls if name != "device"]  # naming a device computes nothing
+    assert computed == [], f"torch ran on the request thread: {sorted(set(computed))[:10]}"
+    assert torch.is_tensor(torch.zeros(1))  # the mode is gone
