@@ -30,6 +30,8 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
     page.get_by_label("number input for Epochs").press("Tab")
     page.get_by_role("button", name="Start fine-tuning").click()
     status = page.locator("#finetune-status")
+    # This run's status (an earlier test's run may still be shown until it starts), then its progress.
+    expect(status).to_contain_text("browser-weather", timeout=120_000)
     expect(status).to_contain_text("Step", timeout=120_000)  # progress (live, or the last step once done)
     # Reloading the page does not stop the job: the tab re-attaches to it.
     page.reload()
