@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from core.errors import WorkbenchError
-from core.inference import _require_text, _run_model
+from core.inference import _require_text, _run_model, class_names
 from core.limits import (ATTRIBUTION_STEPS, MAX_ATTENTION_TOKENS, MAX_EXPLAIN_CHARS, MAX_PROBABILITY_TOKENS,
                          MAX_PROBABILITY_TOP_K)
 from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
@@ -207,7 +207,7 @@ def attributions(registry: ModelRegistry, model_name: str, text: str, label: str
     text = _require_text(text, "The text", MAX_EXPLAIN_CHARS)
     pipe = registry.get(TEXT_CLASSIFICATION, model_name)
     model, tokenizer = pipe.model, pipe.tokenizer
-    classes = [model.config.id2label[i] for i in sorted(model.config.id2label)]
+    classes = class_names(registry, model_name)
     if label and label not in classes:
         raise WorkbenchError(f"'{model_name}' has no class '{label}': its classes are {', '.join(classes)}.")
     filler = next((t for t in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id) if t is not None),

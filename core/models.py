@@ -292,27 +292,28 @@ class ModelRegistry:
 
     def choices(self, task: str) -> list[ModelChoice]:
         """Packaged models for `task`, then local ones, then the Hub defaults, each labelled with
-        whether it is ready without the network."""
-        from core.packaged import packaged_models
-
+        whether it is ready without the network; question answering also offers the chat models
+        (they answer from a grounded prompt, core/answer.py); unusable folders last."""
         _check_task(task)
-        packaged = [packaged_choice(model) for model in packaged_models().values() if model.panel_task == task]
-        scanned = self._scan()
-        local = _local_choices(scanned, (task,))
+        scanned, online = self._scan(), hub_reachable()  # one scan and one Hub check for the whole list
+        usable = self._usable_choices(task, scanned, online)
+        if task == QUESTION_ANSWERING:
+            usable += [replace(choice, label=f"{choice.label} · chat model, answers from a prompt")
+                       for choice in self._usable_choices(TEXT_GENERATION, scanned, online)]
         broken = [ModelChoice(name, f"{name} (unusable: {problem})", True, ready=False)
                   for name, (_, problem) in scanned.items() if problem]
-        online = hub_reachable()
+        return usable + broken
+
+    def _usable_choices(self, task: str, scanned: dict, online: bool) -> list[ModelChoice]:
+        from core.packaged import packaged_models
+
+        packaged = [packaged_choice(model) for model in packaged_models().values() if model.panel_task == task]
         hub = []
         for repo in DEFAULT_HUB_MODELS[task]:
             cached = in_hub_cache(repo)
             note = "cached" if cached else ("downloads on first use" if online else "needs the Hub")
             hub.append(ModelChoice(repo, f"{repo} ({note})", False, ready=cached))
-        if task == QUESTION_ANSWERING:  # a chat model answers from a grounded prompt (core/answer.py)
-            unusable = {choice.name for choice in broken}
-            chat = [replace(choice, label=f"{choice.label} · chat model, answers from a prompt")
-                    for choice in self.choices(TEXT_GENERATION) if choice.name not in unusable]
-            return packaged + local + hub + chat + broken
-        return packaged + local + hub + broken
+        return packaged + _local_choices(scanned, (task,)) + hub
 
     def local_choices(self, *tasks: str) -> list[ModelChoice]:
         """The usable folders in the models dir built for `tasks` (in that order), one scan."""

@@ -12,7 +12,7 @@ from core import explain
 from core.limits import MAX_PROBABILITY_TOKENS, MAX_PROBABILITY_TOP_K
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION
 from demos.common import (MODEL_API_HINT, AppContext, _picker_state, busy_click, model_picker, open_dropdown,
-                          setting_slider, show_errors)
+                          refreshed_picker, setting_slider, show_errors)
 
 ATTENTION_KINDS = [("Text generation (a decoder: masked attention)", TEXT_GENERATION),
                    ("Sentiment / classification (an encoder)", TEXT_CLASSIFICATION),
@@ -135,12 +135,10 @@ def _attention_section(ctx: AppContext) -> None:
         values = gr.JSON(elem_id="attention-values")
 
     def switch_kind(task):  # another kind of model: that kind's default
-        choices, value, _ = _picker_state(ctx.registry, task)
-        return gr.update(choices=choices, value=value)
+        return refreshed_picker(ctx.registry, task, None)[0]
 
     def reread_models(task, current):  # the page (re)loaded: new models listed, the pick kept
-        choices, value, _ = _picker_state(ctx.registry, task, current)
-        return gr.update(choices=choices, value=value)
+        return refreshed_picker(ctx.registry, task, current)[0]
 
     kind.input(switch_kind, kind, model, api_visibility="private", show_progress="hidden")
     ctx.demo.load(reread_models, [kind, model], model, api_visibility="private", show_progress="hidden")
