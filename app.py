@@ -16,6 +16,7 @@ import gradio as gr
 from core.jobs import get_runner, remove_interrupted_saves, remove_stale_runs
 from core.limits import QUEUE_MAX_SIZE
 from core.models import configure, models_dir_from_env
+from core.precision import INFERENCE_PRECISIONS
 from demos import classify, fill_mask, finetune, generate, inside, question_answering
 from demos.common import IDLE_POLL_SECONDS, AppContext, list_models, watch_job
 
@@ -29,8 +30,9 @@ PANELS = (
 )
 
 
-def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_SIZE) -> gr.Blocks:
-    registry = configure(models_dir or models_dir_from_env())
+def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_SIZE,
+              precision: str = "auto") -> gr.Blocks:
+    registry = configure(models_dir or models_dir_from_env(), precision)
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
               file=sys.stderr, flush=True)
@@ -84,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-processes", type=int, default=int(env.get("WORKBENCH_TRAIN_PROCESSES", "1")),
                         help="processes per fine-tuning job, each on its own shard (torchrun; env "
                              "WORKBENCH_TRAIN_PROCESSES; default 1)")
+    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=env.get("WORKBENCH_PRECISION", "auto"),
+                        help="what the panels' models compute in unless a panel asks otherwise: auto (bf16 on "
+                             "a GPU with bf16 or a CPU with AMX or AVX512-BF16, else float32), fp32 or bf16 "
+                             "(env WORKBENCH_PRECISION)")
     return parser.parse_args(argv)
 
 
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.train_processes < 1:
         raise SystemExit("--train-processes must be at least 1")
     get_runner().processes = args.train_processes
-    demo = build_app(args.models_dir, args.queue_size)
+    demo = build_app(args.models_dir, args.queue_size, args.precision)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 prevent_thread_lock=True)
     if args.share and not demo.share_url:

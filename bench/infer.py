@@ -6,6 +6,18 @@
 - time to first streamed token vs one prefill + one token with model.generate (<= 1.5x)
 - model load: cold (first use) vs cached (second use)
 
+Then batching and precision (issue: inference as fast as this hardware allows), each with its
+time to first token:
+- tokens/s of one sequence: float32 vs the automatic precision (bf16 where the CPU has AMX or
+  AVX512-BF16)
+- 3 sequences of 64 tokens: one after another vs one batch (target: the batch <= 1.5x one sequence)
+- the compare pair (two prompts, one model): one after the other vs one batch
+- a few-shot prompt with 3 sequences: the prompt read in every row (as `generate` does with
+  num_return_sequences) vs read once
+- classification rows/s: float32 vs automatic
+- the cost in quality: greedy SmolLM2 on a fixed prompt set, float32 vs automatic, and the
+  starter model's accuracy on its data in both
+
 Real models: the packaged SmolLM2 for generation and an all-MiniLM-L6-v2 encoder with a
 classification head for scoring (the head's weights do not change the timing).
 
@@ -14,6 +26,7 @@ classification head for scoring (the head's weights do not change the timing).
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -82,7 +95,7 @@ def main() -> None:
     args, repeats = parse_args(5, __doc__)
 
     from core import inference
-    from core.models import TEXT_CLASSIFICATION, ModelRegistry
+    from core.models import TEXT_CLASSIFICATION, configure
     from core.threads import MODEL_THREAD, run_in_own_thread
 
     # Ours are called from this thread, as the app calls them from its request threads, and hand
@@ -96,7 +109,7 @@ def main() -> None:
         return median_seconds(run, times)[0]
 
     folder, classifier, generator = run_in_own_thread(lambda: prepare_models(args.smoke))
-    registry = ModelRegistry(folder)
+    registry = configure(folder)  # the process-wide one: the starter job saves into its folder
     rows = []
 
     cold = timed(lambda: registry.get(TEXT_CLASSIFICATION, classifier), 1)
@@ -140,10 +153,201 @@ def main() -> None:
                  "<= 1.5"])
 
     body = table(["what", "baseline", "baseline s", "ours", "ours s", "ratio", "target"], rows)
-    body += (f"\n\nModels: {classifier} (scoring), {generator} (generation); medians of {repeats} runs; all model "
-             f"work on the model thread, as in the app. Ratios: ours / baseline for overheads, "
-             f"baseline / ours for speedups.")
+    body += (f"\n\nModels: {classifier} (scoring), {generator} (generation), in the automatic precision; "
+             f"medians of {repeats} runs; all model work on the model thread, as in the app. Ratios: ours / "
+             f"baseline for overheads, baseline / ours for speedups.")
     record("Inference: wrappers vs raw calls", body, args.smoke)
+    batching_and_precision(registry, folder, classifier, generator, repeats, args.smoke)
+
+
+QUALITY_PROMPTS = [
+    "The history of the city begins in",
+    "The capital of France is",
+    "Once upon a time, a small robot",
+    "The best way to learn a language is",
+    "Water boils at",
+    "The three primary colours are",
+    "My favourite season is autumn because",
+    "In the morning, the baker",
+]
+
+
+def streamed(call) -> tuple[float, float, int]:
+    """(seconds to the end, seconds to the first update, generation steps) of one generate_streams
+    call; `call(should_stop)` starts it. The steps are counted where generation asks whether to
+    stop: once per token of the batch."""
+    steps = [0]
+
+    def count() -> bool:
+        steps[0] += 1
+        return False
+
+    started = time.perf_counter()
+    first = None
+    for _ in call(count):
+        if first is None:
+            first = time.perf_counter() - started
+    return time.perf_counter() - started, first or 0.0, steps[0]
+
+
+def batching_and_precision(registry, folder: Path, classifier: str, generator: str, repeats: int,
+                           smoke: bool) -> None:
+    from core import inference
+    from core.inference import GenerationSettings
+    from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION
+    from core.threads import MODEL_THREAD
+    from demos.generate import BIAS_PROBE, FEW_SHOT_SENTIMENT
+
+    tokens = 8 if smoke else 64
+    sampled = GenerationSettings(max_new_tokens=tokens, temperature=0.8, seed=0)
+    story = "Once upon a time, in a small village by the sea,"
+
+    def run(prompts, settings, precision="auto", each_alone=False):
+        """One batch of `prompts` x settings.num_sequences, or (each_alone) every prompt and
+        sequence on its own, one after another, as before batching."""
+        def call(should_stop):
+            if not each_alone:
+                return inference.generate_streams(registry, generator, prompts, settings, should_stop, precision)
+            return _one_after_another(inference, registry, generator, prompts, settings, should_stop, precision)
+        return call
+
+    def timed_pair(baseline, ours):
+        """Medians of (total, first update, steps), timed in turns."""
+        pairs = [(streamed(baseline), streamed(ours)) for _ in range(repeats)]
+        pick = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731
+        return [pick([b for b, _ in pairs], i) for i in range(3)], [pick([o for _, o in pairs], i) for i in range(3)]
+
+    rows = []
+    for precision in ("fp32", "auto"):  # load both copies, untimed, and warm them up
+        streamed(run([story], GenerationSettings(max_new_tokens=4), precision))
+    note = registry.precision_note(TEXT_GENERATION, generator)
+    (f32, f32_first, f32_steps), (auto, auto_first, auto_steps) = timed_pair(
+        run([story], sampled, "fp32"), run([story], sampled, "auto"))
+    rows.append([f"1 sequence of {tokens} tokens: tokens/s", "float32", f"{f32_steps / f32:.1f} tok/s",
+                 f"automatic ({note})", f"{auto_steps / auto:.1f} tok/s", (auto_steps / auto) / (f32_steps / f32),
+                 f"first token {f32_first:.3f} s vs {auto_first:.3f} s"])
+
+    three = GenerationSettings(max_new_tokens=tokens, temperature=0.8, seed=0, num_sequences=3)
+    (apart, apart_first, _), (batch, batch_first, _) = timed_pair(run([story], three, each_alone=True),
+                                                                  run([story], three))
+    rows.append(["3 sequences vs 1 (automatic precision)", "one after another", apart, "one batch", batch,
+                 batch / auto, f"batch / one sequence <= 1.5 (first token {apart_first:.3f} s vs "
+                               f"{batch_first:.3f} s)"])
+    rows.append(["3 sequences: batch vs one after another", "one after another", apart, "one batch", batch,
+                 apart / batch, "(speedup)"])
+
+    pair = list(BIAS_PROBE)
+    (apart, apart_first, _), (batch, batch_first, _) = timed_pair(run(pair, sampled, each_alone=True),
+                                                                  run(pair, sampled))
+    rows.append(["compare pair (two prompts, one model)", "one after the other", apart, "one batch", batch,
+                 apart / batch, f"(speedup; first token {apart_first:.3f} s vs {batch_first:.3f} s)"])
+
+    few_shot_three = GenerationSettings(max_new_tokens=1, temperature=0.8, seed=0, num_sequences=3)
+    gen = registry.get(TEXT_GENERATION, generator)
+    context = getattr(gen.model.config, "max_position_embeddings", None) or gen.model.config.n_positions
+    # Cut as ours cuts it (the tiny --smoke model has a short context).
+    encoded = {key: value[:, -(context - 1):] for key, value in
+               gen.tokenizer(FEW_SHOT_SENTIMENT, return_tensors="pt").items()}
+
+    def every_row_reads_the_prompt():
+        import torch
+
+        with torch.no_grad():
+            gen.model.generate(**encoded, max_new_tokens=1, do_sample=True, num_return_sequences=3,
+                               pad_token_id=gen.tokenizer.eos_token_id)
+
+    first_raw, first_ours = paired_medians(lambda: MODEL_THREAD.run_model_work(every_row_reads_the_prompt),
+                                           lambda: streamed(run([FEW_SHOT_SENTIMENT], few_shot_three)), repeats)
+    rows.append([f"few-shot prompt ({encoded['input_ids'].shape[1]} tokens) x 3 sequences: first token",
+                 "generate, prompt in every row", first_raw, "ours, prompt read once", first_ours,
+                 first_raw / first_ours, "(speedup)"])
+
+    texts = (SENTENCES * 4)[:100 if smoke else 1000]
+    inference.classify_batch(registry, classifier, texts[:10], "fp32")  # load the float32 copy
+    f32, auto = paired_medians(lambda: inference.classify_batch(registry, classifier, texts, "fp32"),
+                               lambda: inference.classify_batch(registry, classifier, texts), repeats)
+    one_f32, one_auto = paired_medians(lambda: inference.classify(registry, classifier, texts[0], "fp32"),
+                                       lambda: inference.classify(registry, classifier, texts[0]), repeats)
+    rows.append([f"score {len(texts)} rows: rows/s", "float32", f"{len(texts) / f32:.0f} rows/s",
+                 f"automatic ({registry.precision_note(TEXT_CLASSIFICATION, classifier)})",
+                 f"{len(texts) / auto:.0f} rows/s", f32 / auto,
+                 f"one text (first result): {one_f32 * 1000:.1f} ms vs {one_auto * 1000:.1f} ms"])
+
+    body = table(["what", "baseline", "baseline", "ours", "ours", "ratio", "target / notes"], rows)
+    body += (f"\n\n{generator}, sampled at temperature 0.8 with seed 0 from \"{story}\" (the pair: "
+             f"the bias probe's two prompts); medians of {repeats} runs, timed in turns. Ratios: speedups "
+             f"as baseline / ours, except \"3 sequences vs 1\" (batch time / one sequence's time in the "
+             f"automatic precision).")
+    body += "\n\n" + quality(registry, folder, generator, smoke)
+    record("Inference: batching and precision", body, smoke)
+
+
+def _one_after_another(inference, registry, generator, prompts, settings, should_stop, precision):
+    """What generation did before batching: each prompt's sequences one at a time (sequence i
+    with seed + i), as one stream of updates."""
+    from dataclasses import replace
+
+    for prompt in prompts:
+        for index in range(settings.num_sequences):
+            one = replace(settings, num_sequences=1, seed=settings.seed + index)
+            yield from inference.generate_streams(registry, generator, [prompt], one, should_stop, precision)
+
+
+def quality(registry, folder: Path, generator: str, smoke: bool) -> str:
+    """Greedy outputs in float32 and in the automatic precision, and the starter model's accuracy
+    in both."""
+    from core import inference
+    from core.inference import GenerationSettings
+
+    greedy = GenerationSettings(max_new_tokens=8 if smoke else 32, temperature=0, repetition_penalty=1.0,
+                                top_k=0, top_p=1.0)
+    prompts = QUALITY_PROMPTS[:2] if smoke else QUALITY_PROMPTS
+    same, lines = 0, []
+    for prompt in prompts:
+        (*_, f32), (*_, auto) = (inference.generate_stream(registry, generator, prompt, greedy, precision=p)
+                                 for p in ("fp32", "auto"))
+        f32, auto = f32[0][len(prompt):], auto[0][len(prompt):]
+        if f32 == auto:
+            same += 1
+            continue
+        common = len(os.path.commonprefix([f32, auto]))
+        lines.append(f"- \"{prompt}\": the same for {common} characters, then float32 \"{f32[common:common + 40]}\" "
+                     f"vs automatic \"{auto[common:common + 40]}\"")
+    text = [f"**Quality.** Greedy continuations ({greedy.max_new_tokens} tokens) of {len(prompts)} fixed prompts: "
+            f"{same} of {len(prompts)} the same in float32 and in the automatic precision."] + lines
+    text.append(starter_accuracy(registry, folder, smoke))
+    return "\n".join(text)
+
+
+def starter_accuracy(registry, folder: Path, smoke: bool) -> str:
+    """Train the starter model (as its button does) and score its 300 sentences in both precisions."""
+    import csv
+    import dataclasses
+
+    from core import inference
+    from core.jobs import FINISHED, JobRunner
+    from core.starter import STARTER_NAME, starter_config
+
+    config = dataclasses.replace(starter_config(), models_dir=str(folder))
+    if smoke:
+        config = dataclasses.replace(config, base_model="tiny-bert-sentiment", epochs=1)
+    runner = JobRunner()
+    runner.start(config, STARTER_NAME)
+    job = runner.wait()
+    if job.state != FINISHED:
+        raise SystemExit(job.message)
+    with (ROOT / "data" / "starter_sentiment.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    texts, gold = [row["text"] for row in rows], [row["label"] for row in rows]
+    accuracy, labels = {}, {}
+    for precision in ("fp32", "auto"):
+        labels[precision] = [row.label for row in inference.classify_batch(registry, STARTER_NAME, texts, precision)]
+        accuracy[precision] = sum(p == g for p, g in zip(labels[precision], gold)) / len(gold)
+    agree = sum(a == b for a, b in zip(labels["fp32"], labels["auto"]))
+    return (f"\nStarter model on its {len(texts)} sentences: accuracy {accuracy['fp32']:.1%} in float32, "
+            f"{accuracy['auto']:.1%} in the automatic precision "
+            f"({registry.precision_note('text-classification', STARTER_NAME)}); the two agree on {agree} of "
+            f"{len(texts)} labels (target: within 1 point).")
 
 
 if __name__ == "__main__":

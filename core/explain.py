@@ -19,6 +19,11 @@ from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
 MEAN_OVER_HEADS = 0  # `head` value: the mean of every head's weights (heads count from 1)
 
 
+# The views inside a model read it in float32, whatever the panels compute in: bf16 keeps about
+# three significant digits, too few for attention weights, probabilities and gradients shown as
+# numbers (integrated gradients sum many small steps).
+EXPLAIN_PRECISION = "fp32"
+
 def token_labels(tokenizer, ids: list[int]) -> list[str]:
     """The tokens as the model sees them: word pieces keep their "##", special tokens their
     names, and a byte-level token's leading space is shown as "␣" (it is part of the token)."""
@@ -95,7 +100,7 @@ def attention(registry: ModelRegistry, task: str, model_name: str, text: str, la
     import torch
 
     text = _require_text(text, "The text", MAX_EXPLAIN_CHARS)
-    pipe = registry.get(task, model_name)
+    pipe = registry.get(task, model_name, EXPLAIN_PRECISION)
     model, tokenizer = pipe.model, pipe.tokenizer
     layers = getattr(model.config, "num_hidden_layers", None)
     heads = getattr(model.config, "num_attention_heads", None)
@@ -146,7 +151,7 @@ def token_probabilities(registry: ModelRegistry, model_name: str, prompt: str, c
         raise WorkbenchError(f"Tokens to write must be from 1 to {MAX_PROBABILITY_TOKENS} (got {max_new_tokens}).")
     if not 1 <= int(top_k) <= MAX_PROBABILITY_TOP_K:
         raise WorkbenchError(f"Alternatives must be from 1 to {MAX_PROBABILITY_TOP_K} (got {top_k}).")
-    pipe = registry.get(TEXT_GENERATION, model_name)
+    pipe = registry.get(TEXT_GENERATION, model_name, EXPLAIN_PRECISION)
     model, tokenizer = pipe.model, pipe.tokenizer
     given = (continuation or "").strip() != ""
 
@@ -205,9 +210,9 @@ def attributions(registry: ModelRegistry, model_name: str, text: str, label: str
     from captum.attr import LayerIntegratedGradients
 
     text = _require_text(text, "The text", MAX_EXPLAIN_CHARS)
-    pipe = registry.get(TEXT_CLASSIFICATION, model_name)
+    pipe = registry.get(TEXT_CLASSIFICATION, model_name, EXPLAIN_PRECISION)
     model, tokenizer = pipe.model, pipe.tokenizer
-    classes = class_names(registry, model_name)
+    classes = class_names(registry, model_name, EXPLAIN_PRECISION)
     if label and label not in classes:
         raise WorkbenchError(f"'{model_name}' has no class '{label}': its classes are {', '.join(classes)}.")
     filler = next((t for t in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id) if t is not None),

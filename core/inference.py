@@ -6,6 +6,7 @@ and returns plain data. Models come from the registry, so they load once and sta
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -77,8 +78,8 @@ def _run_model(model_name: str, call):
 
 
 # ----- text generation ------------------------------------------------------------------------
-def has_chat_template(registry: ModelRegistry, model_name: str) -> bool:
-    return bool(getattr(registry.get(TEXT_GENERATION, model_name).tokenizer, "chat_template", None))
+def has_chat_template(registry: ModelRegistry, model_name: str, precision: str | None = None) -> bool:
+    return bool(getattr(registry.get(TEXT_GENERATION, model_name, precision).tokenizer, "chat_template", None))
 
 
 def generate_stream(
@@ -87,33 +88,51 @@ def generate_stream(
     prompt: str,
     settings: GenerationSettings,
     should_stop: Callable[[], bool] = lambda: False,
+    precision: str | None = None,
 ) -> Iterator[list[str]]:
-    """Yield the texts of all sequences so far, growing as tokens arrive.
+    """Yield the texts of all sequences of one prompt so far, growing as tokens arrive (see
+    generate_streams)."""
+    for texts in generate_streams(registry, model_name, [prompt], settings, should_stop, precision):
+        yield texts[0]
 
-    Sequences are generated one after another (sequence i uses seed + i), so each streams.
-    Plain mode yields prompt + continuation; chat mode yields the reply only. Closing the
-    iterator, or `should_stop()` turning true, stops generation within one token.
+
+def generate_streams(
+    registry: ModelRegistry,
+    model_name: str,
+    prompts: list[str],
+    settings: GenerationSettings,
+    should_stop: Callable[[], bool] = lambda: False,
+    precision: str | None = None,
+) -> Iterator[list[list[str]]]:
+    """Yield, for each prompt, the texts of its sequences so far, growing as tokens arrive.
+
+    Every sequence of every prompt is one row of a single `generate` call, so they all grow
+    together, and each prompt is read (prefilled) once however many sequences it gets.
+    Sequence i of every prompt samples with seed + i, the same draws whether it is generated
+    alone or with others. Plain mode yields prompt + continuation; chat mode yields the reply
+    only. Closing the iterator, or `should_stop()` turning true, ends every row within a token.
+    `precision`: the registry's ("auto", "fp32", "bf16"; None: the registry's own).
     """
-    prompt = _require_text(prompt, "The prompt", MAX_PROMPT_CHARS)
-    pipe = registry.get(TEXT_GENERATION, model_name)
+    prompts = [_require_text(prompt, "The prompt" if index == 0 else "The second prompt", MAX_PROMPT_CHARS)
+               for index, prompt in enumerate(prompts)]
+    pipe = registry.get(TEXT_GENERATION, model_name, precision)
     tokenizer, model = pipe.tokenizer, pipe.model
     if settings.use_chat_template and not getattr(tokenizer, "chat_template", None):
         raise WorkbenchError(f"'{model_name}' has no chat template: turn off chat mode.")
-    inputs, max_new_tokens = _prepare_inputs(tokenizer, model, prompt, settings)
-    prefix = generation_prefix(prompt, settings)
-    texts: list[str] = []
-    for index in range(settings.num_sequences):
-        texts.append(prefix)
-        seed = None if settings.seed is None else settings.seed + index
-        wrote = False
-        for chunk in _stream_one(model, tokenizer, inputs, settings, max_new_tokens, seed, should_stop):
-            texts[index] += chunk
-            wrote = True
-            yield list(texts)
-        if not wrote:  # the model ended at once: the caller still gets every sequence
-            yield list(texts)
-        if should_stop():
-            return
+    rows, max_new_tokens = [], settings.max_new_tokens
+    for prompt in prompts:
+        ids, max_new_tokens = _prompt_ids(tokenizer, model, prompt, settings)
+        rows.append(ids)
+    n = settings.num_sequences
+    texts = [[generation_prefix(prompt, settings)] * n for prompt in prompts]
+    wrote = False
+    for chunks in _stream_rows(model, tokenizer, rows, settings, max_new_tokens, should_stop):
+        for row, chunk in enumerate(chunks):
+            texts[row // n][row % n] += chunk
+        wrote = True
+        yield [list(sequences) for sequences in texts]
+    if not wrote:  # the model ended at once: the caller still gets every sequence
+        yield [list(sequences) for sequences in texts]
 
 
 def generation_prefix(prompt: str, settings: GenerationSettings) -> str:
@@ -133,50 +152,130 @@ def nothing_written_advice(model_name: str, settings: GenerationSettings) -> str
             "(for example 'The capital of France is').")
 
 
-def _prepare_inputs(tokenizer, model, prompt: str, settings: GenerationSettings):
+def _prompt_ids(tokenizer, model, prompt: str, settings: GenerationSettings) -> tuple[list[int], int]:
+    """The prompt's token ids (through the chat template in chat mode) and how many new tokens
+    fit: prompt + new tokens stay inside the model's context, the oldest prompt tokens dropped."""
     if settings.use_chat_template:
-        inputs = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
-            add_generation_prompt=True, return_tensors="pt", return_dict=True,
-        )
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_dict=True)["input_ids"]
     else:
-        inputs = tokenizer(prompt, return_tensors="pt")
-    inputs = {key: value.to(model.device) for key, value in inputs.items()}
-    # Keep prompt + new tokens inside the model's context: drop the oldest prompt tokens.
-    context = getattr(model.config, "max_position_embeddings", None) or getattr(
-        model.config, "n_positions", None)
+        ids = tokenizer(prompt)["input_ids"]
+    context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     max_new_tokens = settings.max_new_tokens
     if context:
         max_new_tokens = min(max_new_tokens, context - 1)
-        keep = context - max_new_tokens
-        inputs = {key: value[:, -keep:] for key, value in inputs.items()}
-    return inputs, max_new_tokens
+        ids = ids[-(context - max_new_tokens):]
+    return list(ids), max_new_tokens
 
 
-def _token_streamer(base):
-    """TextIteratorStreamer that hands over text after every token, not only at word ends: the
-    first words appear as soon as the model makes them (bench/infer.py measures it)."""
+class _RowStreamer:
+    """A transformers streamer for a batch: after every token it hands over, for each row, the
+    text that row gained (transformers' own streamers take one row). Text is handed over after
+    every token, not only at word ends, so the first words appear as soon as the model makes
+    them (bench/infer.py measures it); a character split across tokens waits for the rest."""
 
-    class TokenStreamer(base):
-        def put(self, value):
-            if len(value.shape) > 1:
-                value = value[0]
-            if self.skip_prompt and self.next_tokens_are_prompt:
-                self.next_tokens_are_prompt = False
-                return
-            self.token_cache.extend(value.tolist())
-            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
-            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
-                return
-            printable, self.print_len = text[self.print_len:], len(text)
-            if printable:
-                self.on_finalized_text(printable)
+    def __init__(self, tokenizer, rows: int, end_ids: set[int]):
+        self.tokenizer, self.end_ids = tokenizer, end_ids
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.shown = [0] * rows
+        self.ended = [False] * rows
+        self.prompt_seen = False
+        self.queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
 
-    return TokenStreamer
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate first puts the prompt
+            self.prompt_seen = True
+            return
+        chunks = []
+        for row, token in enumerate(value.reshape(len(self.tokens), -1)[:, -1].tolist()):
+            chunk = ""
+            if token in self.end_ids:  # the row is done: what generate adds after is padding
+                self.ended[row] = True
+            elif not self.ended[row]:
+                self.tokens[row].append(token)
+                text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+                if not text.endswith("\ufffd"):
+                    chunk, self.shown[row] = text[self.shown[row]:], len(text)
+            chunks.append(chunk)
+        if any(chunks):
+            self.queue.put(chunks)
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        while (chunks := self.queue.get()) is not None:
+            yield chunks
 
 
-def _stream_one(model, tokenizer, inputs, settings, max_new_tokens, seed, should_stop):
-    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
+def _seeded_sampler(seeds: list[int]):
+    """A logits processor that makes greedy decoding sample, row r with its own generator seeded
+    seeds[r] (Gumbel-max: the argmax of logits plus Gumbel noise is a draw from their softmax).
+    transformers samples every row from torch's one global generator, so a row's draws would
+    depend on what else is in the batch; with this, sequence i draws the same alone or batched."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class SeededSampler(LogitsProcessor):
+        def __init__(self):
+            self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+        def __call__(self, input_ids, scores):
+            uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+            uniform = uniform.clamp_min(torch.finfo(uniform.dtype).tiny).to(scores.device)
+            return scores + -torch.log(-torch.log(uniform))
+
+    return SeededSampler()
+
+
+def _sampling_processors(settings: GenerationSettings, rows: int):
+    """transformers' own temperature, top-k and top-p warpers, then the seeded draw."""
+    import random
+
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    base = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**32)
+    per_row = [(base + row % settings.num_sequences) % 2**32 for row in range(rows)]
+    processors = [TemperatureLogitsWarper(settings.temperature)]
+    if settings.top_k:
+        processors.append(TopKLogitsWarper(settings.top_k))
+    if settings.top_p < 1:
+        processors.append(TopPLogitsWarper(settings.top_p))
+    return processors + [_seeded_sampler(per_row)]
+
+
+def _prefilled(model, input_ids, attention_mask, repeats: int):
+    """The key/value cache of the prompts' tokens but the last, each prompt read once and the
+    cache repeated for its sequences (`generate` would read a prompt once per sequence).
+    None with one sequence per prompt (generate reads each once anyway, in one pass fewer) and
+    for one-token prompts."""
+    import inspect
+
+    import torch
+
+    if repeats < 2 or input_ids.shape[1] < 2:
+        return None
+    kwargs = {}
+    if "position_ids" in inspect.signature(model.forward).parameters:
+        # As generate numbers positions with left padding (the pads take position 0).
+        kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)[:, :-1]
+    with torch.no_grad():
+        cache = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], use_cache=True,
+                      **kwargs).past_key_values
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
+    return cache
+
+
+def _end_ids(model, tokenizer) -> set[int]:
+    ends = getattr(model.generation_config, "eos_token_id", None)
+    ends = set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
+    return ends | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+
+
+def _stream_rows(model, tokenizer, prompts: list[list[int]], settings, max_new_tokens, should_stop):
+    import torch
+    from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
     stop = threading.Event()
 
@@ -185,41 +284,42 @@ def _stream_one(model, tokenizer, inputs, settings, max_new_tokens, seed, should
             MODEL_THREAD.between_tokens()  # a classification asked meanwhile runs now, not after us
             return bool(stop.is_set() or should_stop())
 
-    streamer = _token_streamer(TextIteratorStreamer)(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    sampling = settings.temperature > 0
+    n = settings.num_sequences
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    longest = max(len(ids) for ids in prompts)
+    streamer = _RowStreamer(tokenizer, len(prompts) * n, _end_ids(model, tokenizer))
     kwargs = dict(
-        **inputs,
         max_new_tokens=max_new_tokens,
-        do_sample=sampling,
+        # Sampling is the seeded draw below on top of greedy choice; greedy unsets the sampling
+        # defaults a model's generation_config may carry.
+        do_sample=False, temperature=None, top_k=None, top_p=None,
         repetition_penalty=settings.repetition_penalty,
         streamer=streamer,
         stopping_criteria=StoppingCriteriaList([_Stop()]),
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        pad_token_id=pad,
     )
-    if sampling:
-        kwargs.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
-    else:  # greedy: unset the sampling defaults a model's generation_config may carry
-        kwargs.update(temperature=None, top_k=None, top_p=None)
+    if settings.temperature > 0:
+        kwargs["logits_processor"] = LogitsProcessorList(_sampling_processors(settings, len(prompts) * n))
     failure: list[BaseException] = []
 
     def run() -> None:
         if stop.is_set():  # the consumer went away while an earlier generation ran
             return
         try:
-            # Sampling draws from torch's global random generator: generations run one at a time
-            # on the model thread, so the seed set here is the one this generation uses.
-            if seed is not None:
-                set_seed(seed)
-            model.generate(**kwargs)
+            # Left padding: every row's next token comes right after its own prompt.
+            input_ids = torch.tensor([[pad] * (longest - len(ids)) + ids for ids in prompts], device=model.device)
+            attention_mask = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in prompts],
+                                          device=model.device)
+            cache = _prefilled(model, input_ids, attention_mask, n)
+            model.generate(input_ids=input_ids.repeat_interleave(n, 0),
+                           attention_mask=attention_mask.repeat_interleave(n, 0), past_key_values=cache, **kwargs)
         except BaseException as error:  # surfaced to the caller below
             failure.append(error)
-            streamer.end()
+        streamer.end()  # also when generate failed or never ran
 
     finished = MODEL_THREAD.start_generation(run)
     try:
-        for chunk in streamer:
-            if chunk:
-                yield chunk
+        yield from streamer
     finally:
         stop.set()  # the consumer went away (Stop button, closed page): end generation now
     finished.result()
@@ -228,10 +328,10 @@ def _stream_one(model, tokenizer, inputs, settings, max_new_tokens, seed, should
 
 
 # ----- sentiment / text classification ----------------------------------------------------------
-def classify(registry: ModelRegistry, model_name: str, text: str) -> dict[str, float]:
-    """Every class of the model with its probability, highest first."""
+def classify(registry: ModelRegistry, model_name: str, text: str, precision: str | None = None) -> dict[str, float]:
+    """Every class of the model with its probability, highest first (`precision`: the registry's)."""
     text = _require_text(text, "The text", MAX_TEXT_CHARS)
-    pipe = registry.get(TEXT_CLASSIFICATION, model_name)
+    pipe = registry.get(TEXT_CLASSIFICATION, model_name, precision)
     scores = _run_model(model_name, lambda: pipe(text, top_k=None, truncation=True))
     if scores and isinstance(scores[0], list):  # some versions nest per input
         scores = scores[0]
@@ -239,9 +339,9 @@ def classify(registry: ModelRegistry, model_name: str, text: str) -> dict[str, f
     return {item["label"]: float(item["score"]) for item in ranked}
 
 
-def class_names(registry: ModelRegistry, model_name: str) -> list[str]:
+def class_names(registry: ModelRegistry, model_name: str, precision: str | None = None) -> list[str]:
     """The classes a classifier predicts, in its own order (config.id2label)."""
-    config = registry.get(TEXT_CLASSIFICATION, model_name).model.config
+    config = registry.get(TEXT_CLASSIFICATION, model_name, precision).model.config
     return [config.id2label[i] for i in sorted(config.id2label)]
 
 
@@ -252,7 +352,8 @@ class ScoredText:
     score: float
 
 
-def classify_batch(registry: ModelRegistry, model_name: str, texts: list[str]) -> list[ScoredText]:
+def classify_batch(registry: ModelRegistry, model_name: str, texts: list[str],
+                   precision: str | None = None) -> list[ScoredText]:
     """Top label and its probability for each text, scored in batches of CLASSIFY_BATCH_SIZE."""
     if not texts:
         raise WorkbenchError("There are no texts to score.")
@@ -265,7 +366,7 @@ def classify_batch(registry: ModelRegistry, model_name: str, texts: list[str]) -
         raise WorkbenchError(
             f"Row {too_long[0] + 1} is too long ({len(cleaned[too_long[0]]):,} characters, "
             f"limit {MAX_TEXT_CHARS:,}).")
-    pipe = registry.get(TEXT_CLASSIFICATION, model_name)
+    pipe = registry.get(TEXT_CLASSIFICATION, model_name, precision)
     # Empty rows are kept in place (so the table lines up with the file) but not scored.
     to_score = [i for i, text in enumerate(cleaned) if text.strip()]
     results = _run_model(model_name, lambda: pipe([cleaned[i] for i in to_score], batch_size=CLASSIFY_BATCH_SIZE,

@@ -245,13 +245,18 @@ class ModelRegistry:
     `max_loaded` pipelines stay in memory (least recently used evicted).
     """
 
-    def __init__(self, models_dir: str | Path | None = None, max_loaded: int = MAX_LOADED_MODELS):
+    def __init__(self, models_dir: str | Path | None = None, max_loaded: int = MAX_LOADED_MODELS,
+                 precision: str = "auto"):
         self.models_dir = Path(models_dir) if models_dir else models_dir_from_env()
         self.max_loaded = max_loaded
+        self.precision = precision  # what get() uses when asked for none (core.precision)
         self.load_count = 0  # how many pipelines were actually built (for tests and logs)
         self._lock = threading.Lock()
-        self._loaded: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._loading: dict[tuple[str, str], Future] = {}
+        # Keyed by (task, name, precision asked for): a model asked for in float32 and in bf16
+        # is loaded twice, each copy in its own dtype.
+        self._loaded: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        self._loading: dict[tuple[str, str, str], Future] = {}
+        self._precision_notes: dict[tuple[str, str, str], str] = {}
 
     # ----- listing -------------------------------------------------------------------------
     def _scan(self) -> dict[str, tuple[str | None, str | None]]:
@@ -377,11 +382,13 @@ class ModelRegistry:
             return []
 
     # ----- loading -------------------------------------------------------------------------
-    def get(self, task: str, name: str) -> Any:
-        """The pipeline for `name` on `task`, loading it on first use. Raises WorkbenchError."""
+    def get(self, task: str, name: str, precision: str | None = None) -> Any:
+        """The pipeline for `name` on `task`, loading it on first use, its weights in the dtype
+        core.precision.choose_inference_precision picks for `precision` ("auto", "fp32" or
+        "bf16"; None: the registry's own). Raises WorkbenchError."""
         _check_task(task)
         name = (name or "").strip()
-        key = (task, name)
+        key = (task, name, self._requested(precision))
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
@@ -393,7 +400,7 @@ class ModelRegistry:
                 self._loading[key] = future
         if owner:
             try:
-                pipe = self._load(task, name)
+                pipe, note = self._load(task, name, key[2])
             except BaseException as error:
                 with self._lock:
                     del self._loading[key]
@@ -402,10 +409,25 @@ class ModelRegistry:
             with self._lock:
                 del self._loading[key]
                 self._loaded[key] = pipe
+                self._precision_notes[key] = note
                 while len(self._loaded) > self.max_loaded:
                     self._loaded.popitem(last=False)
             future.set_result(pipe)
         return future.result()
+
+    def _requested(self, precision: str | None) -> str:
+        from core.precision import INFERENCE_PRECISIONS
+
+        precision = precision or self.precision
+        if precision not in INFERENCE_PRECISIONS:
+            raise WorkbenchError(f"Unknown precision '{precision}': choose one of {', '.join(INFERENCE_PRECISIONS)}.")
+        return precision
+
+    def precision_note(self, task: str, name: str, precision: str | None = None) -> str | None:
+        """How the loaded `name` computes ("bf16, automatic: this CPU ..."), None if not loaded."""
+        key = (task, (name or "").strip(), self._requested(precision))
+        with self._lock:
+            return self._precision_notes.get(key) if key in self._loaded else None
 
     def forget(self, name: str) -> None:
         """Drop the loaded pipelines of `name` (its folder was renamed or deleted)."""
@@ -414,8 +436,9 @@ class ModelRegistry:
                 del self._loaded[key]
 
     def loaded(self) -> list[tuple[str, str]]:
+        """(task, name) of every loaded model (once, whatever its precisions)."""
         with self._lock:
-            return list(self._loaded)
+            return list(dict.fromkeys(key[:2] for key in self._loaded))
 
     def resolve(self, name: str) -> tuple[str, Path | None]:
         """Validate a model name: ('packaged', None), ('local', folder) or ('hub', None).
@@ -437,10 +460,10 @@ class ModelRegistry:
             f"'distilbert/distilgpt2' or the name of a folder in the models directory."
         )
 
-    def _load(self, task: str, name: str) -> Any:
-        def load() -> Any:
+    def _load(self, task: str, name: str, precision: str) -> tuple[Any, str]:
+        def load() -> tuple[Any, str]:
             source, local_files_only = self.source_for(name, task)
-            return self._build_pipeline(task, name, source, local_files_only)
+            return self._build_pipeline(task, name, source, local_files_only, precision)
 
         return run_in_own_thread(load, name="load-model")  # why: core/threads.py
 
@@ -500,8 +523,11 @@ class ModelRegistry:
             _check_fits_task(repo_id, task_of_config(config), task)
         return repo_id, cached
 
-    def _build_pipeline(self, task: str, name: str, source: str, local_files_only: bool) -> Any:
+    def _build_pipeline(self, task: str, name: str, source: str, local_files_only: bool,
+                        precision: str) -> tuple[Any, str]:
         import torch
+
+        from core.precision import choose_inference_precision, detected_hardware
 
         transformers = import_transformers()
 
@@ -510,8 +536,9 @@ class ModelRegistry:
             config = transformers.AutoConfig.from_pretrained(source, **common)
             _check_fits_task(name, task_of_config(config.to_dict()), task)
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            # float32 on CPU: fast everywhere; bf16 matmuls are slow on CPUs without AMX.
-            dtype = torch.float32 if device == "cpu" else "auto"
+            # Loaded in float32, then put in the dtype chosen for it: "auto" depends on the
+            # model's size, known once it is loaded (a bf16 checkpoint goes up and back exactly).
+            dtype = torch.float32
             auto_model = getattr(transformers, _AUTO_MODEL[task])
             if local_files_only and is_adapter_folder(source):
                 model = self._adapted_model(auto_model, name, source, config, dtype)
@@ -519,6 +546,9 @@ class ModelRegistry:
                 # Local folders must hold safetensors (no pickle); Hub models prefer them.
                 model = auto_model.from_pretrained(source, config=config, dtype=dtype,
                                                    use_safetensors=True if local_files_only else None, **common)
+            chosen, note = choose_inference_precision(precision, model, detected_hardware())
+            if chosen == "bf16":
+                model = model.to(torch.bfloat16)
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
             if task in _PIPELINE_TASKS:
                 pipe = transformers.pipeline(task, model=model, tokenizer=tokenizer, device=device)
@@ -530,7 +560,7 @@ class ModelRegistry:
             raise WorkbenchError(f"Cannot load '{name}': {first_line(error)[:300]}") from error
         with self._lock:
             self.load_count += 1
-        return pipe
+        return pipe, note
 
     def _adapted_model(self, auto_model, name: str, folder: str, config, dtype):
         """An adapter folder's model: its base (loaded as any model is, with the folder's config,
@@ -629,9 +659,10 @@ def get_registry() -> ModelRegistry:
         return _registry
 
 
-def configure(models_dir: str | Path) -> ModelRegistry:
-    """Point the process-wide registry at `models_dir` (called once by app.py)."""
+def configure(models_dir: str | Path, precision: str = "auto") -> ModelRegistry:
+    """Point the process-wide registry at `models_dir`, its models computing in `precision`
+    unless a request asks otherwise (called once by app.py)."""
     global _registry
     with _registry_lock:
-        _registry = ModelRegistry(models_dir)
+        _registry = ModelRegistry(models_dir, precision=precision)
         return _registry

@@ -37,6 +37,8 @@ from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
                          MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK,
                          MAX_MLM_PROBABILITY, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.metrics import classification_metrics, perplexity
+# Training's choice of precision; inference shares the hardware checks (core/precision.py).
+from core.precision import BF16_AUTO_MIN_PARAMETERS, Hardware, choose_precision  # noqa: F401
 
 MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back to for tiny texts
 
@@ -636,54 +638,6 @@ def _all_agree(accelerator, stop_here: bool) -> bool:
     return bool(accelerator.reduce(flag, "max").item())
 
 
-# bf16 autocast pays where the CPU computes bf16 in hardware (AMX or AVX512-BF16) and matrix
-# products dominate a step; on a tiny model the casts cost more than they save (bench/train.py
-# measures both).
-BF16_AUTO_MIN_PARAMETERS = 5_000_000
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """What the precision choice depends on (detected, or given by a test)."""
-
-    cuda: bool
-    cuda_bf16: bool = False  # the GPU computes in bf16 (Ampere and later)
-    cpu_fast_bf16: bool = False  # bf16 instructions (AMX, or AVX512-BF16): bf16 is faster there
-    cpu_bf16: bool = False  # the CPU can compute in bf16 at all
-
-    @classmethod
-    def detect(cls) -> "Hardware":
-        import torch
-
-        cuda = torch.cuda.is_available()
-        return cls(cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_fast_bf16=_cpu_has_fast_bf16(),
-                   cpu_bf16=_cpu_supports_bf16())
-
-
-def choose_precision(requested: str, model, hardware: Hardware) -> tuple[str, str | None]:
-    """(what runs: "fp32", "bf16" or "fp16", a note for the person or None).
-
-    "auto": on a GPU bf16 where it computes in bf16, else fp16 (Accelerate scales its loss, as
-    fp16 underflows); on a CPU bf16 where it has AMX or AVX512-BF16 and the model has at least
-    BF16_AUTO_MIN_PARAMETERS weights, else float32. A forced choice the hardware cannot run
-    falls back, with a note. The GPU branches are untested here: this project has no GPU.
-    """
-    if requested == "fp32":
-        return "fp32", None
-    if hardware.cuda:
-        if requested == "fp16" or hardware.cuda_bf16:
-            return ("fp16" if requested == "fp16" else "bf16"), None
-        note = "This GPU has no bf16: training in fp16 with loss scaling instead." if requested == "bf16" else None
-        return "fp16", note
-    if requested == "fp16":
-        return "fp32", "fp16 training needs a GPU: training in float32 instead."
-    if requested == "bf16":
-        return ("bf16", None) if hardware.cpu_bf16 else ("fp32", "This CPU has no fast bf16: training in float32 "
-                                                                  "instead.")
-    large = sum(p.numel() for p in model.parameters()) >= BF16_AUTO_MIN_PARAMETERS
-    return ("bf16" if hardware.cpu_fast_bf16 and large else "fp32"), None
-
-
 def _accelerator(config: TrainConfig, precision: str):
     import torch
     from accelerate import Accelerator
@@ -748,27 +702,6 @@ def _start_tracking(accelerator, config: TrainConfig) -> None:
 def _log_evaluation(accelerator, metrics: dict, step: int) -> None:
     accelerator.log({f"eval/{name}": value for name, value in metrics.items() if isinstance(value, (int, float))},
                     step=step)  # a no-op without a tracker
-
-
-def _cpu_supports_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _cpu_has_fast_bf16() -> bool:
-    """AMX tiles (Intel Sapphire Rapids and later) or AVX512-BF16 (also AMD Zen 4): bf16 matrix
-    products run in hardware. Without them bf16 is emulated and slower than float32."""
-    import torch
-
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    try:  # private helpers, so looked up with care
-        return any(check() for check in checks if check)
-    except RuntimeError:
-        return False
 
 
 # ----- saving ---------------------------------------------------------------------------------

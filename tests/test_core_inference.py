@@ -91,6 +91,72 @@ def test_closing_the_stream_stops_the_model_within_a_token_or_two(registry):
     assert len(tokens_made) < 10 < MAX_NEW_TOKENS
 
 
+def test_several_sequences_are_one_batch_and_each_is_the_text_its_seed_gives_alone(registry):
+    """Sequence i samples with seed + i: in a batch of three it is the text one sequence with
+    that seed gives, and the batch is the same again with the same seed."""
+    sampled = dict(max_new_tokens=25, temperature=1.3, seed=11)
+    batch = final_text(registry, "tiny-gpt2", "The farmer", num_sequences=3, **sampled)
+    alone = [final_text(registry, "tiny-gpt2", "The farmer", **(sampled | {"seed": 11 + i}))[0] for i in range(3)]
+    assert batch == alone and len(set(batch)) == 3
+    assert final_text(registry, "tiny-gpt2", "The farmer", num_sequences=3, **sampled) == batch
+
+
+def _generate_calls(model, calls: list):
+    """Watch the model's forward passes: the (rows, tokens) of the input ids of each."""
+    def record(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        calls.append(tuple(ids.shape))
+
+    return model.register_forward_pre_hook(record, with_kwargs=True)
+
+
+def test_all_sequences_of_all_prompts_run_in_one_batch_that_reads_each_prompt_once(registry):
+    model = registry.get("text-generation", "tiny-gpt2").model
+    calls = []
+    handle = _generate_calls(model, calls)
+    try:
+        *_, texts = inference.generate_streams(registry, "tiny-gpt2", ["The red house is", "A dog"],
+                                               GenerationSettings(max_new_tokens=6, temperature=1.0, seed=2,
+                                                                  num_sequences=3))
+    finally:
+        handle.remove()
+    longest = len(registry.get("text-generation", "tiny-gpt2").tokenizer("The red house is")["input_ids"])
+    # The two prompts' tokens read once (not once per sequence), then every step for all six rows.
+    assert calls[0] == (2, longest - 1)
+    assert set(calls[1:]) == {(6, 1)} and len(calls[1:]) <= 6
+    assert [len(sequences) for sequences in texts] == [3, 3]
+    assert all(text.startswith("The red house is") for text in texts[0])
+    assert all(text.startswith("A dog") for text in texts[1])
+
+
+def test_two_prompts_grow_together_and_each_is_what_it_gives_alone(registry):
+    greedy = GenerationSettings(max_new_tokens=20, temperature=0)
+    prompts = ["The red house is", "A dog"]  # of different lengths: the shorter is padded
+    updates = list(inference.generate_streams(registry, "tiny-gpt2", prompts, greedy))
+    alone = [final_text(registry, "tiny-gpt2", prompt, max_new_tokens=20, temperature=0) for prompt in prompts]
+    assert updates[-1] == alone
+    # Both outputs stream: already in the first update each has text of its own.
+    first = updates[0]
+    assert all(len(texts[0]) > len(prompt) for texts, prompt in zip(first, prompts))
+    assert len(updates) >= 5
+
+
+def test_a_stop_request_ends_every_sequence_of_every_prompt(registry):
+    stop = threading.Event()
+    tokens_made = []
+    settings = GenerationSettings(max_new_tokens=120, seed=1, num_sequences=3)
+    updates = []
+    for update in inference.generate_streams(registry, "tiny-gpt2", ["The cat", "A bird"], settings,
+                                             should_stop=lambda: tokens_made.append(1) or stop.is_set()):
+        updates.append(update)
+        stop.set()
+    assert len(tokens_made) <= 2  # the step that saw the request was the last, for all six rows
+    full = inference.generate_streams(registry, "tiny-gpt2", ["The cat", "A bird"], settings)
+    *_, finished = full
+    for stopped_texts, finished_texts in zip(updates[-1], finished):
+        assert all(len(stopped) < len(done) for stopped, done in zip(stopped_texts, finished_texts))
+
+
 def test_a_long_prompt_is_cut_to_the_model_context_instead_of_failing(registry):
     text = final_text(registry, "tiny-gpt2", "the red house " * 200, max_new_tokens=20, seed=0)[0]
     assert len(text) > len("the red house " * 200)

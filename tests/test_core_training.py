@@ -283,7 +283,7 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model_the_generation_panel_
 
 
 def test_bf16_forced_runs_where_the_cpu_supports_it_and_says_so_where_not(models_dir, tmp_path):
-    from core.training import _cpu_supports_bf16
+    from core.precision import _cpu_supports_bf16
 
     own = tmp_path / "models"
     text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))

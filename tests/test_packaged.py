@@ -98,6 +98,30 @@ def test_smollm2_answers_a_chat_prompt_in_plain_english(smollm2_folder, tmp_path
     assert most_common <= 0.2 * len(words)  # no loop repeating one token
 
 
+def test_smollm2_writes_several_sequences_and_a_compare_pair_as_one_reproducible_batch(smollm2_folder, tmp_path):
+    import torch
+
+    from core.precision import detected_hardware
+
+    registry = ModelRegistry(tmp_path / "no-models")
+    sampled = GenerationSettings(max_new_tokens=12, temperature=0.9, seed=5, num_sequences=3)
+    *_, texts = inference.generate_streams(registry, SMOLLM2, ["The man works as a", "The woman works as a"], sampled)
+    # The automatic precision: bf16 where this CPU computes it in hardware.
+    expected = torch.bfloat16 if detected_hardware().cpu_fast_bf16 else torch.float32
+    assert registry.get(TEXT_GENERATION, SMOLLM2).model.dtype == expected
+    assert all(text.startswith("The man works as a") for text in texts[0])
+    assert all(text.startswith("The woman works as a") for text in texts[1])
+    assert all(len(set(sequences)) == 3 for sequences in texts)
+    *_, again = inference.generate_streams(registry, SMOLLM2, ["The man works as a", "The woman works as a"], sampled)
+    assert again == texts
+    # In float32 a greedy pair, the shorter prompt padded, is what each prompt gives alone.
+    greedy = GenerationSettings(max_new_tokens=12, temperature=0)
+    prompts = ["The capital of France is", "Water boils at a temperature of"]
+    *_, pair = inference.generate_streams(registry, SMOLLM2, prompts, greedy, precision="fp32")
+    alone = [list(inference.generate_stream(registry, SMOLLM2, p, greedy, precision="fp32"))[-1] for p in prompts]
+    assert pair == alone
+
+
 def test_with_no_model_ready_and_no_hub_each_panel_says_what_to_do(tmp_path, monkeypatch, fresh_hub_check):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     empty = ModelRegistry(tmp_path / "empty")
