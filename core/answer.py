@@ -44,26 +44,28 @@ class Answer:
     windows: int = 1  # how many overlapping windows the context was read in
 
 
-def answer(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int = 3) -> Answer:
+def answer(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int = 3,
+           precision: str | None = None) -> Answer:
     """Answer `question` from `context` with an extractive model, or with a chat model (a text
-    generation model) through a prompt that holds the context."""
+    generation model) through a prompt that holds the context. `precision`: the registry's."""
     context = _require_text(context, "The context", MAX_CONTEXT_CHARS)
     question = _require_text(question, "The question", MAX_QUESTION_CHARS)
     if not 1 <= int(top_k) <= MAX_ANSWER_TOP_K:
         raise WorkbenchError(f"Answers to list must be from 1 to {MAX_ANSWER_TOP_K} (got {top_k}).")
     if registry.task_of(model_name) == TEXT_GENERATION:
-        return _grounded_answer(registry, model_name, context, question)
+        return _grounded_answer(registry, model_name, context, question, precision)
     try:
-        return _extract(registry, model_name, context, question, int(top_k))
+        return _extract(registry, model_name, context, question, int(top_k), precision)
     except WorkbenchError:
         # A Hub model not downloaded before: its kind is known once loading fetched its config.
         if registry.task_of(model_name) == TEXT_GENERATION:
-            return _grounded_answer(registry, model_name, context, question)
+            return _grounded_answer(registry, model_name, context, question, precision)
         raise
 
 
-def _extract(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int) -> Answer:
-    loaded = registry.get(QUESTION_ANSWERING, model_name)
+def _extract(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int,
+             precision: str | None = None) -> Answer:
+    loaded = registry.get(QUESTION_ANSWERING, model_name, precision)
     model, tokenizer = loaded.model, loaded.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise WorkbenchError(f"'{model_name}' has a slow tokenizer without character offsets: answers cannot be "
@@ -156,7 +158,8 @@ def _window_spans(encoded, window: int, start_logits, end_logits, context_index:
     return spans, None if null is None else float(p_start[null] * p_end[null])
 
 
-def _grounded_answer(registry: ModelRegistry, model_name: str, context: str, question: str) -> Answer:
+def _grounded_answer(registry: ModelRegistry, model_name: str, context: str, question: str,
+                     precision: str | None = None) -> Answer:
     """A chat model's answer from a prompt that holds the context (greedy, so it is repeatable)."""
     prompt = f"{GROUNDED_INSTRUCTION}\n\nContext:\n{context.strip()}\n\nQuestion: {question.strip()}\nAnswer:"
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -164,11 +167,11 @@ def _grounded_answer(registry: ModelRegistry, model_name: str, context: str, que
         raise WorkbenchError(f"A chat model answers from at most about {room:,} characters of context (this one "
                              f"has {len(context):,}): shorten it, or pick an extractive question-answering model, "
                              f"which reads long contexts in windows.")
-    chat = has_chat_template(registry, model_name)
+    chat = has_chat_template(registry, model_name, precision)
     settings = GenerationSettings(max_new_tokens=GROUNDED_NEW_TOKENS, temperature=0, repetition_penalty=1.0,
                                   seed=0, use_chat_template=chat)
     texts = [""]
-    for texts in generate_stream(registry, model_name, prompt, settings):
+    for texts in generate_stream(registry, model_name, prompt, settings, precision=precision):
         pass
     reply = texts[0] if chat else texts[0][len(prompt):]
     reply = reply.strip().split("\n")[0].strip()

@@ -245,7 +245,9 @@ def precision_text(registry: ModelRegistry, task: str, precision: str | None, *n
     lines, requested = [], precision or registry.precision
     for name in dict.fromkeys(name for name in names if name):
         try:
-            note = registry.precision_note(task, name, precision)
+            # A chat model answering questions is loaded as the text-generation model it is.
+            note = next(filter(None, (registry.precision_note(loaded_as, name, precision)
+                                      for loaded_as in (task, *TASKS))), None)
         except WorkbenchError as error:
             return f"⚠️ {as_text(error)}"
         if note:

@@ -8,7 +8,7 @@ import pandas as pd
 from core import inference
 from core.limits import MAX_FILL_MASK_TOP_K
 from core.models import FILL_MASK
-from demos.common import AppContext, busy_click, model_picker, setting_slider, show_errors
+from demos.common import AppContext, busy_click, model_picker, precision_picker, setting_slider, show_errors
 
 
 def build(ctx: AppContext) -> None:
@@ -18,6 +18,7 @@ def build(ctx: AppContext) -> None:
             text = gr.Textbox(label="Text with [MASK] or <mask>", lines=2,
                               value="The capital of France is [MASK].")
             top_k = setting_slider(1, MAX_FILL_MASK_TOP_K, "Predictions per mask", value=5, step=1)
+            precision, _, show_precision = precision_picker(ctx, FILL_MASK, model)
             fill_button = gr.Button("Fill", variant="primary")
         bars = gr.BarPlot(x="prediction", y="score", color="mask", label="Predictions",
                           sort="-y", elem_id="fill-mask-bars")
@@ -25,9 +26,10 @@ def build(ctx: AppContext) -> None:
                          headers=["mask", "rank", "token", "score", "sentence"])
 
     @show_errors
-    def fill(text, model, top_k=5):
-        """The top-k predictions for each [MASK] (or <mask>) in the text."""
-        per_mask = inference.fill_mask(ctx.registry, model, text, top_k)
+    def fill(text, model, top_k=5, precision=None):
+        """The top-k predictions for each [MASK] (or <mask>) in the text. `precision`: auto, fp32
+        or bf16 (empty: the app's)."""
+        per_mask = inference.fill_mask(ctx.registry, model, text, top_k, precision or None)
         rows = [
             {"mask": f"mask {p.mask_index}", "rank": rank, "token": p.token,
              "score": round(p.score, 4), "sentence": p.sequence}
@@ -38,6 +40,7 @@ def build(ctx: AppContext) -> None:
         return bars_frame[["prediction", "score", "mask"]], frame
 
     # No progress overlay on the results: a refusal leaves no "Error" mark on them.
-    wiring = dict(inputs_kwargs=dict(text=text, model=model, top_k=top_k), outputs=[bars, table])
-    busy_click(fill_button, "Filling…", fill, api_name="fill_mask", **wiring)
-    text.submit(fill, api_visibility="private", show_progress="hidden", **wiring)
+    wiring = dict(inputs_kwargs=dict(text=text, model=model, top_k=top_k, precision=precision),
+                  outputs=[bars, table])
+    busy_click(fill_button, "Filling…", fill, api_name="fill_mask", **wiring).then(**show_precision)
+    text.submit(fill, api_visibility="private", show_progress="hidden", **wiring).then(**show_precision)

@@ -106,7 +106,8 @@ def attribution_caption(result: explain.Attribution, model: str) -> str:
 # ----- the panel --------------------------------------------------------------------------------
 def build(ctx: AppContext) -> None:
     gr.Markdown("Look inside a model: where its attention goes, how sure it was of each word it wrote, and "
-                "which words made a classifier choose its label.")
+                "which words made a classifier choose its label. The models are read in float32 here, "
+                "whatever precision the other panels use, so the numbers shown are exact.")
     with gr.Accordion("Attention", open=True, elem_id="inside-attention"):
         _attention_section(ctx)
     with gr.Accordion("Token probabilities in generation", open=True, elem_id="inside-probabilities"):

@@ -10,7 +10,7 @@ import pandas as pd
 from core import answer as qa
 from core.limits import MAX_ANSWER_TOP_K
 from core.models import QUESTION_ANSWERING
-from demos.common import AppContext, busy_click, model_picker, setting_slider, show_errors
+from demos.common import AppContext, busy_click, model_picker, precision_picker, setting_slider, show_errors
 
 EXAMPLE_CONTEXT = ("The Eiffel Tower is a wrought-iron lattice tower in Paris, France. It was designed by the "
                    "engineering company of Gustave Eiffel and built from 1887 to 1889 as the entrance to the "
@@ -69,6 +69,7 @@ def build(ctx: AppContext) -> None:
             context = gr.Textbox(label="Context", lines=6, value=EXAMPLE_CONTEXT)
             question = gr.Textbox(label="Question", value=EXAMPLE_QUESTION)
             top_k = setting_slider(1, MAX_ANSWER_TOP_K, "Answers to list (extractive models)", value=3, step=1)
+            precision, _, show_precision = precision_picker(ctx, QUESTION_ANSWERING, model)
             button = gr.Button("Answer", variant="primary")
         with gr.Column():
             outcome = gr.Markdown(elem_id="qa-outcome")
@@ -79,16 +80,17 @@ def build(ctx: AppContext) -> None:
                          headers=["rank", "answer", "score", "start", "end"])
 
     @show_errors
-    def ask(context, question, model, top_k=3):
+    def ask(context, question, model, top_k=3, precision=None):
         """The answer to the question from the context: a span picked by an extractive model
         (with the top-k candidates and their scores), or a chat model's grounded answer."""
-        result = qa.answer(ctx.registry, model, context, question, int(top_k))
+        result = qa.answer(ctx.registry, model, context, question, int(top_k), precision or None)
         rows = [{"rank": rank, "answer": span.text, "score": None if span.score is None else round(span.score, 4),
                  "start": span.start, "end": span.end} for rank, span in enumerate(result.spans, start=1)]
         return (summary(result, model), highlighted_context(context, result),
                 pd.DataFrame(rows, columns=["rank", "answer", "score", "start", "end"]))
 
-    wiring = dict(inputs_kwargs=dict(context=context, question=question, model=model, top_k=top_k),
+    wiring = dict(inputs_kwargs=dict(context=context, question=question, model=model, top_k=top_k,
+                                     precision=precision),
                   outputs=[outcome, shown, spans])
-    busy_click(button, "Answering…", ask, api_name="answer", **wiring)
-    question.submit(ask, api_visibility="private", show_progress="hidden", **wiring)
+    busy_click(button, "Answering…", ask, api_name="answer", **wiring).then(**show_precision)
+    question.submit(ask, api_visibility="private", show_progress="hidden", **wiring).then(**show_precision)

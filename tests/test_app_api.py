@@ -32,6 +32,30 @@ def test_generate_compares_two_prompts_side_by_side(client):
                                 **{**GENERATE_ARGS, "compare_prompt": "The woman works as a"},
                                 api_name="/generate")
     assert man.startswith("The man works as a") and woman.startswith("The woman works as a")
+    # One batch, both streamed: the outputs grow together, and each is what its prompt gives alone
+    # (sequence 1 samples with the seed whatever else is generated with it).
+    job = client.submit(prompt="The man works as a", **{**GENERATE_ARGS, "compare_prompt": "The woman works as a"},
+                        api_name="/generate")
+    job.result(timeout=60)
+    assert any(first and second and not second.endswith("works as a") and first != man
+               for first, second, _ in job.outputs())
+    alone, _, _ = client.predict(prompt="The woman works as a", **GENERATE_ARGS, api_name="/generate")
+    assert alone == woman
+
+
+def test_every_panel_takes_a_forced_precision_and_refuses_an_unknown_one(client):
+    text, _, _ = client.predict(prompt="The teacher", **{**GENERATE_ARGS, "max_new_tokens": 10}, precision="bf16",
+                                api_name="/generate")
+    assert text.startswith("The teacher") and len(text) > len("The teacher")
+    scores = client.predict(text="What a lovely garden.", model="tiny-bert-sentiment", precision="fp32",
+                            api_name="/classify")
+    assert abs(sum(item["confidence"] for item in scores["confidences"]) - 1) < 1e-4
+    for endpoint, arguments in (("/generate", dict(prompt="The teacher", **GENERATE_ARGS)),
+                                ("/classify", dict(text="A day.", model="tiny-bert-sentiment")),
+                                ("/fill_mask", dict(text="The [MASK] sat.", model="tiny-bert-mlm"))):
+        # Gradio's dropdown refuses it and names the choices.
+        with pytest.raises(Exception, match=r"fp8 is not in the list of choices: \['auto', 'fp32', 'bf16'\]"):
+            client.predict(**arguments, precision="fp8", api_name=endpoint)
 
 
 def test_generate_puts_a_second_model_side_by_side_with_the_same_seed_and_settings(client):
@@ -183,6 +207,25 @@ def test_importing_the_app_loads_no_model_library():
     assert out.stdout.strip().endswith("[]")
 
 
+@pytest.mark.parametrize("flag", ["fp32", "bf16"])
+def test_the_precision_flag_is_what_the_panels_models_compute_in(models_dir, flag):
+    from core.precision import detected_hardware
+
+    code = ("import sys, app; from core import inference; from core.models import get_registry; "
+            "args = app.parse_args(sys.argv[1:]); app.build_app(args.models_dir, precision=args.precision); "
+            "registry = get_registry(); settings = inference.GenerationSettings(max_new_tokens=3); "
+            "list(inference.generate_stream(registry, 'tiny-gpt2', 'The cat', settings)); "
+            "print(registry.precision_note('text-generation', 'tiny-gpt2'))")
+    out = subprocess.run([sys.executable, "-c", code, "--models-dir", str(models_dir), "--precision", flag],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                         env={"GRADIO_ANALYTICS_ENABLED": "False", "PATH": "", "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    expected = {"fp32": "float32, as asked",
+                "bf16": "bf16, as asked" if detected_hardware().cpu_bf16 else "float32: this machine cannot compute "
+                                                                             "in bf16"}[flag]
+    assert out.stdout.strip().splitlines()[-1] == expected
+
+
 def test_auth_protects_the_page_and_the_api(models_dir, tmp_path):
     server = AppServer(["--models-dir", str(models_dir)], env={"WORKBENCH_AUTH": "ada:s3cret"},
                        log_path=tmp_path / "app.log").wait_until_serving()
@@ -236,10 +279,10 @@ def test_the_api_page_names_parameters_as_a_reader_expects(client):
     assert finetune["base_model"]["python_type"]["type"] == "str"
     assert set(parameters("/classify_batch")) == {"file", "model", "text_column", "gold_column", "precision"}
     assert all(parameters(endpoint)["precision"]["parameter_has_default"]
-               for endpoint in ("/generate", "/classify", "/classify_batch"))
+               for endpoint in ("/generate", "/classify", "/classify_batch", "/fill_mask", "/answer"))
     assert parameters("/classify_batch")["gold_column"]["parameter_has_default"]
     assert list(parameters("/evaluate_file"))[:3] == ["file", "model", "gold_column"]
-    assert set(parameters("/fill_mask")) == {"text", "model", "top_k"}
+    assert set(parameters("/fill_mask")) == {"text", "model", "top_k", "precision"}
 
 
 def test_a_model_saved_after_the_page_was_built_is_listed_and_usable(client, app_server):

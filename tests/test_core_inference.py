@@ -249,3 +249,21 @@ def test_text_without_a_mask_is_refused(registry):
 def test_top_k_outside_1_to_20_is_refused(registry, top_k):
     with pytest.raises(WorkbenchError, match="Top-k"):
         inference.fill_mask(registry, "tiny-bert-mlm", "The [MASK] house.", top_k=top_k)
+
+
+def test_sampling_keeps_the_tokens_transformers_top_k_then_top_p_keep():
+    """Top-p is applied to the top-k candidates only (faster); the tokens left to sample from,
+    and their scores, are those of transformers' own two warpers one after the other."""
+    import torch
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    from core.inference import _top_p_among_top_k
+
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        scores = torch.randn(3, 5000, generator=generator) * 3
+        expected = TopPLogitsWarper(0.9)(None, TopKLogitsWarper(50)(None, scores.clone()))
+        got = _top_p_among_top_k(50, TopPLogitsWarper(0.9))(None, scores.clone())
+        kept = ~torch.isinf(expected)
+        assert torch.equal(kept, ~torch.isinf(got)) and 1 < kept.sum(-1).min() and kept.sum(-1).max() <= 50
+        assert torch.equal(expected[kept], got[kept])
