@@ -41,8 +41,8 @@ class Hardware:
         """Why bf16 is (or is not) fast here, for a person."""
         if self.cuda:
             return "this GPU computes bf16" if self.cuda_bf16 else "this GPU has no bf16"
-        return ("this CPU computes bf16 in hardware (AMX or AVX512-BF16)" if self.cpu_fast_bf16
-                else "this CPU has no bf16 instructions (AMX or AVX512-BF16)")
+        return ("this CPU computes bf16 in hardware, with AMX or AVX512-BF16" if self.cpu_fast_bf16
+                else "this CPU has no AMX or AVX512-BF16 to compute bf16 in hardware")
 
 
 def _parameters(model) -> int:

@@ -7,6 +7,7 @@ import functools
 import html
 import inspect
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -250,8 +251,9 @@ def precision_text(registry: ModelRegistry, task: str, precision: str | None, *n
                                       for loaded_as in (task, *TASKS))), None)
         except WorkbenchError as error:
             return f"⚠️ {as_text(error)}"
-        if note:
-            lines.append(f"'{as_text(name)}' computes in **{as_text(note)}**.")
+        if note:  # "bf16, automatic: this CPU ..." -> the precision in bold, why in brackets
+            head, _, why = re.sub(r"^(\w+)[,:] ", r"\1\n", note).partition("\n")
+            lines.append(f"'{as_text(name)}' computes in **{as_text(head)}**" + (f" ({as_text(why)})." if why else "."))
         elif requested == "auto":
             lines.append(f"'{as_text(name)}': automatic precision, {as_text(_automatic_here())} (shown here "
                          f"once it is loaded).")

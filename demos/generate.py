@@ -8,11 +8,12 @@ from dataclasses import replace
 import gradio as gr
 
 from core import inference
+from core.errors import WorkbenchError
 from core.limits import (DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, MAX_REPETITION_PENALTY,
                          MAX_TEMPERATURE, MAX_TOP_K)
-from core.models import TEXT_GENERATION, fine_tuned_here
-from demos.common import (AppContext, as_text, compare_picker, model_picker, precision_picker, setting_slider,
-                          show_errors, warn)
+from core.models import TEXT_GENERATION, fine_tuned_here, in_hub_cache
+from demos.common import (AppContext, as_text, compare_picker, model_picker, precision_picker, precision_text,
+                          setting_slider, show_errors, warn)
 
 STORY_TEMPLATE = "Write a creative story about {topic}:"
 DEFAULT_TOPIC = "a lighthouse keeper who befriends a whale"
@@ -52,7 +53,7 @@ def build(ctx: AppContext) -> None:
             model = model_picker(ctx, TEXT_GENERATION)
             compare_model = compare_picker(ctx, TEXT_GENERATION)
             chat = gr.Checkbox(value=True, label="Chat mode", info=CHAT_INFO)
-            precision, _, show_precision = precision_picker(ctx, TEXT_GENERATION, model, compare_model)
+            precision, precision_line, show_precision = precision_picker(ctx, TEXT_GENERATION, model, compare_model)
             with gr.Accordion("Sampling settings", open=False):
                 max_new_tokens = setting_slider(1, MAX_NEW_TOKENS, "Max new tokens", value=DEFAULT_NEW_TOKENS,
                                                 step=1)
@@ -145,6 +146,21 @@ def build(ctx: AppContext) -> None:
             warn(notes[-1])
         yield shown[0], shown[1], _note(notes)
 
+    def precision_once_loaded(precision, model_name, compare_name):
+        # Wired before the generation, so the page runs it first: the line is right while the
+        # text streams, and the generation finds its models loaded.
+        # Not a Hub model to download: the generation waits for that anyway, with its own message.
+        for name in filter(None, (model_name, compare_name)):
+            try:
+                if ctx.registry.resolve(name)[0] != "hub" or in_hub_cache(name):
+                    ctx.registry.get(TEXT_GENERATION, name, precision or None)
+            except WorkbenchError:
+                pass  # the generation says what went wrong
+        return precision_text(ctx.registry, TEXT_GENERATION, precision, model_name, compare_name)
+
+    generate_button.click(precision_once_loaded, [precision, model, compare_model], precision_line,
+                          api_visibility="private", show_progress="hidden")
+
     event = generate_button.click(
         generate,
         inputs_kwargs=dict(prompt=prompt, model=model, compare_prompt=compare_prompt,
@@ -155,6 +171,7 @@ def build(ctx: AppContext) -> None:
         api_name="generate",
     )
     event.then(**show_precision)
+
     # Cancelling closes the handler's iterator, which stops the model within one token.
     stop_button.click(None, cancels=[event], api_visibility="private")
 

@@ -163,13 +163,13 @@ def test_the_precision_a_model_computes_in_is_shown_next_to_it_and_can_be_forced
     page.get_by_label("Prompt", exact=True).fill("The cat")
     page.get_by_role("button", name="Generate", exact=True).click()
     # A tiny model stays in float32 under the automatic choice, and the line says why.
-    expect(shown).to_contain_text("'tiny-chat' computes in float32, automatic", timeout=30_000)
+    expect(shown).to_contain_text("'tiny-chat' computes in float32 (automatic", timeout=30_000)
     precision = page.get_by_role("combobox", name="Precision").filter(visible=True)
     precision.click()
     page.get_by_role("option", name="bf16").click()
     expect(shown).to_contain_text("'tiny-chat': bf16 once loaded")
     page.get_by_role("button", name="Generate", exact=True).click()
-    expect(shown).to_contain_text("'tiny-chat' computes in bf16, as asked", timeout=30_000)
+    expect(shown).to_contain_text("'tiny-chat' computes in bf16 (as asked)", timeout=30_000)
     expect(page.locator("#generation-output textarea")).not_to_have_value("")
 
 
