@@ -109,8 +109,8 @@ def generate_streams(
     Every sequence of every prompt is one row of a single `generate` call, so they all grow
     together, and each prompt is read (prefilled) once however many sequences it gets.
     Sequence i of every prompt samples with seed + i, the same draws whether it is generated
-    alone or with others. Plain mode yields prompt + continuation; chat mode yields the reply
-    only. Closing the iterator, or `should_stop()` turning true, ends every row within a token.
+    alone or with others (the same text in float32; in bf16 the batch's shape changes rounding).
+    Plain mode yields prompt + continuation; chat mode yields the reply only. Closing the iterator, or `should_stop()` turning true, ends every row within a token.
     `precision`: the registry's ("auto", "fp32", "bf16"; None: the registry's own).
     """
     prompts = [_require_text(prompt, "The prompt" if index == 0 else "The second prompt", MAX_PROMPT_CHARS)
@@ -119,10 +119,10 @@ def generate_streams(
     tokenizer, model = pipe.tokenizer, pipe.model
     if settings.use_chat_template and not getattr(tokenizer, "chat_template", None):
         raise WorkbenchError(f"'{model_name}' has no chat template: turn off chat mode.")
-    rows, max_new_tokens = [], settings.max_new_tokens
-    for prompt in prompts:
-        ids, max_new_tokens = _prompt_ids(tokenizer, model, prompt, settings)
-        rows.append(ids)
+    # On the model thread: there the streamer decodes with this tokenizer, and a fast tokenizer
+    # used by two threads at once can fail ("Already borrowed").
+    encoded = _run_model(model_name, lambda: [_prompt_ids(tokenizer, model, prompt, settings) for prompt in prompts])
+    rows, max_new_tokens = [ids for ids, _ in encoded], encoded[0][1]
     n = settings.num_sequences
     texts = [[generation_prefix(prompt, settings)] * n for prompt in prompts]
     wrote = False
@@ -285,10 +285,10 @@ def _prefilled(model, input_ids, attention_mask, repeats: int):
     return cache
 
 
-def _end_ids(model, tokenizer) -> set[int]:
+def _end_ids(model) -> set[int]:
+    """The tokens generate ends a row on: after one, what it adds to that row is padding."""
     ends = getattr(model.generation_config, "eos_token_id", None)
-    ends = set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
-    return ends | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+    return set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
 
 
 def _stream_rows(model, tokenizer, prompts: list[list[int]], settings, max_new_tokens, should_stop):
@@ -305,7 +305,7 @@ def _stream_rows(model, tokenizer, prompts: list[list[int]], settings, max_new_t
     n = settings.num_sequences
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     longest = max(len(ids) for ids in prompts)
-    streamer = _RowStreamer(tokenizer, len(prompts) * n, _end_ids(model, tokenizer))
+    streamer = _RowStreamer(tokenizer, len(prompts) * n, _end_ids(model))
     kwargs = dict(
         max_new_tokens=max_new_tokens,
         # Sampling is the seeded draw below on top of greedy choice; greedy unsets the sampling

@@ -3,7 +3,7 @@
 # Text generation
 MAX_NEW_TOKENS = 512          # cap on tokens generated per sequence
 DEFAULT_NEW_TOKENS = 64
-MAX_NUM_SEQUENCES = 4         # sequences per request (generated one after another)
+MAX_NUM_SEQUENCES = 4         # sequences per request (rows of one batch)
 MAX_PROMPT_CHARS = 4_000
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 200
@@ -33,7 +33,8 @@ QA_WINDOW_TOKENS = 384        # a long context is read in windows of this many t
 QA_STRIDE_TOKENS = 128        # ...that overlap by this many
 
 # Model registry
-MAX_LOADED_MODELS = 3         # least recently used pipeline is evicted beyond this
+MAX_LOADED_MODELS = 4         # copies kept; the least recently used is evicted beyond this (a model in bf16
+                              # in a panel and in float32 in Inside the model is two copies)
 HUB_CHECK_TIMEOUT_S = 4.0     # one HTTP request to the Hub before any download
 HUB_REACHABLE_TIMEOUT_S = 2.0  # the check whether the Hub answers at all (pickers, defaults)
 

@@ -252,11 +252,12 @@ class ModelRegistry:
         self.precision = precision  # what get() uses when asked for none (core.precision)
         self.load_count = 0  # how many pipelines were actually built (for tests and logs)
         self._lock = threading.Lock()
-        # Keyed by (task, name, precision asked for): a model asked for in float32 and in bf16
-        # is loaded twice, each copy in its own dtype.
+        # Copies keyed by (task, name, dtype: "fp32" or "bf16"); a model used in both has two.
         self._loaded: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        # Loads under way, and the (dtype, why) each request came to, keyed by (task, name,
+        # precision asked for: "auto", "fp32" or "bf16").
         self._loading: dict[tuple[str, str, str], Future] = {}
-        self._precision_notes: dict[tuple[str, str, str], str] = {}
+        self._resolved: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     # ----- listing -------------------------------------------------------------------------
     def _scan(self) -> dict[str, tuple[str | None, str | None]]:
@@ -385,35 +386,57 @@ class ModelRegistry:
     def get(self, task: str, name: str, precision: str | None = None) -> Any:
         """The pipeline for `name` on `task`, loading it on first use, its weights in the dtype
         core.precision.choose_inference_precision picks for `precision` ("auto", "fp32" or
-        "bf16"; None: the registry's own). Raises WorkbenchError."""
+        "bf16"; None: the registry's own). Requests that come to the same dtype share one copy.
+        Raises WorkbenchError."""
         _check_task(task)
         name = (name or "").strip()
-        key = (task, name, self._requested(precision))
+        asked = (task, name, self._requested(precision))
         with self._lock:
-            if key in self._loaded:
-                self._loaded.move_to_end(key)
-                return self._loaded[key]
-            future = self._loading.get(key)
+            held = self._held(asked)
+            if held:
+                self._loaded.move_to_end(held)
+                return self._loaded[held]
+            future = self._loading.get(asked)
             owner = future is None
             if owner:
                 future = Future()
-                self._loading[key] = future
+                self._loading[asked] = future
         if owner:
             try:
-                pipe, note = self._load(task, name, key[2])
+                pipe, chosen, note = self._load(task, name, asked[2])
             except BaseException as error:
                 with self._lock:
-                    del self._loading[key]
+                    del self._loading[asked]
                 future.set_exception(error)
                 raise
             with self._lock:
-                del self._loading[key]
-                self._loaded[key] = pipe
-                self._precision_notes[key] = note
+                del self._loading[asked]
+                held = (task, name, chosen)
+                if held in self._loaded:  # loaded meanwhile for another request ("auto" that came to float32)
+                    pipe = self._loaded[held]
+                    self._loaded.move_to_end(held)
+                else:
+                    self._loaded[held] = pipe
+                self._resolved[asked] = (chosen, note)
                 while len(self._loaded) > self.max_loaded:
                     self._loaded.popitem(last=False)
             future.set_result(pipe)
         return future.result()
+
+    def _held(self, asked: tuple[str, str, str]) -> tuple[str, str, str] | None:
+        """The key of a loaded copy that serves `asked` (task, name, precision asked for), under
+        the lock: the dtype it came to before, or the one a forced precision comes to anyway."""
+        from core.precision import choose_inference_precision, detected_hardware, forced_precision
+
+        task, name, requested = asked
+        if asked not in self._resolved and (forced := forced_precision(requested)):
+            self._resolved[asked] = forced
+        if asked not in self._resolved:  # "auto": a copy in any dtype tells the model's size
+            copy = next((pipe for key, pipe in self._loaded.items() if key[:2] == (task, name)), None)
+            if copy is not None:
+                self._resolved[asked] = choose_inference_precision(requested, copy.model, detected_hardware())
+        chosen = self._resolved.get(asked, (None, None))[0]
+        return (task, name, chosen) if (task, name, chosen) in self._loaded else None
 
     def _requested(self, precision: str | None) -> str:
         from core.precision import INFERENCE_PRECISIONS
@@ -425,15 +448,17 @@ class ModelRegistry:
 
     def precision_note(self, task: str, name: str, precision: str | None = None) -> str | None:
         """How the loaded `name` computes ("bf16, automatic: this CPU ..."), None if not loaded."""
-        key = (task, (name or "").strip(), self._requested(precision))
+        asked = (task, (name or "").strip(), self._requested(precision))
         with self._lock:
-            return self._precision_notes.get(key) if key in self._loaded else None
+            return self._resolved[asked][1] if self._held(asked) else None
 
     def forget(self, name: str) -> None:
         """Drop the loaded pipelines of `name` (its folder was renamed or deleted)."""
         with self._lock:
             for key in [key for key in self._loaded if key[1] == name]:
                 del self._loaded[key]
+            for key in [key for key in self._resolved if key[1] == name]:
+                del self._resolved[key]
 
     def loaded(self) -> list[tuple[str, str]]:
         """(task, name) of every loaded model (once, whatever its precisions)."""
@@ -460,8 +485,8 @@ class ModelRegistry:
             f"'distilbert/distilgpt2' or the name of a folder in the models directory."
         )
 
-    def _load(self, task: str, name: str, precision: str) -> tuple[Any, str]:
-        def load() -> tuple[Any, str]:
+    def _load(self, task: str, name: str, precision: str) -> tuple[Any, str, str]:
+        def load() -> tuple[Any, str, str]:
             source, local_files_only = self.source_for(name, task)
             return self._build_pipeline(task, name, source, local_files_only, precision)
 
@@ -524,7 +549,8 @@ class ModelRegistry:
         return repo_id, cached
 
     def _build_pipeline(self, task: str, name: str, source: str, local_files_only: bool,
-                        precision: str) -> tuple[Any, str]:
+                        precision: str) -> tuple[Any, str, str]:
+        """(the pipeline, the dtype it runs in: "fp32" or "bf16", why)."""
         import torch
 
         from core.precision import choose_inference_precision, detected_hardware
@@ -560,7 +586,7 @@ class ModelRegistry:
             raise WorkbenchError(f"Cannot load '{name}': {first_line(error)[:300]}") from error
         with self._lock:
             self.load_count += 1
-        return pipe, note
+        return pipe, chosen, note
 
     def _adapted_model(self, auto_model, name: str, folder: str, config, dtype):
         """An adapter folder's model: its base (loaded as any model is, with the folder's config,

@@ -2,8 +2,8 @@
 inference's weight dtype.
 
 bf16 pays where the hardware computes it: a GPU with bf16, or a CPU with AMX tiles or
-AVX512-BF16 (measured here, an AMD EPYC with AVX512-BF16: SmolLM2 generates 1.8x faster and
-MiniLM scores 1.6x more rows a second in bf16, bench/infer.py). Elsewhere bf16 is emulated and
+AVX512-BF16 (measured here, an AMD EPYC with AVX512-BF16: SmolLM2 generates 1.5x the tokens a
+second and MiniLM scores 1.6x the rows in bf16, bench/infer.py). Elsewhere bf16 is emulated and
 slower than float32. On a tiny model the casts cost more than they save.
 """
 
@@ -86,11 +86,8 @@ def choose_inference_precision(requested: str, model, hardware: Hardware) -> tup
         from core.errors import WorkbenchError
 
         raise WorkbenchError(f"Unknown precision '{requested}': choose one of {', '.join(INFERENCE_PRECISIONS)}.")
-    if requested == "fp32":
-        return "fp32", "float32, as asked"
-    can_bf16 = hardware.cuda_bf16 if hardware.cuda else hardware.cpu_bf16
-    if requested == "bf16":
-        return ("bf16", "bf16, as asked") if can_bf16 else ("fp32", "float32: this machine cannot compute in bf16")
+    if requested != "auto":
+        return forced_precision(requested, hardware)
     fast = hardware.cuda_bf16 if hardware.cuda else hardware.cpu_fast_bf16
     if not fast:
         return "fp32", f"float32, automatic: {hardware.describe_bf16()}"
@@ -98,6 +95,19 @@ def choose_inference_precision(requested: str, model, hardware: Hardware) -> tup
         return "fp32", (f"float32, automatic: a model under {BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights "
                         f"runs faster in float32")
     return "bf16", f"bf16, automatic: {hardware.describe_bf16()}"
+
+
+def forced_precision(requested: str, hardware: Hardware | None = None) -> tuple[str, str] | None:
+    """(dtype, why) of a forced precision, known before any model is loaded; None for "auto"
+    (it depends on the model's size). Detects the hardware only for "bf16"."""
+    if requested == "fp32":
+        return "fp32", "float32, as asked"
+    if requested != "bf16":
+        return None
+    hardware = hardware or detected_hardware()
+    if hardware.cuda_bf16 if hardware.cuda else hardware.cpu_bf16:
+        return "bf16", "bf16, as asked"
+    return "fp32", "float32: this machine cannot compute in bf16"
 
 
 _detected: Hardware | None = None

@@ -74,8 +74,8 @@ def build(ctx: AppContext) -> None:
 
     @show_errors
     def classify(text, model, precision=None):
-        """Every class of the model with its probability. `precision`: auto, fp32 or bf16 (empty:
-        the app's)."""
+        """Every class of the model with its probability. `precision`: auto, fp32 or bf16 (left
+        out: the app's, --precision)."""
         return inference.classify(ctx.registry, model, text, precision or None)
 
     # No progress overlay on the scores: a refusal ("Pick a model first") then leaves no "Error"

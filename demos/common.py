@@ -176,8 +176,14 @@ def model_picker(ctx: AppContext, task: str) -> OpenDropdown:
     def refresh_choices(current: str | None):
         return refreshed_picker(ctx.registry, task, current)
 
+    def choices_on_load(current: str | None):
+        # The choices only, unless nothing is picked: a model typed while the page was still
+        # loading must not be replaced by the one the page started on.
+        picker, offline = refresh_choices(current)
+        return (gr.update(choices=picker["choices"]) if current else picker), offline
+
     refresh.click(refresh_choices, inputs=dropdown, outputs=[dropdown, note], api_visibility="private")
-    ctx.demo.load(refresh_choices, inputs=dropdown, outputs=[dropdown, note], api_visibility="private")
+    ctx.demo.load(choices_on_load, inputs=dropdown, outputs=[dropdown, note], api_visibility="private")
     ctx.pickers.setdefault(task, []).append(dropdown)
     ctx.offline_notes.setdefault(task, []).append(note)
     return dropdown
@@ -195,8 +201,9 @@ def compare_picker(ctx: AppContext, task: str) -> OpenDropdown:
 
     dropdown = open_dropdown(f"{MODEL_API_HINT}; empty: no second model", choices=choices(), value="",
                              label="Compare with a second model", info="Side by side, same input and settings.")
-    ctx.demo.load(lambda current: gr.update(choices=choices(), value=current or ""), dropdown, dropdown,
-                  api_visibility="private", show_progress="hidden")
+    # The choices only: a second model picked while the page was still loading stays picked.
+    ctx.demo.load(lambda: gr.update(choices=choices()), None, dropdown, api_visibility="private",
+                  show_progress="hidden")
     return dropdown
 
 

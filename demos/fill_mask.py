@@ -28,7 +28,7 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def fill(text, model, top_k=5, precision=None):
         """The top-k predictions for each [MASK] (or <mask>) in the text. `precision`: auto, fp32
-        or bf16 (empty: the app's)."""
+        or bf16 (left out: the app's, --precision)."""
         per_mask = inference.fill_mask(ctx.registry, model, text, top_k, precision or None)
         rows = [
             {"mask": f"mask {p.mask_index}", "rank": rank, "token": p.token,

