@@ -110,7 +110,8 @@ def generate_streams(
     together, and each prompt is read (prefilled) once however many sequences it gets.
     Sequence i of every prompt samples with seed + i, the same draws whether it is generated
     alone or with others (the same text in float32; in bf16 the batch's shape changes rounding).
-    Plain mode yields prompt + continuation; chat mode yields the reply only. Closing the iterator, or `should_stop()` turning true, ends every row within a token.
+    Plain mode yields prompt + continuation; chat mode yields the reply only. Closing the
+    iterator, or `should_stop()` turning true, ends every row within a token.
     `precision`: the registry's ("auto", "fp32", "bf16"; None: the registry's own).
     """
     prompts = [_require_text(prompt, "The prompt" if index == 0 else "The second prompt", MAX_PROMPT_CHARS)
@@ -280,8 +281,7 @@ def _prefilled(model, input_ids, attention_mask, repeats: int):
     with torch.no_grad():
         cache = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], use_cache=True,
                       **kwargs).past_key_values
-    if repeats > 1:
-        cache.batch_repeat_interleave(repeats)
+    cache.batch_repeat_interleave(repeats)
     return cache
 
 

@@ -10,14 +10,11 @@ slower than float32. On a tiny model the casts cost more than they save.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 # Training: bench/train.py measures the gain and the loss on a tiny model.
 BF16_AUTO_MIN_PARAMETERS = 5_000_000
 
-InferencePrecision = Literal["auto", "fp32", "bf16"]
 INFERENCE_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-PRECISION_NAMES = {"fp32": "float32", "bf16": "bf16", "fp16": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +33,16 @@ class Hardware:
         cuda = torch.cuda.is_available()
         return cls(cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_fast_bf16=_cpu_has_fast_bf16(),
                    cpu_bf16=_cpu_supports_bf16())
+
+    @property
+    def fast_bf16(self) -> bool:
+        """bf16 computed in hardware, faster than float32: a GPU with bf16, a CPU with AMX or AVX512-BF16."""
+        return self.cuda_bf16 if self.cuda else self.cpu_fast_bf16
+
+    @property
+    def can_bf16(self) -> bool:
+        """bf16 computed at all (on a CPU without AMX or AVX512-BF16, emulated and slow)."""
+        return self.cuda_bf16 if self.cuda else self.cpu_bf16
 
     def describe_bf16(self) -> str:
         """Why bf16 is (or is not) fast here, for a person."""
@@ -80,16 +87,12 @@ def choose_inference_precision(requested: str, model, hardware: Hardware) -> tup
     "auto": bf16 on a GPU with bf16 or a CPU with AMX or AVX512-BF16, for models of
     BF16_AUTO_MIN_PARAMETERS weights or more; float32 elsewhere. "bf16" forced runs in bf16
     wherever the hardware can compute it at all (slowly where it is emulated); "fp32" always.
-    The GPU branches are untested here: this project has no GPU.
+    The GPU branches are untested here: this project has no GPU. `requested` is one of
+    INFERENCE_PRECISIONS (the registry refuses others).
     """
-    if requested not in INFERENCE_PRECISIONS:
-        from core.errors import WorkbenchError
-
-        raise WorkbenchError(f"Unknown precision '{requested}': choose one of {', '.join(INFERENCE_PRECISIONS)}.")
     if requested != "auto":
         return forced_precision(requested, hardware)
-    fast = hardware.cuda_bf16 if hardware.cuda else hardware.cpu_fast_bf16
-    if not fast:
+    if not hardware.fast_bf16:
         return "fp32", f"float32, automatic: {hardware.describe_bf16()}"
     if _parameters(model) < BF16_AUTO_MIN_PARAMETERS:
         return "fp32", (f"float32, automatic: a model under {BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights "
@@ -104,8 +107,7 @@ def forced_precision(requested: str, hardware: Hardware | None = None) -> tuple[
         return "fp32", "float32, as asked"
     if requested != "bf16":
         return None
-    hardware = hardware or detected_hardware()
-    if hardware.cuda_bf16 if hardware.cuda else hardware.cpu_bf16:
+    if (hardware or detected_hardware()).can_bf16:
         return "bf16", "bf16, as asked"
     return "fp32", "float32: this machine cannot compute in bf16"
 

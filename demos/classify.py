@@ -76,14 +76,14 @@ def build(ctx: AppContext) -> None:
     def classify(text, model, precision=None):
         """Every class of the model with its probability. `precision`: auto, fp32 or bf16 (left
         out: the app's, --precision)."""
-        return inference.classify(ctx.registry, model, text, precision or None)
+        return inference.classify(ctx.registry, model, text, precision)
 
     # No progress overlay on the scores: a refusal ("Pick a model first") then leaves no "Error"
     # mark on them; the button says it is busy meanwhile.
     @show_errors
     def classify_compare(text, compare_model=None, precision=None):
         """The second model's classes for the same text (side by side); None without one."""
-        return inference.classify(ctx.registry, compare_model, text, precision or None) if compare_model else None
+        return inference.classify(ctx.registry, compare_model, text, precision) if compare_model else None
 
     def show_compare(compare_model):
         return gr.update(visible=bool(compare_model), label=f"{compare_model}: classes and confidence")
@@ -150,11 +150,11 @@ def build(ctx: AppContext) -> None:
             raise WorkbenchError(f"The text column and the gold label column are both '{gold_column}': pick "
                                  f"the column of the right labels, or none.")
         gold = table_data.texts(gold_column) if gold_column else None  # checked before the slow scoring
-        scored = inference.classify_batch(ctx.registry, model, table_data.texts(text_column), precision or None)
+        scored = inference.classify_batch(ctx.registry, model, table_data.texts(text_column), precision)
         measured = None
         if gold is not None:
             measured = evaluate_labelled(gold, [row.label for row in scored],
-                                         inference.class_names(ctx.registry, model, precision or None))
+                                         inference.class_names(ctx.registry, model, precision))
         return table_data, text_column, scored, measured
 
     @show_errors

@@ -219,17 +219,16 @@ def _automatic_here() -> str:
     from core.precision import BF16_AUTO_MIN_PARAMETERS, detected_hardware
 
     hardware = detected_hardware()
-    fast = hardware.cuda_bf16 if hardware.cuda else hardware.cpu_fast_bf16
-    if fast:
+    if hardware.fast_bf16:
         return (f"bf16 on this machine ({hardware.describe_bf16()}) for models of "
                 f"{BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights or more, else float32")
     return f"float32 on this machine ({hardware.describe_bf16()})"
 
 
-def precision_picker(ctx: AppContext, task: str, *pickers: gr.Dropdown) -> tuple[gr.Dropdown, gr.Markdown, Callable]:
+def precision_picker(ctx: AppContext, task: str, *pickers: gr.Dropdown) -> tuple[gr.Dropdown, gr.Markdown, dict]:
     """The precision the panel's models compute in (it starts on the app's, --precision), a line
-    saying what each model picked in `pickers` computes in, and the function an event passes to
-    `.then` to refresh that line once its models are loaded."""
+    saying what each model picked in `pickers` computes in, and the event an action passes to
+    `.then(**event)` to refresh that line once its models are loaded."""
     dropdown = gr.Dropdown(PRECISION_CHOICES, value=ctx.registry.precision, label="Precision",
                            info="Automatic: bf16 where the hardware computes it (a GPU with bf16, a CPU with "
                                 "AMX or AVX512-BF16), faster there with slightly different numbers; else float32.")
@@ -260,7 +259,8 @@ def precision_text(registry: ModelRegistry, task: str, precision: str | None, *n
             return f"⚠️ {as_text(error)}"
         if note:  # "bf16, automatic: this CPU ..." -> the precision in bold, why in brackets
             head, _, why = re.sub(r"^(\w+)[,:] ", r"\1\n", note).partition("\n")
-            lines.append(f"'{as_text(name)}' computes in **{as_text(head)}**" + (f" ({as_text(why)})." if why else "."))
+            lines.append(f"'{as_text(name)}' computes in **{as_text(head)}**"
+                         + (f" ({as_text(why)})." if why else "."))
         elif requested == "auto":
             lines.append(f"'{as_text(name)}': automatic precision, {as_text(_automatic_here())} (shown here "
                          f"once it is loaded).")

@@ -29,7 +29,7 @@ def build(ctx: AppContext) -> None:
     def fill(text, model, top_k=5, precision=None):
         """The top-k predictions for each [MASK] (or <mask>) in the text. `precision`: auto, fp32
         or bf16 (left out: the app's, --precision)."""
-        per_mask = inference.fill_mask(ctx.registry, model, text, top_k, precision or None)
+        per_mask = inference.fill_mask(ctx.registry, model, text, top_k, precision)
         rows = [
             {"mask": f"mask {p.mask_index}", "rank": rank, "token": p.token,
              "score": round(p.score, 4), "sentence": p.sequence}

@@ -112,14 +112,14 @@ def build(ctx: AppContext) -> None:
                  compare_model=None, precision=None):
         """Generate text from a prompt, streamed; with a second prompt and/or a second model, the
         second output is that prompt's (or the same prompt's) text from that model (or the same
-        one), with the same seed and settings. `precision`: auto, fp32 or bf16 (left out: the app's, --precision)."""
+        one), with the same seed and settings. `precision`: auto, fp32 or bf16 (left out: the
+        app's, --precision)."""
         notes = []
         settings = inference.GenerationSettings(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, num_sequences=num_sequences,
             seed=None if seed is None or seed < 0 else seed,
         )
-        precision = precision or None
         second_prompt = compare_prompt if compare_prompt and compare_prompt.strip() else None
         second_model = compare_model or model
         # The outputs each model writes, as (prompt, slot): one model's prompts are one batch,
@@ -153,7 +153,7 @@ def build(ctx: AppContext) -> None:
         for name in filter(None, (model_name, compare_name)):
             try:
                 if ctx.registry.resolve(name)[0] != "hub" or in_hub_cache(name):
-                    ctx.registry.get(TEXT_GENERATION, name, precision or None)
+                    ctx.registry.get(TEXT_GENERATION, name, precision)
             except WorkbenchError:
                 pass  # the generation says what went wrong
         return precision_text(ctx.registry, TEXT_GENERATION, precision, model_name, compare_name)

@@ -83,7 +83,7 @@ def build(ctx: AppContext) -> None:
     def ask(context, question, model, top_k=3, precision=None):
         """The answer to the question from the context: a span picked by an extractive model
         (with the top-k candidates and their scores), or a chat model's grounded answer."""
-        result = qa.answer(ctx.registry, model, context, question, int(top_k), precision or None)
+        result = qa.answer(ctx.registry, model, context, question, int(top_k), precision)
         rows = [{"rank": rank, "answer": span.text, "score": None if span.score is None else round(span.score, 4),
                  "start": span.start, "end": span.end} for rank, span in enumerate(result.spans, start=1)]
         return (summary(result, model), highlighted_context(context, result),
