@@ -24,15 +24,13 @@ class Hardware:
     cuda: bool
     cuda_bf16: bool = False  # the GPU computes in bf16 (Ampere and later)
     cpu_fast_bf16: bool = False  # bf16 instructions (AMX, or AVX512-BF16): bf16 is faster there
-    cpu_bf16: bool = False  # the CPU can compute in bf16 at all
 
     @classmethod
     def detect(cls) -> "Hardware":
         import torch
 
         cuda = torch.cuda.is_available()
-        return cls(cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_fast_bf16=_cpu_has_fast_bf16(),
-                   cpu_bf16=_cpu_supports_bf16())
+        return cls(cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_fast_bf16=_cpu_has_fast_bf16())
 
     @property
     def fast_bf16(self) -> bool:
@@ -41,8 +39,10 @@ class Hardware:
 
     @property
     def can_bf16(self) -> bool:
-        """bf16 computed at all (on a CPU without AMX or AVX512-BF16, emulated and slow)."""
-        return self.cuda_bf16 if self.cuda else self.cpu_bf16
+        """bf16 computed at all. torch computes bf16 on every CPU: without AMX or AVX512-BF16 in
+        software, slower than float32 (a matrix-vector product of SmolLM2's size took 1.4x as long
+        on an AMD EPYC with AVX2 only)."""
+        return self.cuda_bf16 if self.cuda else True
 
     def describe_bf16(self) -> str:
         """Why bf16 is (or is not) fast here, for a person."""
@@ -74,8 +74,8 @@ def choose_precision(requested: str, model, hardware: Hardware) -> tuple[str, st
     if requested == "fp16":
         return "fp32", "fp16 training needs a GPU: training in float32 instead."
     if requested == "bf16":
-        return ("bf16", None) if hardware.cpu_bf16 else ("fp32", "This CPU has no fast bf16: training in float32 "
-                                                                  "instead.")
+        return "bf16", (None if hardware.cpu_fast_bf16 else
+                        f"Training in bf16 as asked, slower than float32 here: {hardware.describe_bf16()}.")
     large = _parameters(model) >= BF16_AUTO_MIN_PARAMETERS
     return ("bf16" if hardware.cpu_fast_bf16 and large else "fp32"), None
 
@@ -86,7 +86,8 @@ def choose_inference_precision(requested: str, model, hardware: Hardware) -> tup
 
     "auto": bf16 on a GPU with bf16 or a CPU with AMX or AVX512-BF16, for models of
     BF16_AUTO_MIN_PARAMETERS weights or more; float32 elsewhere. "bf16" forced runs in bf16
-    wherever the hardware can compute it at all (slowly where it is emulated); "fp32" always.
+    wherever the hardware can compute it at all (on every CPU, slowly where it is emulated);
+    "fp32" always.
     The GPU branches are untested here: this project has no GPU. `requested` is one of
     INFERENCE_PRECISIONS (the registry refuses others).
     """
@@ -107,9 +108,12 @@ def forced_precision(requested: str, hardware: Hardware | None = None) -> tuple[
         return "fp32", "float32, as asked"
     if requested != "bf16":
         return None
-    if (hardware or detected_hardware()).can_bf16:
+    hardware = hardware or detected_hardware()
+    if hardware.fast_bf16:
         return "bf16", "bf16, as asked"
-    return "fp32", "float32: this machine cannot compute in bf16"
+    if hardware.can_bf16:
+        return "bf16", f"bf16, as asked; slower than float32 here: {hardware.describe_bf16()}"
+    return "fp32", "float32: this GPU has no bf16"
 
 
 _detected: Hardware | None = None
@@ -121,15 +125,6 @@ def detected_hardware() -> Hardware:
     if _detected is None:
         _detected = Hardware.detect()
     return _detected
-
-
-def _cpu_supports_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _cpu_has_fast_bf16() -> bool:

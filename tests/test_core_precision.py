@@ -12,9 +12,8 @@ from core.inference import GenerationSettings
 from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
 from core.precision import BF16_AUTO_MIN_PARAMETERS, Hardware, choose_inference_precision, detected_hardware
 
-AMX_CPU = dict(cuda=False, cpu_fast_bf16=True, cpu_bf16=True)
-OLD_CPU = dict(cuda=False, cpu_fast_bf16=False, cpu_bf16=True)  # bf16 emulated
-NO_BF16_CPU = dict(cuda=False, cpu_fast_bf16=False, cpu_bf16=False)
+AMX_CPU = dict(cuda=False, cpu_fast_bf16=True)
+OLD_CPU = dict(cuda=False, cpu_fast_bf16=False)  # bf16 emulated
 BF16_GPU = dict(cuda=True, cuda_bf16=True)
 OLD_GPU = dict(cuda=True, cuda_bf16=False)
 
@@ -30,8 +29,7 @@ def _weights(count: int) -> torch.nn.Module:
     ("auto", BF16_GPU, BF16_AUTO_MIN_PARAMETERS, "bf16"),
     ("auto", OLD_GPU, BF16_AUTO_MIN_PARAMETERS, "fp32"),
     ("fp32", AMX_CPU, BF16_AUTO_MIN_PARAMETERS, "fp32"),
-    ("bf16", OLD_CPU, 1000, "bf16"),  # forced: runs where the CPU can compute it at all
-    ("bf16", NO_BF16_CPU, 1000, "fp32"),
+    ("bf16", OLD_CPU, 1000, "bf16"),  # forced: every CPU computes bf16, if slowly
     ("bf16", OLD_GPU, 1000, "fp32"),
 ])
 def test_the_inference_precision_follows_the_hardware_and_the_request(requested, hardware, weights, expected):
@@ -40,9 +38,13 @@ def test_the_inference_precision_follows_the_hardware_and_the_request(requested,
     assert why.startswith({"fp32": "float32", "bf16": "bf16"}[expected])
 
 
-def test_a_forced_precision_that_cannot_run_says_so():
-    chosen, why = choose_inference_precision("bf16", _weights(10), Hardware(**NO_BF16_CPU))
-    assert (chosen, why) == ("fp32", "float32: this machine cannot compute in bf16")
+def test_a_forced_precision_says_where_it_is_slow_or_cannot_run():
+    chosen, why = choose_inference_precision("bf16", _weights(10), Hardware(**OLD_CPU))
+    assert (chosen, why) == ("bf16", "bf16, as asked; slower than float32 here: this CPU has no AMX or "
+                                     "AVX512-BF16 to compute bf16 in hardware")
+    assert choose_inference_precision("bf16", _weights(10), Hardware(**AMX_CPU)) == ("bf16", "bf16, as asked")
+    chosen, why = choose_inference_precision("bf16", _weights(10), Hardware(**OLD_GPU))
+    assert (chosen, why) == ("fp32", "float32: this GPU has no bf16")
 
 
 def test_an_unknown_precision_is_refused(registry):
@@ -52,17 +54,14 @@ def test_an_unknown_precision_is_refused(registry):
 
 def test_a_forced_precision_is_the_dtype_the_model_computes_in(models_dir):
     registry = ModelRegistry(models_dir)
-    can_bf16 = detected_hardware().cpu_bf16
     as_bf16 = registry.get(TEXT_GENERATION, "tiny-gpt2", "bf16")
     as_fp32 = registry.get(TEXT_GENERATION, "tiny-gpt2", "fp32")
-    assert as_fp32.model.dtype == torch.float32
-    assert as_bf16.model.dtype == (torch.bfloat16 if can_bf16 else torch.float32)
-    # One copy per dtype: forced bf16 that falls back to float32 shares the float32 copy.
-    assert (as_bf16 is not as_fp32, registry.load_count) == ((True, 2) if can_bf16 else (False, 1))
+    assert (as_bf16.model.dtype, as_fp32.model.dtype) == (torch.bfloat16, torch.float32)
+    assert as_bf16 is not as_fp32 and registry.load_count == 2
     # Automatic on a tiny model is float32 everywhere: it is the float32 copy, not another one;
     # the note says why.
     assert registry.get(TEXT_GENERATION, "tiny-gpt2") is as_fp32
-    assert registry.load_count == (2 if can_bf16 else 1)
+    assert registry.load_count == 2
     assert len([key for key in registry.loaded() if key == (TEXT_GENERATION, "tiny-gpt2")]) == 1
     here = detected_hardware()
     assert registry.precision_note(TEXT_GENERATION, "tiny-gpt2") == (
@@ -71,7 +70,6 @@ def test_a_forced_precision_is_the_dtype_the_model_computes_in(models_dir):
     assert registry.precision_note(TEXT_GENERATION, "tiny-gpt2", "fp32") == "float32, as asked"
 
 
-@pytest.mark.skipif(not detected_hardware().cpu_bf16, reason="this CPU cannot compute in bf16 at all")
 def test_generation_and_classification_run_in_bf16_when_asked(registry):
     *_, texts = inference.generate_stream(registry, "tiny-gpt2", "The cat",
                                           GenerationSettings(max_new_tokens=15, seed=4), precision="bf16")
