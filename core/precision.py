@@ -3,8 +3,8 @@ inference's weight dtype.
 
 bf16 pays where the hardware computes it: a GPU with bf16, or a CPU with AMX tiles or
 AVX512-BF16 (measured here, an AMD EPYC with AVX512-BF16: SmolLM2 generates 1.5x the tokens a
-second and MiniLM scores 1.6x the rows in bf16, bench/infer.py). Elsewhere bf16 is emulated and
-slower than float32. On a tiny model the casts cost more than they save.
+second and MiniLM scores 1.6x the rows in bf16, bench/infer.py). Elsewhere bf16 is emulated,
+its matrix products slower than float32's. On a tiny model the casts cost more than they save.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ class Hardware:
 
     @property
     def can_bf16(self) -> bool:
-        """bf16 computed at all. torch computes bf16 on every CPU: without AMX or AVX512-BF16 in
-        software, slower than float32 (a matrix-vector product of SmolLM2's size took 1.4x as long
-        on an AMD EPYC with AVX2 only)."""
+        """bf16 computed at all. torch computes bf16 on every CPU, in software without AMX or
+        AVX512-BF16: on an AMD EPYC with AVX2 only, a matrix-vector product of SmolLM2's size took
+        1.4x as long as in float32, while a whole SmolLM2 generation took about as long (it reads
+        half the bytes of weights)."""
         return self.cuda_bf16 if self.cuda else True
 
     def describe_bf16(self) -> str:
@@ -75,7 +76,7 @@ def choose_precision(requested: str, model, hardware: Hardware) -> tuple[str, st
         return "fp32", "fp16 training needs a GPU: training in float32 instead."
     if requested == "bf16":
         return "bf16", (None if hardware.cpu_fast_bf16 else
-                        f"Training in bf16 as asked, slower than float32 here: {hardware.describe_bf16()}.")
+                        f"Training in bf16 as asked, emulated: {hardware.describe_bf16()}.")
     large = _parameters(model) >= BF16_AUTO_MIN_PARAMETERS
     return ("bf16" if hardware.cpu_fast_bf16 and large else "fp32"), None
 
@@ -112,7 +113,7 @@ def forced_precision(requested: str, hardware: Hardware | None = None) -> tuple[
     if hardware.fast_bf16:
         return "bf16", "bf16, as asked"
     if hardware.can_bf16:
-        return "bf16", f"bf16, as asked; slower than float32 here: {hardware.describe_bf16()}"
+        return "bf16", f"bf16, as asked; emulated: {hardware.describe_bf16()}"
     return "fp32", "float32: this GPU has no bf16"
 
 
@@ -129,7 +130,7 @@ def detected_hardware() -> Hardware:
 
 def _cpu_has_fast_bf16() -> bool:
     """AMX tiles (Intel Sapphire Rapids and later) or AVX512-BF16 (also AMD Zen 4): bf16 matrix
-    products run in hardware. Without them bf16 is emulated and slower than float32."""
+    products run in hardware. Without them bf16 is emulated, its matrix products slower than float32's."""
     import torch
 
     checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]

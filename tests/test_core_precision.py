@@ -40,7 +40,7 @@ def test_the_inference_precision_follows_the_hardware_and_the_request(requested,
 
 def test_a_forced_precision_says_where_it_is_slow_or_cannot_run():
     chosen, why = choose_inference_precision("bf16", _weights(10), Hardware(**OLD_CPU))
-    assert (chosen, why) == ("bf16", "bf16, as asked; slower than float32 here: this CPU has no AMX or "
+    assert (chosen, why) == ("bf16", "bf16, as asked; emulated: this CPU has no AMX or "
                                      "AVX512-BF16 to compute bf16 in hardware")
     assert choose_inference_precision("bf16", _weights(10), Hardware(**AMX_CPU)) == ("bf16", "bf16, as asked")
     chosen, why = choose_inference_precision("bf16", _weights(10), Hardware(**OLD_GPU))
