@@ -268,7 +268,7 @@ def main() -> None:
     args, _ = parse_args(None, __doc__)
 
     from core.packaged import model_folder
-    from core.training import Hardware, choose_precision
+    from core.precision import Hardware, choose_precision
 
     sdist = sdist_file()
     rows = load_rows(sdist)

@@ -37,8 +37,7 @@ from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
                          MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK,
                          MAX_MLM_PROBABILITY, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.metrics import classification_metrics, perplexity
-# Training's choice of precision; inference shares the hardware checks (core/precision.py).
-from core.precision import BF16_AUTO_MIN_PARAMETERS, Hardware, choose_precision  # noqa: F401
+from core.precision import Hardware, choose_precision
 
 MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back to for tiny texts
 

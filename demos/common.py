@@ -209,6 +209,7 @@ def compare_picker(ctx: AppContext, task: str) -> OpenDropdown:
 
 # ----- inference precision ---------------------------------------------------------------------
 PRECISION_CHOICES = [("Automatic", "auto"), ("float32", "fp32"), ("bf16", "bf16")]
+PRECISION_LABELS = {value: label for label, value in PRECISION_CHOICES}
 
 
 def _automatic_here() -> str:
@@ -265,7 +266,7 @@ def precision_text(registry: ModelRegistry, task: str, precision: str | None, *n
             lines.append(f"'{as_text(name)}': automatic precision, {as_text(_automatic_here())} (shown here "
                          f"once it is loaded).")
         else:
-            lines.append(f"'{as_text(name)}': {dict((v, k) for k, v in PRECISION_CHOICES).get(requested, requested)} "
+            lines.append(f"'{as_text(name)}': {PRECISION_LABELS.get(requested, requested)} "
                          f"once loaded.")
     return "  \n".join(lines)
 

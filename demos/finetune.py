@@ -24,8 +24,8 @@ from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
                          MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY,
                          MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.models import is_valid_local_name
-from core.training import (BF16_AUTO_MIN_PARAMETERS, DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE,
-                           LORA_LEARNING_RATES)
+from core.precision import BF16_AUTO_MIN_PARAMETERS
+from core.training import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES
 from demos import runs
 from demos.common import (MODEL_API_HINT, AppContext, JobView, as_text, busy_click, confusion_html, job_timer_on,
                           open_dropdown, setting_slider, show_errors)

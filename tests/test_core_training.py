@@ -322,7 +322,7 @@ def test_automatic_precision_picks_bf16_for_minilm_exactly_where_the_cpu_has_fas
     import transformers
 
     from core.packaged import model_folder
-    from core.training import BF16_AUTO_MIN_PARAMETERS, Hardware, choose_precision
+    from core.precision import BF16_AUTO_MIN_PARAMETERS, Hardware, choose_precision
 
     minilm = transformers.AutoModel.from_pretrained(model_folder("packaged:all-MiniLM-L6-v2"))
     assert sum(p.numel() for p in minilm.parameters()) >= BF16_AUTO_MIN_PARAMETERS
@@ -355,7 +355,7 @@ def _weights(count: int):
 ])
 def test_the_precision_policy_for_gpus_and_cpus(requested, hardware, weights, expected, note):
     """The choice logic only: this machine has no GPU, so the GPU rows are described hardware."""
-    from core.training import Hardware, choose_precision
+    from core.precision import Hardware, choose_precision
 
     chosen, said = choose_precision(requested, _weights(weights), Hardware(**hardware))
     assert chosen == expected
