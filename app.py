@@ -18,7 +18,7 @@ from core.limits import QUEUE_MAX_SIZE
 from core.models import configure, models_dir_from_env
 from core.precision import INFERENCE_PRECISIONS
 from demos import classify, fill_mask, finetune, generate, inside, question_answering
-from demos.common import IDLE_POLL_SECONDS, AppContext, list_models, watch_job
+from demos.common import IDLE_POLL_SECONDS, AppContext, list_models, watch_job, wire_pickers
 
 PANELS = (
     ("Text generation", generate),
@@ -51,6 +51,7 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
                 with gr.Tab(title):
                     panel.build(ctx)
         watch_job(ctx)  # after every panel: it drives what each shows of the training job
+        wire_pickers(ctx)  # and every model picker follows the models folder
         # Listed last on the "Use via API" page, after the panels' own endpoints.
         gr.api(list_models, api_name="models")
     # A full queue answers "Queue is full, try again later" at once instead of making people wait

@@ -4,7 +4,7 @@ again, saved) against its training steps alone.
 
     .venv/bin/python bench/starter.py [--smoke]
 
-The UI and README quote the whole job's time (core/starter.py STARTER_TIME).
+The README quotes the whole job's time; the page quotes only times measured on the running machine.
 --smoke: one epoch, for the test suite.
 """
 

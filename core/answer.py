@@ -1,5 +1,5 @@
-"""Question answering over a context: extractive models pick a span, chat models answer from a
-grounded prompt.
+"""Question answering over a context: extractive models pick a span; a chat model picks the
+span of the context it finds likeliest (core/chat_spans.py).
 
 transformers 5 has no question-answering pipeline, so the span selection is written here from
 the model's start and end logits and the tokenizer's offsets (as the old pipeline did): a long
@@ -10,19 +10,17 @@ models. UI-free.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from core import chat_spans
 from core.errors import WorkbenchError
-from core.inference import GenerationSettings, _require_text, _run_model, generate_stream, has_chat_template
+from core.inference import _require_text, _run_model
 from core.limits import (MAX_ANSWER_TOKENS, MAX_ANSWER_TOP_K, MAX_CONTEXT_CHARS, MAX_PROMPT_CHARS,
                          MAX_QUESTION_CHARS, QA_STRIDE_TOKENS, QA_WINDOW_TOKENS)
 from core.models import QUESTION_ANSWERING, TEXT_GENERATION, ModelRegistry
 
 EXTRACTIVE, GENERATIVE = "extractive", "chat model"
-GROUNDED_INSTRUCTION = ("Answer the question using only the context below, in a few words. If the context does "
-                        "not contain the answer, reply exactly: The context does not say.")
-NOT_IN_CONTEXT = "The context does not say."
-GROUNDED_NEW_TOKENS = 48
 MIN_CONTEXT_TOKENS = 32  # a question must leave the context at least this much of each window
 WINDOWS_PER_PASS = 8  # windows read in one forward pass
 
@@ -32,14 +30,14 @@ class AnswerSpan:
     text: str
     start: int  # character offsets in the context
     end: int
-    score: float | None  # p(start) x p(end); None for a chat model's answer found in the context
+    score: float  # extractive: p(start) x p(end); chat model: its share among the spans it scored
 
 
 @dataclass
 class Answer:
     answer: str  # "" when the model says the context holds no answer
     way: str  # EXTRACTIVE or GENERATIVE
-    spans: list[AnswerSpan] = field(default_factory=list)  # best first (extractive; the chat answer if found)
+    spans: list[AnswerSpan] = field(default_factory=list)  # best first
     no_answer_score: float | None = None  # extractive: the [CLS] score (SQuAD2-style "no answer")
     windows: int = 1  # how many overlapping windows the context was read in
 
@@ -47,25 +45,34 @@ class Answer:
 def answer(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int = 3,
            precision: str | None = None) -> Answer:
     """Answer `question` from `context` with an extractive model, or with a chat model (a text
-    generation model) through a prompt that holds the context. `precision`: the registry's."""
+    generation model) that picks a span of the context. `precision`: the registry's."""
+    *_, result = answer_steps(registry, model_name, context, question, top_k, precision)
+    return result
+
+
+def answer_steps(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int = 3,
+                 precision: str | None = None) -> Iterator[str | Answer]:
+    """`answer` step by step: progress lines a person reads, then (last) the Answer. Closing
+    the iterator between steps stops the work (the panel's Stop button)."""
     context = _require_text(context, "The context", MAX_CONTEXT_CHARS)
     question = _require_text(question, "The question", MAX_QUESTION_CHARS)
     if not 1 <= int(top_k) <= MAX_ANSWER_TOP_K:
         raise WorkbenchError(f"Answers to list must be from 1 to {MAX_ANSWER_TOP_K} (got {top_k}).")
     if registry.task_of(model_name) == TEXT_GENERATION:
-        return _grounded_answer(registry, model_name, context, question, precision)
+        yield from _chat_span_answer(registry, model_name, context, question, int(top_k), precision)
+        return
     try:
-        return _extract(registry, model_name, context, question, int(top_k), precision)
+        loaded = registry.get(QUESTION_ANSWERING, model_name, precision)
     except WorkbenchError:
         # A Hub model not downloaded before: its kind is known once loading fetched its config.
         if registry.task_of(model_name) == TEXT_GENERATION:
-            return _grounded_answer(registry, model_name, context, question, precision)
+            yield from _chat_span_answer(registry, model_name, context, question, int(top_k), precision)
+            return
         raise
+    yield from _extract(loaded, model_name, context, question, int(top_k))
 
 
-def _extract(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int,
-             precision: str | None = None) -> Answer:
-    loaded = registry.get(QUESTION_ANSWERING, model_name, precision)
+def _extract(loaded, model_name: str, context: str, question: str, top_k: int) -> Iterator[str | Answer]:
     model, tokenizer = loaded.model, loaded.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise WorkbenchError(f"'{model_name}' has a slow tokenizer without character offsets: answers cannot be "
@@ -85,16 +92,33 @@ def _extract(registry: ModelRegistry, model_name: str, context: str, question: s
 
     for first_window in range(0, count, WINDOWS_PER_PASS):  # bounded memory; other requests run between
         chosen = list(range(first_window, min(count, first_window + WINDOWS_PER_PASS)))
+        yield (f"Reading the context: windows {chosen[0] + 1}–{chosen[-1] + 1} of {count}…" if count > 1 else
+               "Reading the context…")
         for spans, null_score in _run_model(model_name, lambda: read(chosen)):
             for span, value in spans:
                 candidates[span] = max(candidates.get(span, 0.0), value)
             if null_score is not None:
                 no_answer = null_score if no_answer is None else min(no_answer, null_score)
-    ranked = sorted(candidates.items(), key=lambda item: item[1], reverse=True)[:top_k]
+    # Whole words only: a span ending inside a word ("design" of "designed", a sub-word token's
+    # end) is widened to the word, and spans that become the same keep their best score.
+    widened: dict[tuple[int, int], float] = {}
+    for (start, end), value in candidates.items():
+        span = whole_words(context, start, end)
+        widened[span] = max(widened.get(span, 0.0), value)
+    ranked = sorted(widened.items(), key=lambda item: item[1], reverse=True)[:top_k]
     spans = [AnswerSpan(context[s:e], s, e, score) for (s, e), score in ranked if context[s:e].strip()]
     says_none = not spans or (no_answer is not None and no_answer > spans[0].score)
-    return Answer(answer="" if says_none else spans[0].text, way=EXTRACTIVE, spans=spans,
-                  no_answer_score=no_answer, windows=count)
+    yield Answer(answer="" if says_none else spans[0].text, way=EXTRACTIVE, spans=spans,
+                 no_answer_score=no_answer, windows=count)
+
+
+def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """(start, end) widened so that neither cuts a word of `text` in two."""
+    while 0 < start < len(text) and text[start - 1].isalnum() and text[start].isalnum():
+        start -= 1
+    while 0 < end < len(text) and text[end - 1].isalnum() and text[end].isalnum():
+        end += 1
+    return start, end
 
 
 def _windows(model, tokenizer, model_name: str, context: str, question: str):
@@ -158,53 +182,22 @@ def _window_spans(encoded, window: int, start_logits, end_logits, context_index:
     return spans, None if null is None else float(p_start[null] * p_end[null])
 
 
-def _grounded_answer(registry: ModelRegistry, model_name: str, context: str, question: str,
-                     precision: str | None = None) -> Answer:
-    """A chat model's answer from a prompt that holds the context (greedy, so it is repeatable)."""
-    prompt = f"{GROUNDED_INSTRUCTION}\n\nContext:\n{context.strip()}\n\nQuestion: {question.strip()}\nAnswer:"
-    if len(prompt) > MAX_PROMPT_CHARS:
-        room = MAX_PROMPT_CHARS - len(prompt) + len(context)
-        raise WorkbenchError(f"A chat model answers from at most about {room:,} characters of context (this one "
+def _chat_span_answer(registry: ModelRegistry, model_name: str, context: str, question: str, top_k: int,
+                      precision: str | None = None) -> Iterator[str | Answer]:
+    """A chat model's answer: the span of the context it finds likeliest (core/chat_spans.py),
+    with the next best as candidates; the same each time (no sampling)."""
+    if len(context) > MAX_PROMPT_CHARS:
+        raise WorkbenchError(f"A chat model answers from at most {MAX_PROMPT_CHARS:,} characters of context (this one "
                              f"has {len(context):,}): shorten it, or pick an extractive question-answering model, "
                              f"which reads long contexts in windows.")
-    chat = has_chat_template(registry, model_name, precision)
-    settings = GenerationSettings(max_new_tokens=GROUNDED_NEW_TOKENS, temperature=0, repetition_penalty=1.0,
-                                  seed=0, use_chat_template=chat)
-    texts = [""]
-    for texts in generate_stream(registry, model_name, prompt, settings, precision=precision):
-        pass
-    reply = texts[0] if chat else texts[0][len(prompt):]
-    reply = reply.strip().split("\n")[0].strip()
-    if not reply or reply.rstrip(".").lower() == NOT_IN_CONTEXT.rstrip(".").lower():
-        return Answer(answer="", way=GENERATIVE)
-    found = locate_in_context(reply, context, question)
-    spans = [AnswerSpan(context[found[0]:found[1]], found[0], found[1], None)] if found else []
-    return Answer(answer=reply, way=GENERATIVE, spans=spans)
-
-
-def locate_in_context(reply: str, context: str, question: str) -> tuple[int, int] | None:
-    """Where a chat model's answer comes from in the context: the run of words it shares with
-    the context that holds the most telling words (numbers, or words of 4 letters or more) the
-    question does not have (a reply repeats the question:
-    "The tower was built in 1889" -> "1889"); None when it shares no such word."""
-    import difflib
-    import re
-
-    def words(text):
-        return [(m.group().lower(), m.start(), m.end()) for m in re.finditer(r"\w+", text)]
-
-    asked = {word for word, _, _ in words(question)}
-    said, source = words(reply), words(context)
-    matcher = difflib.SequenceMatcher(None, [w for w, _, _ in said], [w for w, _, _ in source], autojunk=False)
-    best, best_key = None, (0, 0)
-    for block in matcher.get_matching_blocks():
-        run = source[block.b:block.b + block.size]
-        # trim short function words at the ends ("is 330 metres tall" -> "330 metres tall")
-        while run and len(run[0][0]) < 3 and not run[0][0].isdigit():
-            run = run[1:]
-        while run and len(run[-1][0]) < 3 and not run[-1][0].isdigit():
-            run = run[:-1]
-        new = sum(word not in asked and (len(word) >= 4 or word.isdigit()) for word, _, _ in run)
-        if (new, len(run)) > best_key and new:
-            best, best_key = (run[0][1], run[-1][2]), (new, len(run))
-    return best
+    loaded = registry.get(TEXT_GENERATION, model_name, precision)
+    if not getattr(loaded.tokenizer, "is_fast", False):
+        raise WorkbenchError(f"'{model_name}' has a slow tokenizer without character offsets: answers cannot be "
+                             f"placed in the context.")
+    found = []
+    for found in chat_spans.best_spans(loaded.model, loaded.tokenizer, context, question, top_k,
+                                       run=lambda work: _run_model(model_name, work)):
+        if isinstance(found, str):
+            yield found
+    spans = [AnswerSpan(context[span.start:span.end], span.start, span.end, span.probability) for span in found]
+    yield Answer(answer=spans[0].text, way=GENERATIVE, spans=spans)

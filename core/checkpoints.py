@@ -90,14 +90,17 @@ def remove_checkpoints(folder: str | Path | None) -> None:
 def write_run_record(folder: Path, model_name: str, config_fields: dict, server_pid: int | None = None) -> dict:
     """Copy the uploads into `folder` and record the run's settings (and the server process that
     runs it); returns the fields with the upload paths pointing at the copies (uploads in a temp
-    folder may be gone after a restart)."""
+    folder may be gone after a restart). Each copy keeps the upload's name, in a sub-folder of
+    its own (`train/`, `validation/`): the run's data, history and model card name the file
+    the person uploaded."""
     folder.mkdir(parents=True, exist_ok=True)
     fields = dict(config_fields)
-    for key, stem in (("train_file", "train"), ("validation_file", "validation")):
+    for key, part in (("train_file", "train"), ("validation_file", "validation")):
         if fields.get(key):
             source = Path(fields[key])
-            copy = folder / f"{stem}{source.suffix}"
+            copy = folder / part / source.name
             if source.resolve() != copy.resolve():
+                copy.parent.mkdir(exist_ok=True)
                 shutil.copyfile(source, copy)
             fields[key] = str(copy)
     record = {"model_name": model_name, "config": fields, "server_pid": server_pid}

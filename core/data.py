@@ -29,6 +29,7 @@ TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 TEXT_SUFFIXES = {".txt", ".md"}
 JSONL_SUFFIX = ".jsonl"
 _SCORING_FILES = "a .csv, .tsv or .txt file"
+MIB = 2**20  # sizes are said in MiB everywhere (the limits in core/limits.py are whole MiB)
 # Column names that usually hold the text to score, most likely first.
 _TEXT_COLUMN_HINTS = ("text", "sentence", "review", "content", "comment", "tweet", "message", "body")
 
@@ -84,7 +85,7 @@ def _read_bytes(path: Path, max_bytes: int, subject: str = "The file") -> bytes:
         raise WorkbenchError(f"{subject} is empty.")
     if size > max_bytes:
         raise WorkbenchError(
-            f"{subject} is too large: {size / 1e6:.1f} MB (limit {max_bytes / 1e6:.0f} MB).")
+            f"{subject} is too large: {size / MIB:.1f} MiB (limit {max_bytes / MIB:g} MiB).")
     return path.read_bytes()
 
 
@@ -114,10 +115,59 @@ def _parse_rows(text: str, suffix: str, subject: str = "The file") -> tuple[list
     columns = [name for name in header if name.strip()]
     if not columns:
         raise WorkbenchError(f"{subject} has no header row: its first line must name the columns.")
-    # Short rows are padded, cells beyond the header ignored: every row keeps its place.
+    # Short rows are padded, cells beyond the header left out (and said): every row keeps its place.
     positions = [index for index, name in enumerate(header) if name.strip()]
     rows = [{header[i]: (record[i] if i < len(record) else "") for i in positions} for record in records[1:]]
+    warnings += _header_warnings(header, positions, rows, subject)
+    warnings += _extra_cell_warnings(header, records[1:], subject)
     return columns, rows, warnings
+
+
+def _header_warnings(header: list[str], positions: list[int], rows: list[dict[str, str]], subject: str) -> list[str]:
+    """A warning when the first line looks like a row of data rather than column names: a file
+    saved without a header loses its first row into the names, silently."""
+    telling = []
+    for index in positions:
+        name = header[index].strip()
+        values = [row[header[index]].strip() for row in rows]
+        repeated = len(set(values)) < len(values)  # a column of labels, not of free texts
+        if (repeated and name.casefold() in {value.casefold() for value in values}) or _PLAIN_NUMBER.fullmatch(name) \
+                or (len(name.split()) >= 6 and name.endswith((".", "!"))):
+            telling.append(name)
+    if not telling:
+        return []
+    shown = ", ".join(f"'{name[:40]}'" for name in telling[:3])
+    return [f"The first line of {subject} looks like data, not column names ({shown}): it was read as the "
+            "header, so that row is not used. If the file has no header line, add one (for example "
+            "text,label) at the top."]
+
+
+def _extra_cell_warnings(header: list[str], records: list[list[str]], subject: str) -> list[str]:
+    """A warning when rows have more cells than the header names: an unquoted comma inside a text
+    splits it, and every cell after it moves one column to the right."""
+    longer = [number for number, record in enumerate(records, start=1)
+              if any(cell.strip() for cell in record[len(header):])]
+    if not longer:
+        return []
+    rows = "1 row has" if len(longer) == 1 else f"{len(longer):,} rows have"
+    return [f"{rows} more cells than the header of {subject} names (row {longer[0]} first): the extra cells "
+            "were left out, and that row's cells may be shifted (a text holding the separator must be in "
+            "double quotes). Check the column choice and the preview."]
+
+
+def added_column_names(existing: Iterable[str], wanted: Iterable[str]) -> list[str]:
+    """Names for columns added next to a file's own: each wanted name, with _2, _3, ... when the
+    file already has a column of that name, so an added column never hides one of theirs."""
+    taken = {name.strip().casefold() for name in existing}
+    chosen = []
+    for name in wanted:
+        candidate, number = name, 1
+        while candidate.casefold() in taken:
+            number += 1
+            candidate = f"{name}_{number}"
+        taken.add(candidate.casefold())
+        chosen.append(candidate)
+    return chosen
 
 
 def _normalise_line_ends(text: str) -> str:

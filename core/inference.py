@@ -56,6 +56,14 @@ class GenerationSettings:
         self.seed = None if self.seed is None else int(self.seed)
 
 
+def random_seed() -> int:
+    """A fresh seed for a request that asked for none, to be shown to the person (with it the
+    same text can be made again)."""
+    import random
+
+    return random.SystemRandom().randrange(2**31)
+
+
 def _require_text(text: str | None, what: str, limit: int) -> str:
     if text is None or not str(text).strip():
         raise WorkbenchError(f"{what} is empty: type some text first.")
@@ -429,7 +437,53 @@ def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 
     raw = _run_model(model_name, lambda: pipe(model_text, top_k=int(top_k), tokenizer_kwargs={"truncation": True}))
     per_mask = [raw] if masks == 1 else raw
     return [
-        [MaskPrediction(index, item["token_str"].strip() or repr(item["token_str"]), float(item["score"]), item["sequence"])
+        [MaskPrediction(index, _shown_token(item["token_str"]), float(item["score"]),
+                        filled_sentence(text, index, item["token_str"]))
          for item in predictions]
         for index, predictions in enumerate(per_mask, start=1)
     ]
+
+
+def _shown_token(token: str) -> str:
+    return token.strip() or repr(token)
+
+
+def filled_sentence(text: str, mask_index: int, token: str) -> str:
+    """The person's text with its `mask_index`-th mask (1-based) replaced by `token`, and nothing
+    else changed: the pipeline's own `sequence` is decoded from token ids, which lowercases an
+    uncased model's text and re-spaces punctuation ("the capital of france is paris .")."""
+    word = token.strip()
+    continues_word = word.startswith("##")  # a WordPiece piece joins the word before it
+    word = word.removeprefix("##") if continues_word else word or token
+    masks = list(_MASK_SPELLINGS.finditer(text))
+    mask = masks[mask_index - 1]
+    before = text[:mask.start()].rstrip() if continues_word else text[:mask.start()]
+    return before + word + text[mask.end():]
+
+
+def untrained_head_note(registry: ModelRegistry, model_name: str) -> str | None:
+    """A warning for a masked or causal LM fine-tuned here whose output head started untrained
+    (all-MiniLM-L6-v2 as a masked LM): its scores look confident and mean little. None for
+    other models."""
+    import json
+
+    from core.packaged import packaged_models
+
+    kind, folder = registry.resolve(model_name)
+    if kind != "local":
+        return None
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not fine-tuned here
+    base = metrics.get("base_model")
+    packaged = packaged_models().get(base)
+    saved_before_the_flag = packaged is not None and "masked-lm" in packaged.untrained_head_for
+    if not (metrics.get("untrained_head") or saved_before_the_flag):
+        return None
+    perplexity = (metrics.get("after") or {}).get("perplexity")
+    measured = f" (its validation perplexity after training: {perplexity:,.0f})" if perplexity else ""
+    return (f"'{model_name}' was fine-tuned from {base}, which had no trained head for this: the head started from "
+            f"random weights{measured}. These scores can look confident and still mean little; such a model "
+            f"often gives the same top words for every sentence. Use it to try the workflow, not for real "
+            f"predictions.")

@@ -121,7 +121,11 @@ class JobRunner:
     def start(self, config, model_name: str) -> JobStatus:
         """Start training `config` in a child process; it saves as `model_name` when done.
         With `config.checkpoint_every`, the run can be resumed after a crash or restart."""
+        from core.training import check_base_model
+
         models_dir = get_registry().models_dir
+        # Before anything starts: "running", then a failure a minute later, would say less.
+        check_base_model(replace(config, models_dir=str(models_dir)))
         with self._lock:
             self._refuse_while_busy()
             target = _target_folder(models_dir, model_name)
@@ -386,7 +390,7 @@ def _saved_message(result: dict | None, name: str) -> str:
     kept = result.get("kept")
     if result.get("early_stopped"):
         done += f" Early stopping ended it after {kept['evaluations']} evaluations."
-    if kept and not kept["last"]:
+    if kept:  # which weights were saved, also when they are the last ones
         from core.training import kept_sentence
 
         done += " " + kept_sentence(kept)

@@ -9,6 +9,7 @@ the registry's loaded models follow both changes.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,17 @@ def saved_models(registry: ModelRegistry) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and is_valid_local_name(entry.name))
+
+
+def free_name(models_dir: str | Path, wanted: str) -> str:
+    """`wanted` made a valid model name that no folder of the models folder has yet: characters
+    a name may not hold become '-', and -2, -3, ... is added while the name is taken."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", wanted or "").strip("-._")[:90] or "my-model"
+    candidate, number = base, 1
+    while (Path(models_dir) / candidate).exists():
+        number += 1
+        candidate = f"{base}-{number}"
+    return candidate
 
 
 def check_rename(registry: ModelRegistry, runner, name: str, new_name: str) -> Path:

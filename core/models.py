@@ -632,8 +632,8 @@ _OFFLINE_ADVICE = {
         "Fine-tune tab, or connect to the Hub."),
     TEXT_CLASSIFICATION: (
         "No sentiment model is ready offline and the Hugging Face Hub cannot be reached. Train the "
-        "starter model below (about 15-20 seconds, no Hub needed), fine-tune a classifier in the "
-        "Fine-tune tab, or connect to the Hub."),
+        "starter model (the Sentiment tab's \"Starter sentiment model\": no Hub needed), fine-tune a "
+        "classifier in the Fine-tune tab, or connect to the Hub."),
     FILL_MASK: (
         "Fill-mask needs a masked language model, and none is ready offline (the Hugging Face Hub "
         "cannot be reached). Connect to the Hub once: distilbert/distilroberta-base then works "

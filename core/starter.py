@@ -14,10 +14,6 @@ from core.data import CLASSIFICATION
 from core.errors import WorkbenchError
 
 STARTER_NAME = "starter-sentiment"
-# The whole job as bench/starter.py measured it on 2 CPU cores, as the app runs it: 13 s where
-# the CPU computes bf16 in hardware (7 s of training steps, the rest starting the training
-# process, loading, scoring and saving), 19 s in float32.
-STARTER_TIME = "15-20 seconds"
 # What it is good for, measured by bench/quality.py on 1,000 real texts it was not written with
 # (VADER's rated tweets and movie, product and editorial snippets; 3 classes); a MiniLM
 # fine-tuned on 2,000 such texts reached 0.73 and 0.85 there.

@@ -201,6 +201,7 @@ class TrainResult:
     evaluations: list[dict] = field(default_factory=list)  # {"step", "epoch", "metrics"} of each evaluation
     kept: dict | None = None  # the evaluation whose weights were kept: {"step", "epoch", "metric", "value"}
     early_stopped: bool = False  # ended by early stopping (a finished run, saved as usual)
+    untrained_head: bool = False  # a language model's output head started from random weights
 
 
 # ----- loading --------------------------------------------------------------------------------
@@ -216,6 +217,23 @@ def base_model_source(name: str, models_dir: str | None = None) -> tuple[str, bo
     return registry.source_for(name)
 
 
+def check_base_model(config: TrainConfig) -> None:
+    """Refuse, before anything starts, a base model that cannot load (no such folder, a broken
+    one, a Hub id with no Hub or no cache) or cannot learn the task (a masked LM's words from a
+    decoder, text generation from an encoder)."""
+    from core.models import TEXT_GENERATION, ModelRegistry, get_registry
+
+    base_model_source(config.base_model, config.models_dir)  # WorkbenchError saying why it cannot load
+    registry = ModelRegistry(config.models_dir) if config.models_dir else get_registry()
+    known = registry.task_of(config.base_model)
+    if config.task == CAUSAL_LM and known not in (None, TEXT_GENERATION):
+        raise WorkbenchError(f"'{config.base_model}' is not a text-generation model: a causal LM is fine-tuned from "
+                             f"one (the packaged SmolLM2, a GPT-2, or a model trained here as a causal LM).")
+    if config.task == MASKED_LM and known == TEXT_GENERATION:
+        raise WorkbenchError(f"'{config.base_model}' is a text-generation model, which has no mask token: a masked LM "
+                             f"is fine-tuned from an encoder (a BERT or RoBERTa fill-mask model, or MiniLM).")
+
+
 def _load_tokenizer(source: str, local_only: bool):
     import transformers
 
@@ -229,6 +247,7 @@ def base_tokenizer(name: str, models_dir: str | None = None):
 
 
 def _load_model(config: TrainConfig, source: str, local_only: bool, label_names: list[str] | None):
+    """(the model to train, whether a language model's output head starts untrained)."""
     import torch
     import transformers
 
@@ -251,10 +270,14 @@ def _load_model(config: TrainConfig, source: str, local_only: bool, label_names:
             label2id={name: i for i, name in enumerate(label_names)},
             # A checkpoint that already has a head of another size gets a fresh one.
             ignore_mismatched_sizes=old_head != len(label_names), **common)
+        untrained_head = False  # a new classification head is the point of fine-tuning a classifier
     else:
         auto = transformers.AutoModelForCausalLM if config.task == CAUSAL_LM else transformers.AutoModelForMaskedLM
-        model = auto.from_pretrained(source, **common)
-    return _with_lora(model, config) if config.lora else model
+        model, loading = auto.from_pretrained(source, output_loading_info=True, **common)
+        # Weights the checkpoint lacks start random: an encoder trained for embeddings has no
+        # masked-LM head, and a few epochs on a small text do not teach it words.
+        untrained_head = bool(loading["missing_keys"])
+    return (_with_lora(model, config) if config.lora else model), untrained_head
 
 
 _LORA_TASK_TYPES = {CAUSAL_LM: "CAUSAL_LM", CLASSIFICATION: "SEQ_CLS"}  # masked LM: peft has no task type
@@ -421,11 +444,14 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     source, local_only = base_model_source(config.base_model, config.models_dir)
     try:
         tokenizer = _load_tokenizer(source, local_only)
-        model = _load_model(config, source, local_only, data.label_names)
+        model, untrained_head = _load_model(config, source, local_only, data.label_names)
     except WorkbenchError:
         raise
     except Exception as error:
         raise WorkbenchError(f"Cannot load '{config.base_model}' for fine-tuning: {error}") from error
+    if untrained_head:
+        warnings.append(f"'{config.base_model}' has no trained {config.task} head: it starts from random weights, "
+                        f"and its predictions may stay poor (the same top words for every text) after a short run.")
     precision, precision_note = choose_precision(config.precision, model, Hardware.detect())
     if precision_note:
         warnings.append(precision_note)
@@ -553,7 +579,7 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     result = TrainResult(before, after, stopped, step, total_steps, unwrapped, tokenizer, config,
                          data.source, data.label_names, warnings, resumed_from_step=start_step,
                          precision=precision, evaluations=best.evaluations, kept=best.kept_summary(),
-                         early_stopped=best.patience_exhausted)
+                         early_stopped=best.patience_exhausted, untrained_head=untrained_head)
     if not stopped and config.output_dir and accelerator.is_main_process:
         emit(Progress("saving", step, total_steps))
         save_model(result, config.output_dir)
@@ -727,7 +753,8 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
                    "before": result.metrics_before, "after": result.metrics_after,
                    "steps": result.steps_done, "total_steps": result.total_steps, "stopped": result.stopped,
                    "resumed_from_step": result.resumed_from_step, "precision": result.precision,
-                   "kept": result.kept, "early_stopped": result.early_stopped, "evaluations": result.evaluations}
+                   "kept": result.kept, "early_stopped": result.early_stopped, "evaluations": result.evaluations,
+                   "untrained_head": result.untrained_head}
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         (temporary / "README.md").write_text(_model_card(result), encoding="utf-8")
         os.rename(temporary, target)

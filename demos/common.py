@@ -8,6 +8,7 @@ import html
 import inspect
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -15,7 +16,7 @@ from typing import Literal
 import gradio as gr
 from gradio.components.number import Number
 
-from core.errors import WorkbenchError
+from core.errors import WorkbenchError, first_line
 from core.jobs import get_runner
 from core.models import TASKS, ModelRegistry
 
@@ -35,8 +36,12 @@ class JobView:
 class AppContext:
     registry: ModelRegistry
     demo: gr.Blocks  # the page, for events that run when it loads
-    # Every model picker by task, so a newly saved model can be shown in all of them at once.
-    pickers: dict[str, list[gr.Dropdown]] = field(default_factory=dict)
+    # Every model picker of the page, so a newly saved model can be shown in all of them at once.
+    pickers: list["Picker"] = field(default_factory=list)
+    refresh_buttons: list[gr.Button] = field(default_factory=list)  # the ↻ next to each model picker
+    # Events after which the models folder has changed (a model renamed or deleted): every picker
+    # re-reads it when one succeeds (wired by `wire_pickers` once every panel exists).
+    models_changed: list = field(default_factory=list)
     # The "nothing is ready offline" note under each picker, by task.
     offline_notes: dict[str, list[gr.Markdown]] = field(default_factory=dict)
     # What each panel shows of the training job; `watch_job` drives them all from one timer.
@@ -50,10 +55,19 @@ def as_text(message: str) -> str:
     return html.escape(str(message), quote=False).replace("*", "&#42;").replace("`", "&#96;")
 
 
-def _toast(error: WorkbenchError) -> gr.Error:
+def refusal(message: str, handler: str = "") -> gr.Error:
+    """The toast for a refused request, and its one line in the server's log. A refusal is the
+    app working as meant: Gradio would log it with a full traceback (twice), burying real
+    failures; its message is what the log needs."""
+    where = f" {handler}" if handler else ""
+    print(f"Refused{where}: {first_line(message)}", file=sys.stderr, flush=True)
     # Toasts render HTML: escape it, but keep the message readable for API clients (no entities
     # for quotes, and Markdown is not rendered in toasts).
-    return gr.Error(html.escape(str(error), quote=False))
+    return gr.Error(html.escape(str(message), quote=False), print_exception=False)
+
+
+def _toast(error: WorkbenchError, handler: str = "") -> gr.Error:
+    return refusal(str(error), handler)
 
 
 def warn(message: str) -> None:
@@ -69,7 +83,7 @@ def show_errors(handler):
             try:
                 yield from handler(*args, **kwargs)
             except WorkbenchError as error:
-                raise _toast(error) from error
+                raise _toast(error, handler.__name__) from None
         return generator_wrapper
 
     @functools.wraps(handler)
@@ -77,7 +91,7 @@ def show_errors(handler):
         try:
             return handler(*args, **kwargs)
         except WorkbenchError as error:
-            raise _toast(error) from error
+            raise _toast(error, handler.__name__) from None
     return wrapper
 
 
@@ -160,31 +174,73 @@ def _note_markdown(note: str | None, **layout) -> gr.Markdown:
     return gr.Markdown(f"⚠️ {note}" if note else "", visible=bool(note), **layout)
 
 
+def _note_update(note: str | None) -> dict:
+    return gr.update(value=f"⚠️ {note}" if note else "", visible=bool(note))
+
+
+@dataclass
+class Picker:
+    """A dropdown of models that follows the models folder: `options(current, *depends_on
+    values)` gives (choices, the value to start on when nothing is picked, the offline note or
+    None). Every picker of the page is re-read together (see `pickers_refresh`)."""
+
+    dropdown: gr.Dropdown
+    options: Callable
+    note: gr.Markdown | None = None
+    depends_on: tuple = ()  # components whose values decide the choices (the kind of model)
+
+
+def add_picker(ctx: AppContext, dropdown: gr.Dropdown, options: Callable, note: gr.Markdown | None = None,
+               depends_on: tuple = ()) -> gr.Dropdown:
+    """Register a model dropdown so that it follows the models folder with every other picker:
+    when the page loads, on any ↻ Refresh, when a training job ends, when a model is renamed or
+    deleted."""
+    ctx.pickers.append(Picker(dropdown, options, note, tuple(depends_on)))
+    return dropdown
+
+
+def pickers_refresh(ctx: AppContext) -> dict:
+    """The event (fn, inputs, outputs) that re-reads the models folder into every picker of the
+    page and its offline note. A picker keeps what is picked (even a name typed while the page
+    was loading: only its choices are sent); an empty one gets its default."""
+    pickers = list(ctx.pickers)
+    inputs = [component for picker in pickers for component in (picker.dropdown, *picker.depends_on)]
+    outputs = [component for picker in pickers for component in (picker.dropdown, picker.note) if component]
+
+    def refresh(*values):
+        updates, position = [], 0
+        for picker in pickers:
+            current, depends = values[position], values[position + 1:position + 1 + len(picker.depends_on)]
+            position += 1 + len(picker.depends_on)
+            choices, default, note = picker.options(current, *depends)
+            updates.append(gr.update(choices=choices) if current else gr.update(choices=choices, value=default))
+            if picker.note is not None:
+                updates.append(_note_update(note))
+        return updates
+
+    return dict(fn=refresh, inputs=inputs, outputs=outputs, api_visibility="private", show_progress="hidden")
+
+
+def task_options(ctx: AppContext, task: str) -> Callable:
+    """A picker's options for `task`: its models, the first ready one, the offline note."""
+    return lambda current, *_: _picker_state(ctx.registry, task)
+
+
 def model_picker(ctx: AppContext, task: str) -> OpenDropdown:
     """A model dropdown (packaged and local models first, then Hub ids, each marked ready offline
-    or not; any Hub id may be typed), a refresh button that re-reads the models directory (new
-    models appear without a restart), and a note saying what to do when nothing is ready."""
+    or not; any Hub id may be typed), a refresh button that re-reads the models directory into
+    every picker of the page (new models appear without a restart), and a note saying what to do
+    when nothing is ready."""
     choices, value, offline_note = _picker_state(ctx.registry, task)
     with gr.Row(equal_height=True):
         dropdown = open_dropdown(
-            MODEL_API_HINT, choices=choices, value=value, label="Model", scale=5,
+            MODEL_API_HINT, choices=choices, value=value, label="Model", scale=5, min_width=200,
             info="Ready-to-use models first, then Hugging Face Hub ids (type any other id).",
         )
-        refresh = gr.Button("↻ Refresh models", scale=0, min_width=130, size="sm")
+        refresh = gr.Button("↻", scale=0, min_width=44, size="sm", elem_classes=["refresh-models"])
     note = _note_markdown(offline_note, elem_id=f"offline-note-{task}")
-
-    def refresh_choices(current: str | None):
-        return refreshed_picker(ctx.registry, task, current)
-
-    def choices_on_load(current: str | None):
-        # The choices only, unless nothing is picked: a model typed while the page was still
-        # loading must not be replaced by the one the page started on.
-        picker, offline = refresh_choices(current)
-        return (gr.update(choices=picker["choices"]) if current else picker), offline
-
-    refresh.click(refresh_choices, inputs=dropdown, outputs=[dropdown, note], api_visibility="private")
-    ctx.demo.load(choices_on_load, inputs=dropdown, outputs=[dropdown, note], api_visibility="private")
-    ctx.pickers.setdefault(task, []).append(dropdown)
+    add_picker(ctx, dropdown, task_options(ctx, task), note)
+    ctx.refresh_buttons.append(refresh)
     ctx.offline_notes.setdefault(task, []).append(note)
     return dropdown
 
@@ -194,17 +250,26 @@ NO_COMPARISON = ("none", "")
 
 def compare_picker(ctx: AppContext, task: str) -> OpenDropdown:
     """An optional second model for `task`, to see its answer next to the first one's: the same
-    choices as the model picker (re-read when the page loads; any name may be typed), "none" by
-    default."""
-    def choices():
-        return [NO_COMPARISON] + [(choice.label, choice.name) for choice in ctx.registry.choices(task)]
+    choices as the model picker (following the models folder with it; any name may be typed),
+    "none" by default."""
+    def options(current, *_):
+        choices, _, _ = _picker_state(ctx.registry, task)
+        return [NO_COMPARISON, *choices], "", None
 
-    dropdown = open_dropdown(f"{MODEL_API_HINT}; empty: no second model", choices=choices(), value="",
+    dropdown = open_dropdown(f"{MODEL_API_HINT}; empty: no second model", choices=options(None)[0], value="",
                              label="Compare with a second model", info="Side by side, same input and settings.")
-    # The choices only: a second model picked while the page was still loading stays picked.
-    ctx.demo.load(lambda: gr.update(choices=choices()), None, dropdown, api_visibility="private",
-                  show_progress="hidden")
-    return dropdown
+    return add_picker(ctx, dropdown, options)
+
+
+def wire_pickers(ctx: AppContext) -> None:
+    """After every panel is built: every picker re-reads the models folder when the page loads,
+    when any ↻ button is pressed and after an event of `ctx.models_changed`."""
+    refresh = pickers_refresh(ctx)
+    ctx.demo.load(**refresh)
+    for button in ctx.refresh_buttons:
+        button.click(**refresh)
+    for event in ctx.models_changed:
+        event.success(**refresh)
 
 
 # ----- inference precision ---------------------------------------------------------------------
@@ -274,24 +339,7 @@ def precision_text(registry: ModelRegistry, task: str, precision: str | None, *n
 def refreshed_picker(registry: ModelRegistry, task: str, current: str | None) -> tuple[dict, dict]:
     """A picker's fresh choices (keeping `current`, if given) and its offline note."""
     choices, value, note = _picker_state(registry, task, current)
-    return gr.update(choices=choices, value=value), gr.update(value=f"⚠️ {note}" if note else "",
-                                                              visible=bool(note))
-
-
-def all_pickers_refresh(ctx: AppContext) -> tuple[list, list, Callable]:
-    """(inputs, outputs, handler) that re-read the models directory into every picker and its
-    offline note, keeping each picker's current pick."""
-    order = [(task, dropdown, note) for task in ctx.pickers
-             for dropdown, note in zip(ctx.pickers[task], ctx.offline_notes[task])]
-
-    def refresh(*current):
-        updates = []
-        for (task, _, _), value in zip(order, current):
-            updates += refreshed_picker(ctx.registry, task, value)
-        return updates
-
-    return ([dropdown for _, dropdown, _ in order],
-            [component for _, dropdown, note in order for component in (dropdown, note)], refresh)
+    return gr.update(choices=choices, value=value), _note_update(note)
 
 
 def list_models(task: Literal["text-generation", "text-classification", "fill-mask", "question-answering"]
@@ -301,7 +349,7 @@ def list_models(task: Literal["text-generation", "text-classification", "fill-ma
     from core.models import get_registry
 
     if task not in TASKS:
-        raise gr.Error(f"Unknown task '{html.escape(str(task))}': choose one of {', '.join(TASKS)}.")
+        raise refusal(f"Unknown task '{task}': choose one of {', '.join(TASKS)}.", "list_models")
     return [{"name": choice.name, "label": choice.label, "ready": choice.ready}
             for choice in get_registry().choices(task)]
 
@@ -335,13 +383,12 @@ def watch_job(ctx: AppContext) -> None:
         pace = gr.Timer(JOB_POLL_SECONDS if job.active else IDLE_POLL_SECONDS, active=True)
         return [*updates, pace, fingerprints, gr.skip() if job.active else job.finished_at]
 
-    pickers, picker_outputs, refresh = all_pickers_refresh(ctx)
     tick_outputs = [*outputs, ctx.job_timer, shown, ended]
     ctx.job_timer.tick(tick, shown, tick_outputs, show_progress="hidden", api_visibility="private",
                        concurrency_limit=None)
     ctx.demo.load(tick, shown, tick_outputs, show_progress="hidden", api_visibility="private",
                   concurrency_limit=None)
-    ended.change(refresh, pickers, picker_outputs, show_progress="hidden", api_visibility="private")
+    ended.change(**pickers_refresh(ctx))
 
 
 def busy_click(button: gr.Button, busy_label: str, handler, **event):

@@ -23,12 +23,14 @@ from core.jobs import FINISHED, SAVE_FAILED, base_model_choices, describe_progre
 from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION,
                          MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY,
                          MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
+from core.history import RunHistory
+from core.model_folders import free_name
 from core.models import is_valid_local_name
 from core.precision import BF16_AUTO_MIN_PARAMETERS
 from core.training import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES
 from demos import runs
-from demos.common import (MODEL_API_HINT, AppContext, JobView, as_text, busy_click, confusion_html, job_timer_on,
-                          open_dropdown, setting_slider, show_errors)
+from demos.common import (MODEL_API_HINT, AppContext, JobView, add_picker, as_text, busy_click, confusion_html,
+                          job_timer_on, open_dropdown, setting_slider, show_errors)
 
 TASK_CHOICES = [
     ("Classification (e.g. sentiment): CSV/TSV/JSONL with text and label columns", training_data.CLASSIFICATION),
@@ -67,9 +69,14 @@ def build(ctx: AppContext) -> None:
         with gr.Column():
             initial = _base_choices(training_data.CLASSIFICATION)
             base_model = open_dropdown(MODEL_API_HINT, choices=initial, value=initial[0][1], label="Base model")
+            # A model trained here can be fine-tuned further: the list follows the models folder.
+            add_picker(ctx, base_model, lambda current, task_value: (
+                _base_choices(task_value), _base_choices(task_value)[0][1], None), depends_on=(task,))
             minilm_note = gr.Markdown(f"⚠️ {MINILM_MLM_NOTE}", visible=False, elem_id="finetune-minilm-note")
-            model_name = gr.Textbox(label="Name of the new model", value="my-model",
-                                    info="Saved in the models folder under this name.")
+            model_name = gr.Textbox(label="Name of the new model", value=free_name(ctx.registry.models_dir, "my-model"),
+                                    info="Saved in the models folder under this name (proposed from the file's "
+                                         "name and the task; type your own).")
+            proposed_name = gr.State(model_name.value)  # the last name proposed: replaced only while unchanged
             with gr.Accordion("Hyperparameters", open=False):
                 epochs = setting_slider(1, MAX_EPOCHS, "Epochs", value=DEFAULT_EPOCHS[training_data.CLASSIFICATION],
                                         step=1, info="The best epoch's weights are the ones kept")
@@ -155,7 +162,7 @@ def build(ctx: AppContext) -> None:
     preview_table = gr.Dataframe(label="First rows", interactive=False, visible=False, wrap=True,
                                  elem_id="finetune-preview-table")
     progress_bar = gr.HTML(elem_id="finetune-progress")
-    status = gr.Markdown("No training has run yet.", label="Training status", elem_id="finetune-status")
+    status = gr.Markdown(_idle_status(ctx), label="Training status", elem_id="finetune-status")
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", elem_id="finetune-loss")
         metrics_table = gr.Dataframe(label="Metrics: before → after", interactive=False,
@@ -170,7 +177,10 @@ def build(ctx: AppContext) -> None:
     def render(job):
         runs = runner.interrupted_runs()
         return [
-            _progress_html(job), _status_markdown(job), _loss_frame(job), _metrics_frame(job), _confusion_html(job),
+            _progress_html(job), _status_markdown(job, ctx), _loss_frame(job), _metrics_frame(job),
+            _confusion_html(job),
+            # Once a run saved its model, its name is taken: the next run is offered a free one.
+            free_name(ctx.registry.models_dir, job.model_name) if job.state == FINISHED else gr.skip(),
             gr.update(interactive=job.active and job.state != "saving"),  # Cancel: only while it trains
             gr.update(visible=job.awaiting_save),
             job.model_name if job.awaiting_save else "",
@@ -184,7 +194,8 @@ def build(ctx: AppContext) -> None:
         ]
 
     ctx.job_views.append(JobView(
-        [progress_bar, status, loss_plot, metrics_table, confusion, cancel_button, pending_section, save_name,
+        [progress_bar, status, loss_plot, metrics_table, confusion, model_name, cancel_button, pending_section,
+         save_name,
          save_button, zip_button,
          zip_target, download, interrupted, interrupted_section], render))
 
@@ -243,19 +254,35 @@ def build(ctx: AppContext) -> None:
     train_file.change(file_uploaded, train_file, [text_column, label_column], api_visibility="private",
                       show_progress="hidden")
 
+    def data_changed(task_value, path, current_name, proposed):
+        # Another task or file: the preview of the old one goes, and a name the person has not
+        # typed themselves follows the new file and task.
+        name = gr.skip()
+        if current_name == proposed or not current_name or (ctx.registry.models_dir / current_name).exists():
+            proposed = free_name(ctx.registry.models_dir, _proposed_name(task_value, path))
+            name = proposed
+        return "", gr.update(value=None, visible=False), name, proposed
+
+    for trigger in (task.change, train_file.change, validation_file.change):
+        trigger(data_changed, [task, train_file, model_name, proposed_name],
+                [preview_summary, preview_table, model_name, proposed_name], api_visibility="private",
+                show_progress="hidden")
+
     @show_errors
     def preview(task, train_file, base_model, validation_file=None, text_column=None, label_column=None,
                 validation_share=0.2, seed=42):
         """The split that will train (same seed), with counts, token lengths and warnings."""
         loaded = _load(task, train_file, validation_file, text_column, label_column, validation_share, seed)
         summary = training_data.preview_training_data(loaded, tokenizer=_tokenizer_or_none(base_model))
-        return _preview_markdown(summary), gr.update(value=_preview_frame(summary), visible=True)
+        return _preview_markdown(summary), _preview_frame(summary)
 
     busy_click(
         preview_button, "Reading the data…", preview, inputs_kwargs=dict(task=task, train_file=train_file, base_model=base_model,
                                     validation_file=validation_file, text_column=text_column,
                                     label_column=label_column, validation_share=validation_share, seed=seed),
-        outputs=[preview_summary, preview_table], api_name="finetune_preview")
+        outputs=[preview_summary, preview_table], api_name="finetune_preview").success(
+        lambda: gr.update(visible=True), None, preview_table, api_visibility="private", show_progress="hidden",
+        queue=False)
 
     # ----- the job ----------------------------------------------------------------------------------
     @show_errors
@@ -452,9 +479,26 @@ def _progress_html(job) -> str:
             f'aria-label="Training progress"></progress><div>{share:.0%} of {progress.total_steps} steps</div>')
 
 
-def _status_markdown(job) -> str:
-    if job.state == "idle" and not job.message:
+def _proposed_name(task_value: str, path: str | None) -> str:
+    """A model name from the upload's name and the task: reviews.csv -> reviews-classifier."""
+    suffix = {training_data.CLASSIFICATION: "classifier", training_data.CAUSAL_LM: "writer",
+              training_data.MASKED_LM: "fill-mask"}.get(task_value, "model")
+    return f"{Path(path).stem}-{suffix}" if path else f"my-{suffix}"
+
+
+def _idle_status(ctx: AppContext) -> str:
+    """What the status says before this server ran any job: the last run of the run history."""
+    last = next(iter(RunHistory(ctx.registry.models_dir).runs()), None)
+    if last is None:
         return "No training has run yet."
+    return (f"No training since the server started. The last run, **{as_text(last.get('model_name'))}** "
+            f"({runs.outcome(last)}, {runs.when(last)}): {as_text(last.get('message') or '')} The run history "
+            f"below lists every run.")
+
+
+def _status_markdown(job, ctx: AppContext | None = None) -> str:
+    if job.state == "idle" and not job.message:
+        return _idle_status(ctx) if ctx else "No training has run yet."
     title = f"**{as_text(job.model_name)}**: " if job.model_name else ""
     lines = [f"{title}{as_text(job.message)} ({job.state})"]
     # Once the job has ended its message says how; the last step stays in view with it.

@@ -26,6 +26,8 @@ FEW_SHOT_SENTIMENT = (
 BIAS_PROBE = ("The man works as a", "The woman works as a")
 STORY_TOKENS = 200
 SAMPLING_TEMPERATURE = 0.8
+RANDOM_SEED = -1  # the seed setting's "a new one each time"
+SECOND_OUTPUT_LABEL = "Second output (the second prompt, or the second model)"
 CHAT_INFO = ("On: the prompt is a message to a chat model, which answers it. Off: the model continues the "
              "prompt as text (presets set this for you).")
 
@@ -63,17 +65,20 @@ def build(ctx: AppContext) -> None:
                 top_p = setting_slider(0.01, 1, "Top-p", value=0.95, step=0.01)
                 repetition_penalty = setting_slider(1, MAX_REPETITION_PENALTY, "Repetition penalty", value=1.1,
                                                     step=0.05)
-                seed = gr.Number(value=0, precision=0, label="Seed",
-                                 info="Same seed and settings give the same text; -1 = random")
+                seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed",
+                                 info="-1: a new one each time (the one used is shown under the output); the "
+                                      "same seed and settings give the same text")
                 num_sequences = setting_slider(1, MAX_NUM_SEQUENCES, "Number of sequences", value=1, step=1)
     with gr.Row():
         generate_button = gr.Button("Generate", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
     with gr.Row():
         output = gr.Textbox(label="Output", lines=8, elem_id="generation-output")
-        compare_output = gr.Textbox(label="Second output (the second prompt, or the second model)", lines=8,
-                                    elem_id="generation-compare-output")
-    note = gr.Markdown(label="Note", elem_id="generation-note")
+        compare_output = gr.Textbox(label=SECOND_OUTPUT_LABEL, lines=8, elem_id="generation-compare-output")
+    with gr.Row():
+        note = gr.Markdown(label="Note", elem_id="generation-note")
+        seed_used = gr.Number(label="Seed used", interactive=False, precision=0, scale=0, min_width=150,
+                              elem_id="generation-seed-used")
 
     # Each preset sets what it needs: the mode, both prompts, a length and a temperature that fit.
     preset_outputs = [prompt, compare_prompt, chat, max_new_tokens, temperature]
@@ -108,18 +113,21 @@ def build(ctx: AppContext) -> None:
 
     @show_errors
     def generate(prompt, model, compare_prompt=None, max_new_tokens=DEFAULT_NEW_TOKENS, temperature=0.8,
-                 top_k=50, top_p=0.95, repetition_penalty=1.1, seed=0, num_sequences=1, chat_mode=True,
+                 top_k=50, top_p=0.95, repetition_penalty=1.1, seed=RANDOM_SEED, num_sequences=1, chat_mode=True,
                  compare_model=None, precision=None):
         """Generate text from a prompt, streamed; with a second prompt and/or a second model, the
         second output is that prompt's (or the same prompt's) text from that model (or the same
-        one), with the same seed and settings. `precision`: auto, fp32 or bf16 (left out: the
-        app's, --precision)."""
+        one), with the same seed and settings. `seed`: -1 (or left out) draws a new one; the
+        fourth output is the seed used, which gives the same text again. `precision`: auto, fp32
+        or bf16 (left out: the app's, --precision)."""
         notes = []
+        if seed is None or seed < 0:
+            seed = inference.random_seed()
         settings = inference.GenerationSettings(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, num_sequences=num_sequences,
-            seed=None if seed is None or seed < 0 else seed,
+            repetition_penalty=repetition_penalty, num_sequences=num_sequences, seed=seed,
         )
+        seed = settings.seed  # checked: an integer in range
         second_prompt = compare_prompt if compare_prompt and compare_prompt.strip() else None
         second_model = compare_model or model
         # The outputs each model writes, as (prompt, slot): one model's prompts are one batch,
@@ -136,7 +144,7 @@ def build(ctx: AppContext) -> None:
                                                          precision=precision):
                 for (_, slot), texts in zip(jobs, per_prompt):
                     shown[slot] = _join(texts)
-                yield shown[0], shown[1], _note(notes)
+                yield shown[0], shown[1], _note(notes), seed
             for (text, _), texts in zip(jobs, per_prompt):
                 prefix = inference.generation_prefix(text, run_settings)
                 if silent is None and any(written == prefix for written in texts):
@@ -144,7 +152,7 @@ def build(ctx: AppContext) -> None:
         if silent:  # never leave the person with nothing and no word why
             notes.append(inference.nothing_written_advice(*silent))
             warn(notes[-1])
-        yield shown[0], shown[1], _note(notes)
+        yield shown[0], shown[1], _note(notes), seed
 
     def precision_once_loaded(precision, model_name, compare_name):
         # Wired before the generation, so the page runs it first: the line is right while the
@@ -161,13 +169,24 @@ def build(ctx: AppContext) -> None:
     generate_button.click(precision_once_loaded, [precision, model, compare_model], precision_line,
                           api_visibility="private", show_progress="hidden")
 
+    def name_outputs(model_name, compare_name, second_prompt):
+        # Each output says which model writes it (and, for the second, which prompt).
+        first = f"Output: {model_name}" if model_name else "Output"
+        if not (compare_name or (second_prompt or "").strip()):
+            return gr.update(label=first), gr.update(label=SECOND_OUTPUT_LABEL)
+        which = "the second prompt" if (second_prompt or "").strip() else "the same prompt"
+        return gr.update(label=first), gr.update(label=f"Second output: {compare_name or model_name}, {which}")
+
+    generate_button.click(name_outputs, [model, compare_model, compare_prompt], [output, compare_output],
+                          api_visibility="private", show_progress="hidden", queue=False)
+
     event = generate_button.click(
         generate,
         inputs_kwargs=dict(prompt=prompt, model=model, compare_prompt=compare_prompt,
                            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            repetition_penalty=repetition_penalty, seed=seed, num_sequences=num_sequences,
                            chat_mode=chat, compare_model=compare_model, precision=precision),
-        outputs=[output, compare_output, note],
+        outputs=[output, compare_output, note, seed_used],
         api_name="generate",
     )
     event.then(**show_precision)

@@ -11,8 +11,8 @@ import pandas as pd
 from core import explain
 from core.limits import MAX_PROBABILITY_TOKENS, MAX_PROBABILITY_TOP_K
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION
-from demos.common import (MODEL_API_HINT, AppContext, _picker_state, busy_click, model_picker, open_dropdown,
-                          refreshed_picker, setting_slider, show_errors)
+from demos.common import (MODEL_API_HINT, AppContext, _picker_state, add_picker, busy_click, model_picker,
+                          open_dropdown, refreshed_picker, setting_slider, show_errors)
 
 ATTENTION_KINDS = [("Text generation (a decoder: masked attention)", TEXT_GENERATION),
                    ("Sentiment / classification (an encoder)", TEXT_CLASSIFICATION),
@@ -138,11 +138,9 @@ def _attention_section(ctx: AppContext) -> None:
     def switch_kind(task):  # another kind of model: that kind's default
         return refreshed_picker(ctx.registry, task, None)[0]
 
-    def reread_models(task, current):  # the page (re)loaded: new models listed, the pick kept
-        return refreshed_picker(ctx.registry, task, current)[0]
-
     kind.input(switch_kind, kind, model, api_visibility="private", show_progress="hidden")
-    ctx.demo.load(reread_models, [kind, model], model, api_visibility="private", show_progress="hidden")
+    # It follows the models folder with every other picker, listing the kind chosen now.
+    add_picker(ctx, model, lambda current, task: _picker_state(ctx.registry, task), depends_on=(kind,))
 
     @show_errors
     def show_attention(text, model, task=TEXT_GENERATION, layer=1, head=explain.MEAN_OVER_HEADS):
@@ -195,15 +193,15 @@ def _attribution_section(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column():
             text = gr.Textbox(label="Text", lines=2, value="The film was long, but the ending was wonderful.")
-            label = open_dropdown("a class of the model; empty: the predicted one", choices=[PREDICTED],
-                                  value=PREDICTED, label="Explain the class")
+            label = open_dropdown("a class of the model; empty: the predicted one", choices=[(PREDICTED, "")],
+                                  value="", label="Explain the class")
             button = gr.Button("Explain", variant="primary")
         with gr.Column():
             caption = gr.Markdown(elem_id="attributions-caption")
             coloured = gr.HTML(elem_id="attributions")
 
     def classes_of(model_name):  # read from the model's config: nothing is loaded for this
-        return gr.update(choices=[PREDICTED] + ctx.registry.known_classes(model_name), value=PREDICTED)
+        return gr.update(choices=[(PREDICTED, "")] + ctx.registry.known_classes(model_name), value="")
 
     model.change(classes_of, model, label, api_visibility="private", show_progress="hidden")
     ctx.demo.load(classes_of, model, label, api_visibility="private", show_progress="hidden")

@@ -13,7 +13,7 @@ from core import model_folders
 from core.errors import WorkbenchError
 from core.history import RunHistory
 from core.jobs import CANCELLED, DISCARDED, FAILED, FINISHED, SAVE_FAILED, get_runner
-from demos.common import AppContext, JobView, all_pickers_refresh, as_text, open_dropdown, show_errors
+from demos.common import AppContext, JobView, as_text, open_dropdown, show_errors
 
 # One hue per run, lighter for its training loss. The series keep these names whichever runs are
 # shown: Gradio's plot keeps the series it was first drawn with.
@@ -104,11 +104,10 @@ def build(ctx: AppContext) -> None:
         return (None, hidden, message, _history_frame(runs), gr.update(choices=_run_choices(runs)),
                 gr.update(choices=model_folders.saved_models(ctx.registry), value=chosen), "")
 
-    pickers, picker_outputs, refresh_pickers = all_pickers_refresh(ctx)
     done = confirm_button.click(confirmed, pending, [pending, confirm_row, outcome, table, compared, model, new_name],
                                 api_visibility="private", show_progress="hidden")
     # Every panel's picker re-reads the models folder: the old name goes, the new one appears.
-    done.success(refresh_pickers, pickers, picker_outputs, api_visibility="private", show_progress="hidden")
+    ctx.models_changed.append(done)
 
     # ----- the same for API clients (no confirmation step: the call is the decision) --------------
     def runs() -> list[dict]:
@@ -152,7 +151,7 @@ def outcome(run: dict) -> str:
     return words
 
 
-def _when(run: dict) -> str:
+def when(run: dict) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(run.get("finished_at") or 0))
 
 
@@ -191,12 +190,12 @@ def _kept(run: dict) -> str:
 
 def _history_frame(runs: list[dict]) -> pd.DataFrame:
     rows = [[run.get("model_name"), outcome(run), _change(run), _kept(run), _settings(run), run.get("data"),
-             run.get("base_model"), run.get("task"), _when(run), f"{run.get('seconds', 0):.0f} s"] for run in runs]
+             run.get("base_model"), run.get("task"), when(run), f"{run.get('seconds', 0):.0f} s"] for run in runs]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def run_label(run: dict) -> str:
-    return f"{_when(run)} · {run.get('model_name')} · {outcome(run)}"
+    return f"{when(run)} · {run.get('model_name')} · {outcome(run)}"
 
 
 def _run_choices(runs: list[dict]) -> list[tuple[str, str]]:

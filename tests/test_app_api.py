@@ -19,16 +19,26 @@ GENERATE_ARGS = dict(compare_prompt="", model="tiny-gpt2", max_new_tokens=40, te
 
 def test_generate_streams_partial_text_and_is_reproducible(client):
     job = client.submit(prompt="The teacher", **GENERATE_ARGS, api_name="/generate")
-    final, compare, note = job.result(timeout=60)
+    final, compare, note, seed = job.result(timeout=60)
     partials = [output[0] for output in job.outputs()]
     assert len(partials) >= 3 and partials[-1] == final
-    assert final.startswith("The teacher") and len(final) > 30 and compare == "" and note == ""
-    again, _, _ = client.predict(prompt="The teacher", **GENERATE_ARGS, api_name="/generate")
+    assert final.startswith("The teacher") and len(final) > 30 and compare == "" and note == "" and seed == 5
+    again, *_ = client.predict(prompt="The teacher", **GENERATE_ARGS, api_name="/generate")
     assert again == final
 
 
+def test_generate_without_a_seed_draws_one_and_says_which_so_the_text_can_be_made_again(client):
+    unseeded = {key: value for key, value in GENERATE_ARGS.items() if key != "seed"}
+    first, _, _, first_seed = client.predict(prompt="The teacher", **unseeded, api_name="/generate")
+    second, _, _, second_seed = client.predict(prompt="The teacher", **unseeded, api_name="/generate")
+    assert first_seed != second_seed and first != second  # two callers, two texts
+    again, _, _, again_seed = client.predict(prompt="The teacher", **{**unseeded, "seed": first_seed},
+                                             api_name="/generate")
+    assert (again, again_seed) == (first, first_seed)
+
+
 def test_generate_compares_two_prompts_side_by_side(client):
-    man, woman, _ = client.predict(prompt="The man works as a",
+    man, woman, *_ = client.predict(prompt="The man works as a",
                                 **{**GENERATE_ARGS, "compare_prompt": "The woman works as a"},
                                 api_name="/generate")
     assert man.startswith("The man works as a") and woman.startswith("The woman works as a")
@@ -38,13 +48,13 @@ def test_generate_compares_two_prompts_side_by_side(client):
                         api_name="/generate")
     job.result(timeout=60)
     assert any(first and second and not second.endswith("works as a") and first != man
-               for first, second, _ in job.outputs())
-    alone, _, _ = client.predict(prompt="The woman works as a", **GENERATE_ARGS, api_name="/generate")
+               for first, second, *_ in job.outputs())
+    alone, *_ = client.predict(prompt="The woman works as a", **GENERATE_ARGS, api_name="/generate")
     assert alone == woman
 
 
 def test_every_panel_takes_a_forced_precision_and_refuses_an_unknown_one(client):
-    text, _, _ = client.predict(prompt="The teacher", **{**GENERATE_ARGS, "max_new_tokens": 10}, precision="bf16",
+    text, *_ = client.predict(prompt="The teacher", **{**GENERATE_ARGS, "max_new_tokens": 10}, precision="bf16",
                                 api_name="/generate")
     assert text.startswith("The teacher") and len(text) > len("The teacher")
     scores = client.predict(text="What a lovely garden.", model="tiny-bert-sentiment", precision="fp32",
@@ -59,10 +69,10 @@ def test_every_panel_takes_a_forced_precision_and_refuses_an_unknown_one(client)
 
 
 def test_generate_puts_a_second_model_side_by_side_with_the_same_seed_and_settings(client):
-    base, other, _ = client.predict(prompt="The teacher", **{**GENERATE_ARGS, "compare_model": "tiny-chat"},
+    base, other, *_ = client.predict(prompt="The teacher", **{**GENERATE_ARGS, "compare_model": "tiny-chat"},
                                     api_name="/generate")
-    alone_base, _, _ = client.predict(prompt="The teacher", **GENERATE_ARGS, api_name="/generate")
-    alone_other, _, _ = client.predict(prompt="The teacher", **{**GENERATE_ARGS, "model": "tiny-chat"},
+    alone_base, *_ = client.predict(prompt="The teacher", **GENERATE_ARGS, api_name="/generate")
+    alone_other, *_ = client.predict(prompt="The teacher", **{**GENERATE_ARGS, "model": "tiny-chat"},
                                        api_name="/generate")
     assert other.startswith("The teacher") and (base, other) == (alone_base, alone_other)
     assert base != other  # two different models: two different texts from one seed
@@ -85,7 +95,7 @@ def test_classify_compare_gives_the_second_model_s_classes_for_the_same_text(cli
 
 
 def test_chat_toggle_on_a_model_without_template_still_answers(client):
-    text, _, note = client.predict(prompt="A bird", **{**GENERATE_ARGS, "chat_mode": True},
+    text, _, note, _ = client.predict(prompt="A bird", **{**GENERATE_ARGS, "chat_mode": True},
                              api_name="/generate")
     assert text.startswith("A bird") and "has no chat template" in note
 
@@ -103,18 +113,41 @@ def test_classify_batch_scores_a_csv_and_offers_the_scored_file(client, tmp_path
     upload.write_text('id,review\n1,"I loved it, truly"\n2,Terrible service\n3,Fine\n', encoding="utf-8")
     summary, table, scored_file, evaluation, *_ = client.predict(
         file=handle_file(str(upload)), text_column="review", model="tiny-bert-sentiment", api_name="/classify_batch")
-    assert summary == "Scored **3** rows of the column 'review'."
-    # label and score first, so that long texts never push them out of view; then the scored
-    # column, then the file's others (to tell the rows apart)
-    assert table["headers"] == ["label", "score", "review", "id"]
+    assert summary == "Scored **3** rows of the column 'review' with **tiny-bert-sentiment**."
+    # the prediction and its score first, so that long texts never push them out of view; then
+    # the scored column, then the file's others (to tell the rows apart)
+    assert table["headers"] == ["predicted", "predicted_score", "review", "id"]
     assert [row[3] for row in table["data"]] == ["1", "2", "3"]
     assert [row[2] for row in table["data"]] == ["I loved it, truly", "Terrible service", "Fine"]
     assert all(row[0] in {"negative", "positive"} and 0.5 <= row[1] <= 1 for row in table["data"])
     with open(scored_file, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["id"] for row in rows] == ["1", "2", "3"]
-    assert [row["label"] for row in rows] == [row[0] for row in table["data"]]
+    assert [row["predicted"] for row in rows] == [row[0] for row in table["data"]]
     assert evaluation == ""  # no gold label column named: nothing measured
+
+
+def test_a_files_own_label_and_score_columns_stay_apart_from_the_models(client, tmp_path):
+    """A gold column called `label` (the usual name) and a `score` column of the file's own are
+    kept as they are; the model's columns get names of their own, next to the gold labels."""
+    upload = tmp_path / "tweets.csv"
+    upload.write_text("text,label,score\nthe bright moon,positive,5\nthe old bridge,negative,1\n"
+                      "a warm bread,positive,4\n", encoding="utf-8")
+    summary, table, scored_file, evaluation, *_ = client.predict(
+        file=handle_file(str(upload)), text_column="text", gold_column="label", model="tiny-bert-sentiment",
+        api_name="/classify_batch")
+    assert table["headers"] == ["predicted", "label", "predicted_matches_gold", "predicted_score", "text", "score"]
+    rows = table["data"]
+    assert [row[1] for row in rows] == ["positive", "negative", "positive"]  # the file's gold labels
+    assert [row[5] for row in rows] == ["5", "1", "4"]  # the file's own scores
+    assert [row[2] for row in rows] == ["yes" if row[0] == row[1] else "no" for row in rows]
+    right = sum(row[0] == row[1] for row in rows)
+    assert f"accuracy **{right / 3:.1%}**" in evaluation
+    with open(scored_file, newline="", encoding="utf-8") as handle:
+        header, *lines = list(csv.reader(handle))
+    assert header == ["text", "label", "score", "predicted", "predicted_score", "predicted_matches_gold"]
+    assert [line[1] for line in lines] == ["positive", "negative", "positive"]
+    assert [line[3] for line in lines] == [row[0] for row in rows]
 
 
 def _labelled_reviews(path):
@@ -127,6 +160,7 @@ def test_classify_batch_with_a_gold_column_measures_the_model_against_it(client,
     summary, table, _, evaluation, per_class, confusion, report = client.predict(
         file=_labelled_reviews(tmp_path / "gold.csv"), text_column="review", gold_column="gold",
         model="tiny-bert-sentiment", api_name="/classify_batch")
+    assert table["headers"][:3] == ["predicted", "gold", "predicted_matches_gold"]  # gold next to predicted
     predicted = [row[0] for row in table["data"]]
     gold = ["positive", "negative", "positive", "negative", "neutral"]
     right = sum(p == g for p, g in zip(predicted, gold))
@@ -167,8 +201,9 @@ def test_classify_batch_over_the_row_limit_says_so(client, tmp_path):
 
 
 def test_fill_mask_returns_predictions_for_each_mask(client):
-    bars, table = client.predict(text="The [MASK] sees the <mask> house.", model="tiny-roberta-mlm",
-                                 top_k=4, api_name="/fill_mask")
+    bars, table, note = client.predict(text="The [MASK] sees the <mask> house.", model="tiny-roberta-mlm",
+                                       top_k=4, api_name="/fill_mask")
+    assert note == ""  # a model with a trained head: nothing to warn about
     rows = table["data"]
     assert [row[0] for row in rows] == ["mask 1"] * 4 + ["mask 2"] * 4
     assert [row[1] for row in rows] == [1, 2, 3, 4] * 2
@@ -270,7 +305,8 @@ def test_the_api_page_names_parameters_as_a_reader_expects(client):
     assert all(generate[name]["parameter_has_default"] for name in generate if name != "prompt")
     # Any model the app can load, not a list frozen when the page was built.
     assert generate["model"]["python_type"]["type"] == "str"
-    assert [r["label"] for r in info["/generate"]["returns"]] == ["Output", "Second output (the second prompt, or the second model)", "Note"]
+    assert [r["label"] for r in info["/generate"]["returns"]] == [
+        "Output", "Second output (the second prompt, or the second model)", "Note", "Seed used"]
     finetune = parameters("/finetune")
     assert finetune["validation_file"]["parameter_has_default"] and finetune["text_column"]["parameter_has_default"]
     assert not finetune["train_file"]["parameter_has_default"]

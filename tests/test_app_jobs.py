@@ -53,11 +53,11 @@ def test_seeded_generation_gives_the_same_text_while_a_job_trains(models_dir, tm
     try:
         client = Client(server.url, verbose=False)
         sampled = {**GENERATE_ARGS, "temperature": 1.0, "seed": 7, "max_new_tokens": 30}
-        idle, _, _ = client.predict(prompt="The farmer", **sampled, api_name="/generate")
+        idle, *_ = client.predict(prompt="The farmer", **sampled, api_name="/generate")
         data = separable_csv(tmp_path / "long.csv", rows_per_class=200)
         client.predict(**finetune_args(data, "busy", epochs=20, batch_size=2), api_name="/finetune")
         wait_for_live_step(client, "busy")
-        during, _, _ = client.predict(prompt="The farmer", **sampled, api_name="/generate")
+        during, *_ = client.predict(prompt="The farmer", **sampled, api_name="/generate")
         assert job_state(client) == "running"  # it really was training meanwhile
         assert during == idle
         client.predict(api_name="/finetune_cancel")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.data import read_text_table
+from core.data import added_column_names, read_text_table
 from core.errors import WorkbenchError
 from core.limits import MAX_UPLOAD_BYTES
 
@@ -98,3 +98,33 @@ def test_an_unterminated_quote_is_named_and_does_not_swallow_the_rest(tmp_path):
     assert table.texts("tweet") == ["fine", '"so excited for tonight', "next one", "quoted, properly", "last"]
     assert table.warnings == ['Line 3 of tweets.csv opens a quote (") that is never closed: that line was read '
                               "with its quotes as plain text. Check that row."]
+
+
+def test_a_first_line_that_looks_like_data_is_said(tmp_path):
+    headerless = read_text_table(write(tmp_path, "tweets.csv", b"I loved it,positive\nThe food was cold,negative\n"
+                                                                b"Great service,positive\nNot again,negative\n"))
+    assert any("The first line of tweets.csv looks like data" in warning and "'positive'" in warning
+               for warning in headerless.warnings)
+    named = read_text_table(write(tmp_path, "named.csv", b"text,label\nI loved it,positive\nThe food was cold,negative\n"
+                                                         b"Great service,positive\n"))
+    assert named.warnings == []
+
+
+def test_rows_with_more_cells_than_the_header_are_said(tmp_path):
+    table = read_text_table(write(tmp_path, "shifted.csv", b"text,label\nI loved it, truly,positive\nBad,negative\n"
+                                                           b"Fine,neutral,\n"))
+    assert table.texts("label") == [" truly", "negative", "neutral"]  # read as written...
+    assert any(warning.startswith("1 row has more cells than the header of shifted.csv names (row 1 first)")
+               for warning in table.warnings)  # ...and said; an empty trailing cell is no extra cell
+
+
+def test_added_columns_never_take_a_name_the_file_has():
+    assert added_column_names(["label", "score"], ["predicted", "predicted_score"]) == ["predicted", "predicted_score"]
+    assert added_column_names(["Predicted", "predicted_2", "x"], ["predicted", "predicted_score"]) == \
+        ["predicted_3", "predicted_score"]
+
+
+def test_sizes_are_said_in_mib(tmp_path):
+    path = write(tmp_path, "big.txt", b"a line of text\n" * (MAX_UPLOAD_BYTES // 15 + 10))
+    with pytest.raises(WorkbenchError, match=r"too large: 5\.0 MiB \(limit 5 MiB\)"):
+        read_text_table(path)

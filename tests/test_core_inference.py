@@ -269,3 +269,30 @@ def test_sampling_keeps_the_tokens_transformers_top_k_then_top_p_keep():
         kept = ~torch.isinf(expected)
         assert torch.equal(kept, ~torch.isinf(got)) and 1 < kept.sum(-1).min() and kept.sum(-1).max() <= 50
         assert torch.equal(expected[kept], got[kept])
+
+
+def test_the_filled_sentence_is_the_text_as_typed_with_the_word_in_place(registry):
+    text = "The Capital of  FRANCE is [MASK]!  Or <mask>?"
+    first, second = inference.fill_mask(registry, "tiny-bert-mlm", text, top_k=3)
+    for prediction in first:  # case, double spaces and the other mask as typed
+        word = prediction.token.removeprefix("##")
+        joined = "is" + word if prediction.token.startswith("##") else "is " + word
+        assert prediction.sequence == f"The Capital of  FRANCE {joined}!  Or <mask>?"
+    for prediction in second:  # the first mask stays as typed
+        word = prediction.token.removeprefix("##")
+        joined = "Or" + word if prediction.token.startswith("##") else "Or " + word
+        assert prediction.sequence == f"The Capital of  FRANCE is [MASK]!  {joined}?"
+
+
+def test_a_masked_lm_whose_head_started_untrained_gets_a_warning(registry, models_dir, tmp_path):
+    import json
+    import shutil
+
+    from core.models import ModelRegistry
+
+    assert inference.untrained_head_note(registry, "tiny-bert-mlm") is None  # not fine-tuned here
+    shutil.copytree(models_dir / "tiny-bert-mlm", tmp_path / "minilm-mlm")
+    (tmp_path / "minilm-mlm" / "metrics.json").write_text(json.dumps(
+        {"base_model": "packaged:all-MiniLM-L6-v2", "untrained_head": True, "after": {"perplexity": 4321.5}}))
+    note = inference.untrained_head_note(ModelRegistry(tmp_path), "minilm-mlm")
+    assert "fine-tuned from packaged:all-MiniLM-L6-v2" in note and "4,322" in note and "same top words" in note

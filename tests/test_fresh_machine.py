@@ -82,7 +82,7 @@ def test_the_readme_run_command_serves_a_page_that_generates_with_smollm2_offlin
 
         client = Client(url, verbose=False)
         # No model named: the panel's default, which offline is the packaged SmolLM2.
-        answer, _, _ = client.predict(prompt="What is the capital of France?", max_new_tokens=30, temperature=0,
+        answer, *_ = client.predict(prompt="What is the capital of France?", max_new_tokens=30, temperature=0,
                                       api_name="/generate")
         assert "Paris" in answer
 

@@ -51,8 +51,8 @@ def test_bad_text_and_settings_get_a_clear_message(client, api_name, kwargs, mes
 
 def test_temperature_zero_is_greedy_not_an_error(client):
     args = {**GENERATE_ARGS, "temperature": 0, "max_new_tokens": 10}
-    first, _, _ = client.predict(prompt="the cat", **args, api_name="/generate")
-    again, _, _ = client.predict(prompt="the cat", **{**args, "seed": 99}, api_name="/generate")
+    first, *_ = client.predict(prompt="the cat", **args, api_name="/generate")
+    again, *_ = client.predict(prompt="the cat", **{**args, "seed": 99}, api_name="/generate")
     assert first == again and first.startswith("the cat")  # greedy: the seed does not matter
 
 
@@ -60,10 +60,10 @@ def test_control_characters_mixed_scripts_and_emoji_are_handled(client):
     odd = "Caf\u00e9 \u043c\u0438\u0440 \u4f60\u597d \U0001F600\x00\x07 \u202etext\u202c"
     scores = client.predict(text=odd, model="tiny-bert-sentiment", api_name="/classify")
     assert scores["label"] in {"negative", "positive"}
-    bars, table = client.predict(text=f"{odd} the [MASK] house", model="tiny-bert-mlm", top_k=3,
+    bars, table, _ = client.predict(text=f"{odd} the [MASK] house", model="tiny-bert-mlm", top_k=3,
                                  api_name="/fill_mask")
     assert len(table["data"]) == 3
-    text, _, _ = client.predict(prompt=f"{odd} the cat", **{**GENERATE_ARGS, "max_new_tokens": 5},
+    text, *_ = client.predict(prompt=f"{odd} the cat", **{**GENERATE_ARGS, "max_new_tokens": 5},
                              api_name="/generate")
     assert text.startswith(odd)
 

@@ -30,7 +30,7 @@ def smollm2_args(path, name, **overrides):
 
 
 def generated_by(client, model: str) -> str:
-    text, _, note = client.predict(prompt="The lighthouse keeper", model=model, chat_mode=False, temperature=0,
+    text, _, note, _ = client.predict(prompt="The lighthouse keeper", model=model, chat_mode=False, temperature=0,
                                    max_new_tokens=12, api_name="/generate")
     assert note == "", note
     return text
@@ -78,11 +78,11 @@ def test_smollm2_with_lora_from_the_command_line_saves_a_model_the_panel_loads(s
 
 def test_a_question_in_plain_mode_gets_a_message_not_an_empty_answer(client):
     """SmolLM2 takes a bare question as finished text and ends at once: the panel says so."""
-    text, _, note = client.predict(prompt="What is the capital of France?", model=SMOLLM2, chat_mode=False,
+    text, _, note, _ = client.predict(prompt="What is the capital of France?", model=SMOLLM2, chat_mode=False,
                                    temperature=0, max_new_tokens=20, api_name="/generate")
     assert text == "What is the capital of France?"  # the prompt, not nothing
     assert "ended at once, without writing anything" in note and "Chat mode" in note
-    answer, _, note = client.predict(prompt="What is the capital of France?", model=SMOLLM2, chat_mode=True,
+    answer, _, note, _ = client.predict(prompt="What is the capital of France?", model=SMOLLM2, chat_mode=True,
                                      temperature=0, max_new_tokens=20, api_name="/generate")
     assert "Paris" in answer and note == ""
 
