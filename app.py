@@ -46,7 +46,7 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
                     "sentiment, fill in masked words, answer questions, look inside them, and fine-tune on "
                     "your own data.")
         ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS))
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays in view, on two or three rows
             for title, panel in PANELS:
                 with gr.Tab(title):
                     panel.build(ctx)
@@ -58,6 +58,20 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
     # without end; each event's own concurrency limit keeps a long generation from blocking others.
     demo.queue(max_size=queue_size)
     return demo
+
+
+def note_login_in_api_docs(demo: gr.Blocks, user: str) -> None:
+    """Start every public endpoint's description on "Use via API" with the login the server
+    asks for: Gradio's generated snippets connect with a bare `Client(url)`, which this server
+    refuses when it runs with --auth."""
+    from gradio import utils
+
+    login = (f"This server asks for a login: connect with `Client(url, auth=(\"{user}\", \"<your password>\"))` "
+             f"(JavaScript: `Client.connect(url, {{auth: [\"{user}\", \"<your password>\"]}})`).")
+    for function in demo.fns.values():
+        if function.api_visibility == "public" and function.fn is not None and function.api_description is not False:
+            described = function.api_description or utils.get_function_description(function.fn)[0]
+            function.api_description = f"{login}\n\n{described}".strip()
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -105,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--train-processes must be at least 1")
     get_runner().processes = args.train_processes
     demo = build_app(args.models_dir, args.queue_size, args.precision)
+    if auth:
+        note_login_in_api_docs(demo, auth[0])
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 prevent_thread_lock=True)
     if args.share and not demo.share_url:

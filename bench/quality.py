@@ -229,7 +229,7 @@ def ours(files: dict, **settings):
     result = train(config)
     seconds = time.perf_counter() - started
     kept = result.kept
-    note = f"kept epoch {kept['epoch']:g} of {config.epochs:g}; {result.precision}"
+    note = f"kept epoch {kept['epoch']:g} of {result.config.epochs:g}; {result.precision}"
     return result.model, result.tokenizer, seconds, note
 
 
@@ -306,7 +306,7 @@ def main() -> None:
     vader_validation = score(vader_rules(sdist, [r["text"] for r in validation]), validation)
     results.append(("VADER rules (no training; reference)", vader_test, vader_validation, 0.0, "lexicon + rules"))
 
-    from core.training import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS
+    from core.run_plan import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS
 
     our_epochs, our_batch = (1, DEFAULT_BATCH_SIZES["classification"]) if args.smoke else (
         DEFAULT_EPOCHS["classification"], DEFAULT_BATCH_SIZES["classification"])

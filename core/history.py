@@ -87,6 +87,8 @@ def run_entry(run_id: str, config, model_name: str, state: str, message: str, st
     result = result or {}
     settings = {key: value for key, value in dataclasses.asdict(config).items()
                 if key not in ("train_file", "validation_file", "output_dir", "models_dir", "checkpoint_dir")}
+    # Epochs and batch size left to the defaults are sized when the data is read: what ran.
+    settings.update({key: result[key] for key in ("epochs", "batch_size") if result.get(key) is not None})
     data = result.get("data_source") or Path(config.train_file or "").name
     return {
         "id": run_id, "model_name": model_name, "task": config.task, "base_model": config.base_model,

@@ -43,6 +43,9 @@ MAX_TRAIN_UPLOAD_BYTES = 20 * 1024 * 1024  # one training or validation file
 MAX_TRAIN_ROWS = 50_000       # rows in one training or validation file
 MAX_CLASSES = 50              # distinct labels for classification fine-tuning
 
+LONG_RUN_SECONDS = 15 * 60     # a run estimated longer than this gets a warning with ways to shorten it
+TIMING_TIMEOUT_S = 180        # the preview's timing of a few real steps gives up after this
+
 # Fine-tuning loop (the Fine-tune tab's sliders span these ranges)
 MAX_EPOCHS = 20
 MAX_BATCH_SIZE = 256

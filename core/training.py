@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
                          MAX_MLM_PROBABILITY, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.metrics import classification_metrics, perplexity
 from core.precision import Hardware, choose_precision
+from core.run_plan import size_to_data
 
 MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back to for tiny texts
 
@@ -45,14 +47,13 @@ MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # see choose_precision
 PRECISIONS = get_args(Precision)
 DEFAULT_LEARNING_RATE = 5e-5  # full fine-tuning (the run_*_no_trainer examples' default)
-# Epochs and batch size by task. A classifier trains 5 epochs in batches of 8, the best epoch
-# kept: on 2,000 real short texts (bench/quality.py) that beat transformers.Trainer's defaults
-# (3 epochs of 8) at each of three seeds, test macro-F1 0.717 against 0.708 on average, where 3
-# epochs of 16 scored 0.688 (seed 42); a lead inside one run's noise, read on the test scores.
-# It is the epochs that do it: Trainer given the same 5 epochs scores the same (0.719).
-# Language models keep 3 epochs of 16: their steps are far dearer, and small texts overfit sooner.
-DEFAULT_EPOCHS = {CAUSAL_LM: 3, CLASSIFICATION: 5, MASKED_LM: 3}
-DEFAULT_BATCH_SIZES = {CAUSAL_LM: 16, CLASSIFICATION: 8, MASKED_LM: 16}
+# Epochs and batch size by task (core.run_plan): left out, they are sized to the data when the
+# data is read. A classifier trains 5 epochs in batches of 8, the best epoch kept: on 2,000 real
+# short texts (bench/quality.py) that beat transformers.Trainer's defaults (3 epochs of 8) at
+# each of three seeds, test macro-F1 0.717 against 0.708 on average, where 3 epochs of 16
+# scored 0.688 (seed 42); a lead inside one run's noise, read on the test scores. It is the
+# epochs that do it: Trainer given the same 5 epochs scores the same (0.719). A language model
+# gets at least the optimizer steps a text needs to take on its style (bench/style_steps.py).
 # LoRA adapters start at zero and are few: they need larger steps. A classifier's adapters and
 # new head learned nothing from 30 sentences at 2e-4 in 6 epochs (validation accuracy 0.4) and
 # did at 1e-3; a language model's adapters move its whole output, so they keep the usual 2e-4.
@@ -79,9 +80,9 @@ class TrainConfig:
     # Saved there (atomically) on success; None: the caller saves.
     output_dir: str | None = field(default=None, metadata={"aliases": ["--output"]})
     models_dir: str | None = None  # where local base models are looked up
-    epochs: float | None = None  # None: DEFAULT_EPOCHS for the task
+    epochs: float | None = None  # None: sized to the data (core.run_plan.size_to_data)
     learning_rate: float | None = None  # None: DEFAULT_LEARNING_RATE, or LORA_LEARNING_RATES with LoRA
-    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZES for the task
+    batch_size: int | None = None  # None: sized to the data, with the epochs
     gradient_accumulation_steps: int = 1
     max_length: int = 128  # truncation for classification, block size for language models
     warmup_ratio: float = 0.1
@@ -123,11 +124,8 @@ class TrainConfig:
             raise WorkbenchError(f"task must be one of {', '.join(TRAIN_TASKS)} (got {self.task!r}).")
         if not self.base_model or not str(self.base_model).strip():
             raise WorkbenchError("base_model: choose a model to fine-tune.")
-        if self.epochs is None:
-            self.epochs = DEFAULT_EPOCHS[self.task]
-        if self.batch_size is None:
-            self.batch_size = DEFAULT_BATCH_SIZES[self.task]
-        require_number(self.epochs, 0, MAX_EPOCHS, "epochs", low_open=True)
+        if self.epochs is not None:  # None: sized to the data when it is read (core.run_plan)
+            require_number(self.epochs, 0, MAX_EPOCHS, "epochs", low_open=True)
         if self.learning_rate is None:
             self.learning_rate = LORA_LEARNING_RATES[self.task] if self.lora else DEFAULT_LEARNING_RATE
         require_number(self.learning_rate, 0, 1, "learning_rate", low_open=True)
@@ -139,7 +137,9 @@ class TrainConfig:
             raise WorkbenchError(f"lora_save must be one of {', '.join(LORA_SAVES)} (got {self.lora_save!r}).")
         if self.lora_save == "adapter" and not self.lora:
             raise WorkbenchError("lora_save: only a LoRA run has an adapter to save on its own (turn lora on).")
-        require_number(self.batch_size, 1, MAX_BATCH_SIZE, "batch_size", integer=True)
+        if self.batch_size is not None:
+            require_number(self.batch_size, 1, MAX_BATCH_SIZE, "batch_size", integer=True)
+            self.batch_size = int(self.batch_size)
         require_number(self.gradient_accumulation_steps, 1, MAX_GRADIENT_ACCUMULATION, "gradient_accumulation_steps",
                        integer=True)
         require_number(self.max_length, MIN_LENGTH, MAX_LENGTH, "max_length", integer=True)
@@ -162,7 +162,7 @@ class TrainConfig:
         if self.best_metric in ("accuracy", "macro_f1") and self.task != CLASSIFICATION:
             raise WorkbenchError(f"best_metric: {self.best_metric} is measured for classification only; a "
                                  f"language model is kept by its validation loss.")
-        self.batch_size, self.max_length, self.seed = int(self.batch_size), int(self.max_length), int(self.seed)
+        self.max_length, self.seed = int(self.max_length), int(self.seed)
         self.gradient_accumulation_steps = int(self.gradient_accumulation_steps)
         self.checkpoint_every = int(self.checkpoint_every)
         self.eval_steps, self.early_stopping_patience = int(self.eval_steps), int(self.early_stopping_patience)
@@ -202,6 +202,7 @@ class TrainResult:
     kept: dict | None = None  # the evaluation whose weights were kept: {"step", "epoch", "metric", "value"}
     early_stopped: bool = False  # ended by early stopping (a finished run, saved as usual)
     untrained_head: bool = False  # a language model's output head started from random weights
+    sized: str = ""  # how epochs and batch size were sized to the data ("" when they were given)
 
 
 # ----- loading --------------------------------------------------------------------------------
@@ -244,6 +245,15 @@ def _load_tokenizer(source: str, local_only: bool):
 def base_tokenizer(name: str, models_dir: str | None = None):
     """The tokenizer of a base model (for the data preview's token-length statistics)."""
     return _load_tokenizer(*base_model_source(name, models_dir))
+
+
+def base_context_length(name: str, tokenizer, models_dir: str | None = None) -> int:
+    """How many tokens the base model reads at once (a language model's longest block)."""
+    import transformers
+
+    source, local_only = base_model_source(name, models_dir)
+    config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+    return _context_length(config, tokenizer)
 
 
 def _load_model(config: TrainConfig, source: str, local_only: bool, label_names: list[str] | None):
@@ -330,7 +340,7 @@ def _tokenize(config: TrainConfig, data: TrainingData, tokenizer, model, warning
 
     train_ids, validation_ids = (split.map(encode, batched=True, remove_columns=split.column_names)
                                  for split in (data.train, data.validation))
-    block = min(config.max_length, _context_length(model, tokenizer))
+    block = min(config.max_length, _context_length(model.config, tokenizer))
     shortest = min(sum(len(ids) for ids in split["input_ids"]) for split in (train_ids, validation_ids))
     if shortest < block:
         lowered = max(MIN_BLOCK_SIZE, shortest)
@@ -364,8 +374,8 @@ def _tokenize(config: TrainConfig, data: TrainingData, tokenizer, model, warning
     return train_set, validation_set, collator
 
 
-def _context_length(model, tokenizer) -> int:
-    limits = [getattr(model.config, name, None) for name in ("max_position_embeddings", "n_positions")]
+def _context_length(model_config, tokenizer) -> int:
+    limits = [getattr(model_config, name, None) for name in ("max_position_embeddings", "n_positions")]
     limits.append(tokenizer.model_max_length if tokenizer.model_max_length < 1e6 else None)
     limits = [limit for limit in limits if limit]
     return min(limits) if limits else MAX_LENGTH
@@ -421,26 +431,29 @@ def _evaluate(accelerator, model, loader, config: TrainConfig, label_names) -> d
 
 
 # ----- the loop -------------------------------------------------------------------------------
-def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, data: TrainingData | None = None) -> TrainResult:
+@dataclass
+class _Prepared:
+    """Everything a run needs before its first step (train and time_steps share it)."""
+
+    config: TrainConfig  # with epochs and batch size sized to the data
+    model: Any
+    tokenizer: Any
+    optimizer: Any
+    accelerator: Any
+    train_loader: Any
+    validation_loader: Any
+    shuffle: Any  # the generator that orders each epoch
+    precision: str
+    untrained_head: bool
+    sized: str
+
+
+def _prepare(config: TrainConfig, data: TrainingData, warnings: list[str], batch_size: int | None = None) -> _Prepared:
+    """Load the tokenizer and model, choose the precision, tokenize, size the run to the data,
+    and build the loaders and optimizer, prepared by Accelerate. `batch_size`: the loaders'
+    batch instead of the run's (time_steps times a few small batches)."""
     import torch
-    import transformers
-    from accelerate.utils import set_seed
 
-    if (config.checkpoint_every or config.resume) and not config.checkpoint_dir:
-        # Checked here, not in TrainConfig: the app's job runner chooses the folder itself.
-        raise WorkbenchError("checkpoint_dir: give a folder for the checkpoints.")
-    report = on_progress or (lambda progress: None)
-    should_stop = should_stop or (lambda: False)
-    warnings: list[str] = []
-    set_seed(config.seed)
-    if data is None:
-        from core.data import load_training_data
-
-        data = load_training_data(config.task, config.train_file, config.validation_file,
-                                  config.text_column, config.label_column, config.validation_share,
-                                  seed=config.seed)
-    warnings += data.warnings
     source, local_only = base_model_source(config.base_model, config.models_dir)
     try:
         tokenizer = _load_tokenizer(source, local_only)
@@ -468,7 +481,11 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
         train_set, validation_set, collator = _tokenize(config, data, tokenizer, model, warnings)
     if len(train_set) == 0 or len(validation_set) == 0:
         raise WorkbenchError("Not enough text to train on: add more data.")
-    train_loader, validation_loader, shuffle_generator = _loaders(config, train_set, validation_set, collator)
+    epochs, sized_batch, sized = size_to_data(config.task, len(train_set), config.epochs, config.batch_size,
+                                              config.gradient_accumulation_steps)
+    config = dataclasses.replace(config, epochs=epochs, batch_size=sized_batch)
+    loading = dataclasses.replace(config, batch_size=batch_size) if batch_size else config
+    train_loader, validation_loader, shuffle_generator = _loaders(loading, train_set, validation_set, collator)
 
     decayed = decayed_parameter_names(model)
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -479,6 +496,82 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, fused=True)
     model, optimizer, train_loader, validation_loader = accelerator.prepare(
         model, optimizer, train_loader, validation_loader)
+    return _Prepared(config, model, tokenizer, optimizer, accelerator, train_loader, validation_loader,
+                     shuffle_generator, precision, untrained_head, sized)
+
+
+TIMING_BATCH = 4  # examples per timed step; a step of the run's batch is scaled from it
+
+
+def time_steps(config: TrainConfig, steps: int = 2) -> dict:
+    """Time a few real training steps of `config` on this machine, as the run would make them
+    (same model, data, sequence lengths, precision, LoRA, frozen embeddings), saving nothing: one
+    step to warm up, then `steps` timed ones of TIMING_BATCH examples, scaled to the run's batch
+    and accumulation; and a few validation batches, scaled to the whole validation split.
+    Returns {"seconds_per_step", "evaluation_seconds", "precision", "epochs", "batch_size",
+    "timed_seconds"} (the last: how long this took after loading)."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from core.data import load_training_data
+
+    set_seed(config.seed)
+    data = load_training_data(config.task, config.train_file, config.validation_file, config.text_column,
+                              config.label_column, config.validation_share, seed=config.seed)
+    ready = _prepare(config, data, [], batch_size=TIMING_BATCH)
+    started = time.monotonic()
+    model, optimizer = ready.model, ready.optimizer
+    model.train()
+    batches, per_example = iter(ready.train_loader), []
+    for number in range(steps + 1):
+        batch = next(batches, None) or next(iter(ready.train_loader))
+        began = time.monotonic()
+        ready.accelerator.backward(model(**batch).loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        if number:  # the first step warms up (allocations, kernels chosen)
+            per_example.append((time.monotonic() - began) / batch["input_ids"].shape[0])
+    run = ready.config
+    per_step = statistics.median(per_example) * run.batch_size * run.gradient_accumulation_steps
+    model.eval()
+    evaluated, began = 0, time.monotonic()
+    with torch.no_grad():
+        for number, batch in enumerate(ready.validation_loader):
+            if number == 3:
+                break
+            model(**batch)
+            evaluated += batch["input_ids"].shape[0]
+    evaluation = (time.monotonic() - began) / max(evaluated, 1) * len(ready.validation_loader.dataset)
+    return {"seconds_per_step": per_step, "evaluation_seconds": evaluation, "precision": ready.precision,
+            "epochs": run.epochs, "batch_size": run.batch_size, "validation_examples": len(ready.validation_loader.dataset),
+            "timed_seconds": time.monotonic() - started}
+
+
+def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, data: TrainingData | None = None) -> TrainResult:
+    import torch
+    import transformers
+    from accelerate.utils import set_seed
+
+    if (config.checkpoint_every or config.resume) and not config.checkpoint_dir:
+        # Checked here, not in TrainConfig: the app's job runner chooses the folder itself.
+        raise WorkbenchError("checkpoint_dir: give a folder for the checkpoints.")
+    report = on_progress or (lambda progress: None)
+    should_stop = should_stop or (lambda: False)
+    warnings: list[str] = []
+    set_seed(config.seed)
+    if data is None:
+        from core.data import load_training_data
+
+        data = load_training_data(config.task, config.train_file, config.validation_file,
+                                  config.text_column, config.label_column, config.validation_share,
+                                  seed=config.seed)
+    warnings += data.warnings
+    ready = _prepare(config, data, warnings)
+    config, model, tokenizer, optimizer, accelerator = (ready.config, ready.model, ready.tokenizer, ready.optimizer,
+                                                        ready.accelerator)
+    train_loader, validation_loader, shuffle_generator = ready.train_loader, ready.validation_loader, ready.shuffle
+    precision, untrained_head, sized = ready.precision, ready.untrained_head, ready.sized
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
     # The prepared scheduler steps once per process each optimizer step (as in the
@@ -579,7 +672,7 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
     result = TrainResult(before, after, stopped, step, total_steps, unwrapped, tokenizer, config,
                          data.source, data.label_names, warnings, resumed_from_step=start_step,
                          precision=precision, evaluations=best.evaluations, kept=best.kept_summary(),
-                         early_stopped=best.patience_exhausted, untrained_head=untrained_head)
+                         early_stopped=best.patience_exhausted, untrained_head=untrained_head, sized=sized)
     if not stopped and config.output_dir and accelerator.is_main_process:
         emit(Progress("saving", step, total_steps))
         save_model(result, config.output_dir)
@@ -819,6 +912,8 @@ class ProcessOptions:
     report_json: bool = field(default=False, metadata={"help": "print progress as event lines"})
     control_dir: str | None = field(default=None,
                                     metadata={"help": "folder where a stop request and save commands arrive"})
+    time_steps: int = field(default=0, metadata={
+        "help": "instead of training, time this many steps on this machine and report them (nothing is saved)"})
     hold_until_saved: bool = field(default=False, metadata={
         "help": "after a stop or a failed save, keep the model until the control folder says where to save it, "
                 "or to discard it"})
@@ -898,6 +993,18 @@ def main(argv: list[str] | None = None) -> int:
         if events:
             print(control.event_line(kind, **fields), flush=True)
 
+    if options.time_steps:
+        try:
+            timing = time_steps(config, options.time_steps)
+        except WorkbenchError as error:
+            emit("failed", reason=str(error))
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if events:
+            emit("timing", **timing)
+        else:
+            print(json.dumps(timing), flush=True)
+        return 0
     report = (lambda progress: emit("progress", **dataclasses.asdict(progress))) if events else _print_progress
     hold = options.hold_until_saved
     try:
@@ -923,7 +1030,8 @@ def main(argv: list[str] | None = None) -> int:
     if not events:
         print(json.dumps(summary), flush=True)
     emit("trained", stopped=result.stopped, total_steps=result.total_steps, warnings=result.warnings,
-         data_source=result.data_source,
+         data_source=result.data_source, epochs=result.config.epochs, batch_size=result.config.batch_size,
+         sized=result.sized,
          precision=result.precision, kept=result.kept, early_stopped=result.early_stopped, **summary)
     if hold:
         return control.hold_until_saved(result, None if result.stopped else config.output_dir, folder, emit,

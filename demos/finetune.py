@@ -27,10 +27,11 @@ from core.history import RunHistory
 from core.model_folders import free_name
 from core.models import is_valid_local_name
 from core.precision import BF16_AUTO_MIN_PARAMETERS
-from core.training import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES
+from core.run_plan import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, LM_TARGET_STEPS, describe_estimate, plan_run
+from core.training import DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES, base_context_length
 from demos import runs
 from demos.common import (MODEL_API_HINT, AppContext, JobView, add_picker, as_text, busy_click, confusion_html,
-                          job_timer_on, open_dropdown, setting_slider, show_errors)
+                          job_timer_on, local_file, open_dropdown, setting_slider, show_errors)
 
 TASK_CHOICES = [
     ("Classification (e.g. sentiment): CSV/TSV/JSONL with text and label columns", training_data.CLASSIFICATION),
@@ -38,6 +39,7 @@ TASK_CHOICES = [
     ("Masked LM (fill-mask): TXT/MD or a text column", training_data.MASKED_LM),
 ]
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".txt", ".md"]
+SIZED_PLACEHOLDER = "sized to the data"
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
 # Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
 MINILM_MLM_NOTE = (
@@ -58,9 +60,9 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column():
             task = gr.Radio(TASK_CHOICES, value=training_data.CLASSIFICATION, label="What to train")
-            train_file = gr.File(label="Training data", file_types=UPLOAD_TYPES)
-            validation_file = gr.File(label="Validation data (optional; else a share of the training data)",
-                                      file_types=UPLOAD_TYPES)
+            train_file = local_file("train.csv", label="Training data", file_types=UPLOAD_TYPES)
+            validation_file = local_file("validation.csv", label="Validation data (optional; else a share of the "
+                                                                 "training data)", file_types=UPLOAD_TYPES)
             with gr.Row():
                 text_column = open_dropdown("a column of the file (guessed)", label="Text column", choices=[])
                 label_column = open_dropdown("a column of the file (guessed; classification only)",
@@ -68,7 +70,8 @@ def build(ctx: AppContext) -> None:
             preview_button = gr.Button("Preview data")
         with gr.Column():
             initial = _base_choices(training_data.CLASSIFICATION)
-            base_model = open_dropdown(MODEL_API_HINT, choices=initial, value=initial[0][1], label="Base model")
+            base_model = open_dropdown(MODEL_API_HINT, choices=initial, value=initial[0][1], label="Base model",
+                                       api_example=initial[0][1])
             # A model trained here can be fine-tuned further: the list follows the models folder.
             add_picker(ctx, base_model, lambda current, task_value: (
                 _base_choices(task_value), _base_choices(task_value)[0][1], None), depends_on=(task,))
@@ -78,12 +81,15 @@ def build(ctx: AppContext) -> None:
                                          "name and the task; type your own).")
             proposed_name = gr.State(model_name.value)  # the last name proposed: replaced only while unchanged
             with gr.Accordion("Hyperparameters", open=False):
-                epochs = setting_slider(1, MAX_EPOCHS, "Epochs", value=DEFAULT_EPOCHS[training_data.CLASSIFICATION],
-                                        step=1, info="The best epoch's weights are the ones kept")
+                epochs = gr.Number(value=None, label="Epochs", placeholder=SIZED_PLACEHOLDER,
+                                   info=f"Empty: sized to the data (a classifier {DEFAULT_EPOCHS[training_data.CLASSIFICATION]} "
+                                        f"epochs of {DEFAULT_BATCH_SIZES[training_data.CLASSIFICATION]}; a language model "
+                                        f"at least {LM_TARGET_STEPS} optimizer steps, more epochs and smaller batches "
+                                        f"for a small text). 1 to {MAX_EPOCHS}; the best epoch's weights are kept.")
                 learning_rate = gr.Number(value=DEFAULT_LEARNING_RATE, label="Learning rate",
                                           info="above 0, at most 1")
-                batch_size = setting_slider(1, MAX_BATCH_SIZE, "Batch size",
-                                            value=DEFAULT_BATCH_SIZES[training_data.CLASSIFICATION], step=1)
+                batch_size = gr.Number(value=None, precision=0, label="Batch size", placeholder=SIZED_PLACEHOLDER,
+                                       info=f"Empty: sized to the data, with the epochs. 1 to {MAX_BATCH_SIZE}.")
                 accumulation = setting_slider(1, MAX_GRADIENT_ACCUMULATION, "Gradient accumulation steps", value=1,
                                               step=1)
                 max_length = setting_slider(MIN_LENGTH, MAX_LENGTH, "Max length / block size (tokens)", value=128,
@@ -225,16 +231,6 @@ def build(ctx: AppContext) -> None:
             rate = LORA_LEARNING_RATES.get(task_value, DEFAULT_LEARNING_RATE) if on else DEFAULT_LEARNING_RATE
         return gr.update(visible=bool(on)), rate
 
-    def task_defaults(task_value, epochs_value, batch_value):
-        # Epochs and batch size follow the task's defaults only while they hold one of them.
-        if epochs_value in DEFAULT_EPOCHS.values():
-            epochs_value = DEFAULT_EPOCHS.get(task_value, epochs_value)
-        if batch_value in DEFAULT_BATCH_SIZES.values():
-            batch_value = DEFAULT_BATCH_SIZES.get(task_value, batch_value)
-        return epochs_value, batch_value
-
-    task.change(task_defaults, [task, epochs, batch_size], [epochs, batch_size], api_visibility="private",
-                show_progress="hidden")
     for trigger in (lora.change, task.change):
         trigger(lora_changed, [lora, learning_rate, task], [lora_options, learning_rate], api_visibility="private",
                 show_progress="hidden")
@@ -270,48 +266,79 @@ def build(ctx: AppContext) -> None:
 
     @show_errors
     def preview(task, train_file, base_model, validation_file=None, text_column=None, label_column=None,
-                validation_share=0.2, seed=42):
-        """The split that will train (same seed), with counts, token lengths and warnings."""
+                validation_share=0.2, seed=42, epochs=None, batch_size=None,
+                gradient_accumulation_steps=1, max_length=128, precision="auto", lora=False, lora_rank=8,
+                freeze_embeddings=False):
+        """The split that will train (same seed), with counts, token lengths and warnings; then
+        what the run will be (examples, epochs, batch size, optimizer steps; epochs and batch size
+        left out are sized to the data) and its time on this machine, from a few real steps timed
+        now."""
         loaded = _load(task, train_file, validation_file, text_column, label_column, validation_share, seed)
-        summary = training_data.preview_training_data(loaded, tokenizer=_tokenizer_or_none(base_model))
-        return _preview_markdown(summary), _preview_frame(summary)
+        tokenizer = _tokenizer_or_none(base_model)
+        summary = training_data.preview_training_data(loaded, tokenizer=tokenizer)
+        shown, frame = _preview_markdown(summary), _preview_frame(summary)
+        if tokenizer is None:
+            yield (shown + f"\n\n⚠️ '{as_text(base_model)}' cannot be loaded here: the run cannot be planned.", frame,
+                   gr.skip())
+            return
+        config = _train_config(task=task, train_file=train_file, base_model=base_model,
+                               validation_file=validation_file, text_column=text_column, label_column=label_column,
+                               validation_share=validation_share, seed=seed, epochs=epochs,
+                               batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+                               max_length=max_length, precision=precision, lora=lora, lora_rank=lora_rank,
+                               freeze_embeddings=freeze_embeddings, models_dir=str(ctx.registry.models_dir))
+        plan = plan_run(config, loaded, tokenizer, base_context_length(base_model, tokenizer, config.models_dir))
+        shown += "\n\n" + _plan_markdown(plan)
+        sizes = {"epochs": plan.epochs, "batch_size": plan.batch_size}  # for the sliders (a state: not in the API)
+        if runner.status().active and not ctx.step_timer.known(config, plan):
+            yield (shown + "\n\nThe time it takes here is estimated when no training runs (the machine is busy).",
+                   frame, sizes)
+            return
+        if not ctx.step_timer.known(config, plan):
+            yield shown + "\n\n_Timing a few training steps on this machine…_", frame, sizes
+        sentence, long_run = describe_estimate(plan, ctx.step_timer.timing(config, plan), config)
+        yield (shown + f"\n\n{sentence}" + "".join(f"\n\n⚠️ {as_text(warning)}" for warning in long_run), frame,
+               sizes)
 
-    busy_click(
-        preview_button, "Reading the data…", preview, inputs_kwargs=dict(task=task, train_file=train_file, base_model=base_model,
-                                    validation_file=validation_file, text_column=text_column,
-                                    label_column=label_column, validation_share=validation_share, seed=seed),
-        outputs=[preview_summary, preview_table], api_name="finetune_preview").success(
-        lambda: gr.update(visible=True), None, preview_table, api_visibility="private", show_progress="hidden",
-        queue=False)
+    preview_inputs = dict(task=task, train_file=train_file, base_model=base_model, validation_file=validation_file,
+                          text_column=text_column, label_column=label_column, validation_share=validation_share,
+                          seed=seed, epochs=epochs, batch_size=batch_size,
+                          gradient_accumulation_steps=accumulation, max_length=max_length, precision=precision,
+                          lora=lora, lora_rank=lora_rank, freeze_embeddings=freeze)
+    planned = gr.State(None)  # the epochs and batch size the last preview planned
+    previewed = busy_click(preview_button, "Reading the data…", preview, inputs_kwargs=preview_inputs,
+                           outputs=[preview_summary, preview_table, planned], api_name="finetune_preview")
+    planned.change(lambda sizes: (gr.update(placeholder=f"{sizes['epochs']:g}: {SIZED_PLACEHOLDER}"),
+                                  gr.update(placeholder=f"{sizes['batch_size']}: {SIZED_PLACEHOLDER}")) if sizes else
+                   (gr.skip(), gr.skip()), planned, [epochs, batch_size], api_visibility="private",
+                   show_progress="hidden", queue=False)
+    previewed.success(lambda: gr.update(visible=True), None, preview_table, api_visibility="private",
+                      show_progress="hidden", queue=False)
 
     # ----- the job ----------------------------------------------------------------------------------
     @show_errors
     def start(task, train_file, base_model, model_name, validation_file=None, text_column=None,
-              label_column=None, epochs=None, learning_rate=None, batch_size=None, gradient_accumulation_steps=1,
-              max_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42, validation_share=0.2,
-              mlm_probability=0.15, whole_word_masking=False, precision="auto", lora=False,
+              label_column=None, epochs=None, learning_rate=None, batch_size=None,
+              gradient_accumulation_steps=1, max_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42,
+              validation_share=0.2, mlm_probability=0.15, whole_word_masking=False, precision="auto", lora=False,
               checkpoint_every=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False, eval_steps=0, best_metric="auto",
               early_stopping_patience=0, lora_rank=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules="",
               lora_save="merged", report_to="none"):
-        """Start fine-tuning in the background; follow it with /finetune_status."""
-        from core.training import TrainConfig
-
+        """Start fine-tuning in the background; follow it with /finetune_status. `epochs` and
+        `batch_size` left out are sized to the data (/finetune_preview says what they come to)."""
         runner.check_can_start()  # before reading the upload, which can take a while
         if not train_file:
             raise WorkbenchError("Upload a training file first.")
-        config = TrainConfig(
+        config = _train_config(
             task=task, base_model=base_model, train_file=train_file, validation_file=validation_file,
-            text_column=text_column or None, label_column=label_column or None, epochs=epochs,
+            text_column=text_column, label_column=label_column, epochs=epochs,
             learning_rate=learning_rate, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-            max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
-            seed=42 if seed is None else seed, validation_share=validation_share, mlm_probability=mlm_probability,
-            whole_word_masking=bool(whole_word_masking), precision=precision,
-            lora=bool(lora), lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-            lora_target_modules=lora_target_modules or "", lora_save=(lora_save or "merged") if lora else "merged",
-            checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),
-            eval_steps=eval_steps or 0, best_metric=best_metric or "auto",
-            early_stopping_patience=early_stopping_patience or 0, report_to=report_to or "none",
-        )
+            max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
+            validation_share=validation_share, mlm_probability=mlm_probability, whole_word_masking=whole_word_masking,
+            precision=precision, lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+            lora_target_modules=lora_target_modules, lora_save=lora_save, checkpoint_every=checkpoint_every,
+            freeze_embeddings=freeze_embeddings, eval_steps=eval_steps, best_metric=best_metric,
+            early_stopping_patience=early_stopping_patience, report_to=report_to)
         # Checked now, so a bad upload is refused before anything starts (the training process
         # reads it again).
         _load(task, train_file, validation_file, text_column, label_column, config.validation_share, config.seed)
@@ -440,6 +467,33 @@ def _load(task_value, path, validation_path, text_col, label_col, share, seed):
     return training_data.load_training_data(
         task_value, path, validation_path or None, text_column=text_col or None,
         label_column=label_col or None, validation_share=share, seed=42 if seed is None else int(seed))
+
+
+def _train_config(*, seed=42, text_column=None, label_column=None, lora=False, lora_save="merged",
+                  lora_target_modules="", checkpoint_every=0, eval_steps=0, best_metric="auto",
+                  early_stopping_patience=0, report_to="none", whole_word_masking=False, freeze_embeddings=False,
+                  epochs=None, batch_size=None, **settings):
+    """The TrainConfig of the form's values (empty fields left to their defaults)."""
+    from core.training import TrainConfig
+
+    return TrainConfig(
+        **settings, text_column=text_column or None, label_column=label_column or None,
+        epochs=epochs, batch_size=batch_size,
+        seed=42 if seed is None else seed, whole_word_masking=bool(whole_word_masking), lora=bool(lora),
+        lora_target_modules=lora_target_modules or "", lora_save=(lora_save or "merged") if lora else "merged",
+        checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),
+        eval_steps=eval_steps or 0, best_metric=best_metric or "auto",
+        early_stopping_patience=early_stopping_patience or 0, report_to=report_to or "none")
+
+
+def _plan_markdown(plan) -> str:
+    """What the run will be, in two sentences."""
+    examples = (f"**{plan.examples:,} {plan.unit}** for training ({plan.validation_examples:,} for validation)")
+    steps = (f"**{plan.epochs:g} epochs in batches of {plan.batch_size}"
+             + (f" × {plan.accumulation} accumulated" if plan.accumulation > 1 else "")
+             + f" = {plan.total_steps:,} optimizer steps**")
+    sized = f" (sized to the data: {as_text(plan.sized)})" if plan.sized else ""
+    return f"The run: {examples}; {steps}{sized}." + "".join(f"\n\n⚠️ {as_text(w)}" for w in plan.warnings)
 
 
 def _tokenizer_or_none(base: str):

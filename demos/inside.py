@@ -11,8 +11,8 @@ import pandas as pd
 from core import explain
 from core.limits import MAX_PROBABILITY_TOKENS, MAX_PROBABILITY_TOP_K
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION
-from demos.common import (MODEL_API_HINT, AppContext, _picker_state, add_picker, busy_click, model_picker,
-                          open_dropdown, refreshed_picker, setting_slider, show_errors)
+from demos.common import (MODEL_API_HINT, AppContext, _picker_state, add_picker, busy_click, example_model,
+                          model_picker, open_dropdown, refreshed_picker, setting_slider, show_errors)
 
 ATTENTION_KINDS = [("Text generation (a decoder: masked attention)", TEXT_GENERATION),
                    ("Sentiment / classification (an encoder)", TEXT_CLASSIFICATION),
@@ -121,8 +121,8 @@ def _attention_section(ctx: AppContext) -> None:
         with gr.Column():
             kind = gr.Radio(ATTENTION_KINDS, value=TEXT_GENERATION, label="Kind of model")
             choices, value, _ = _picker_state(ctx.registry, TEXT_GENERATION)
-            model = open_dropdown(MODEL_API_HINT, choices=choices, value=value, label="Model",
-                                  info="Any model of that kind: packaged, local or a Hub id.")
+            model = open_dropdown(MODEL_API_HINT, api_example=example_model(choices, value), choices=choices,
+                                  value=value, label="Model", info="Any model of that kind: packaged, local or a Hub id.")
             text = gr.Textbox(label="Text", lines=2, value="The cat sat on the mat because it was tired.")
             with gr.Row():
                 layer = gr.Number(value=1, precision=0, label="Layer", info="1 is the first")

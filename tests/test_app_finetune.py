@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import zipfile
@@ -133,7 +134,8 @@ def test_a_failed_save_keeps_the_trained_model_to_save_under_another_name(ft_cli
     assert job_status(ft_client)["state"] == "save failed"
     ft_client.predict(model_name="not-taken", api_name="/finetune_save")
     saved = wait_for_state(ft_client, "finished", "save failed")
-    assert saved["message"] == "Done: saved as 'not-taken'; trained in float32.", saved
+    assert saved["message"].startswith("Done: saved as 'not-taken'; trained in float32. Kept the "), saved
+    assert "epoch 2" in saved["message"]  # which weights were saved, also when they are the last ones
     assert saved["metrics_after"] == failed["metrics_after"]  # the same trained model
     assert ft_client.predict(text="the old bridge", model="not-taken", api_name="/classify")["label"] == "rainy"
 
@@ -159,13 +161,29 @@ def test_an_existing_or_unsafe_name_is_refused(ft_client, tmp_path):
         ft_client.predict(**finetune_args(data, "../escape"), api_name="/finetune")
 
 
+def test_a_base_model_that_cannot_load_is_refused_before_anything_starts(ft_client, tmp_path):
+    data = separable_csv(tmp_path / "w.csv")
+    before = job_status(ft_client)
+    for base, message in (("no-such-local-model", "'no-such-local-model' is not a model name|cannot be reached"),
+                          ("some-org/some-model", "cannot be reached"),  # a Hub id, and no Hub
+                          ("tiny-bert-sentiment", None)):
+        if message is None:  # a classifier's encoder cannot learn to write: refused with the reason
+            with pytest.raises(Exception, match="not a text-generation model"):
+                ft_client.predict(**finetune_args(data, "never-made", base_model=base, task="causal-lm"),
+                                  api_name="/finetune")
+            continue
+        with pytest.raises(Exception, match=message):
+            ft_client.predict(**finetune_args(data, "never-made", base_model=base), api_name="/finetune")
+    assert job_status(ft_client) == before  # nothing started, nothing recorded
+
+
 def test_a_run_that_fails_leaves_no_run_folder_behind(ft_client, finetune_server, tmp_path):
     data = separable_csv(tmp_path / "w.csv")
-    # No such model here: the run is accepted, then fails while loading, before any checkpoint.
-    ft_client.predict(**finetune_args(data, "doomed", base_model="no-such-local-model", checkpoint_every=5),
-                      api_name="/finetune")
+    # LoRA on layers the model does not have: accepted, then it fails building the model, before any checkpoint.
+    ft_client.predict(**finetune_args(data, "doomed", lora=True, lora_target_modules="no_such_layer",
+                                      checkpoint_every=5), api_name="/finetune")
     failed = wait_for_state(ft_client, "failed", "finished")
-    assert failed["state"] == "failed" and "no-such-local-model" in failed["message"]
+    assert failed["state"] == "failed" and "no_such_layer" in failed["message"]
     assert not (finetune_server.models_dir / ".checkpoints" / "doomed").exists()  # no copy of the upload left
 
 
@@ -177,8 +195,11 @@ def test_the_preview_shows_sizes_label_counts_token_lengths_and_first_rows(ft_cl
     assert "**60** training rows, **20** validation rows" in summary  # 80 rows, a quarter held out
     assert "Labels: rainy: 30, sunny: 30." in summary  # stratified
     assert "Tokens per text:" in summary  # measured with the base model's tokenizer
-    assert table["visible"] and table["value"]["headers"] == ["label", "text"]  # the label in view first
-    rows = table["value"]["data"]
+    # What the run will be: sized to the data (a classifier's defaults), and its time timed here.
+    assert "**60 rows** for training (20 for validation); **5 epochs in batches of 8 = 40 optimizer steps**" in summary
+    assert re.search(r"Estimated time on this machine: about \d+ (s|min) \([\d.]+ s per step, timed", summary)
+    assert table["headers"] == ["label", "text"]  # the label in view first; a table like the others'
+    rows = table["data"]
     assert len(rows) == 5 and all(text in data.read_text() for _, text in rows)
     assert {label for label, _ in rows} == {"sunny", "rainy"}  # label names, not ids
 
@@ -234,3 +255,31 @@ def test_model_zips_are_built_once_per_version_and_an_older_version_s_zip_is_rem
     second = zips.archive(folder)
     assert len(builds) == 2 and zipfile.ZipFile(second).read("config.json") == b'{"newer": true}'
     assert [path.name for path in Path(second).parent.iterdir()] == ["my-model.zip"]  # one zip, the new one
+
+
+def test_a_small_text_gets_enough_steps_and_the_preview_says_them_and_their_time(ft_client, tmp_path):
+    """A small text with the old defaults made 3 steps and no change of style: sized to the data,
+    it gets at least LM_TARGET_STEPS (bench/style_steps.py). The preview says so before the start,
+    with a time measured from a few real steps here, timed once per run shape; the run makes
+    exactly the steps the preview said."""
+    from core.run_plan import LM_TARGET_STEPS
+
+    notes = tmp_path / "field-notes.txt"
+    notes.write_text("".join(f"Day {i}: the cat sees the red house and a dog reads a long book.\n" for i in range(40)),
+                     encoding="utf-8")
+    settings = dict(task="causal-lm", train_file=handle_file(str(notes)), base_model="tiny-gpt2", max_length=32)
+    first = ft_client.submit(**settings, api_name="/finetune_preview")
+    summary, _ = first.result(timeout=300)
+    assert any("Timing a few training steps on this machine" in output[0] for output in first.outputs())
+    planned = int(re.search(r"= ([\d,]+) optimizer steps", summary).group(1).replace(",", ""))
+    assert planned >= LM_TARGET_STEPS and "sized to the data" in summary and "blocks of 32 tokens" in summary
+    assert "Estimated time on this machine: about" in summary
+    again = ft_client.submit(**settings, api_name="/finetune_preview")
+    assert again.result(timeout=120)[0] == summary
+    assert not any("Timing" in output[0] for output in again.outputs())  # the same shape: remembered
+
+    ft_client.predict(**{**finetune_args(notes, "notes-writer", task="causal-lm", base_model="tiny-gpt2",
+                                         text_column=None, label_column=None, max_length=32),
+                         "epochs": None, "batch_size": None}, api_name="/finetune")
+    done = wait_for_state(ft_client, "finished", "failed", timeout=300)
+    assert done["state"] == "finished" and done["total_steps"] == planned, done

@@ -19,11 +19,16 @@ def run_of(client, model_name: str) -> dict:
 
 def test_every_ended_run_is_in_the_history_with_what_it_trained_and_measured(ft_client, finetune_server, tmp_path):
     data = separable_csv(tmp_path / "weather.csv")
-    ft_client.predict(**finetune_args(data, "history-done", epochs=6), api_name="/finetune")
-    wait_for_state(ft_client, "finished", "failed", timeout=300)
+    # With checkpoints, the run keeps its own copy of the upload: under the name it was uploaded with.
+    ft_client.predict(**finetune_args(data, "history-done", epochs=6, checkpoint_every=5), api_name="/finetune")
+    done_status = wait_for_state(ft_client, "finished", "failed", timeout=300)
+    assert "Kept the" in done_status["message"] and "epoch" in done_status["message"]  # which epoch was saved
     cancel_while_training(ft_client, separable_csv(tmp_path / "long.csv", rows_per_class=200), "history-cancelled")
     ft_client.predict(api_name="/finetune_discard")
-    ft_client.predict(**finetune_args(data, "history-failed", base_model="no-such-local-model"), api_name="/finetune")
+    with pytest.raises(Exception, match="no-such-local-model"):  # refused before it starts: no run
+        ft_client.predict(**finetune_args(data, "never-ran", base_model="no-such-local-model"), api_name="/finetune")
+    ft_client.predict(**finetune_args(data, "history-failed", lora=True, lora_target_modules="no_such_layer"),
+                      api_name="/finetune")
     wait_for_state(ft_client, "failed", "finished")
 
     runs = ft_client.predict(api_name="/runs")
@@ -40,7 +45,8 @@ def test_every_ended_run_is_in_the_history_with_what_it_trained_and_measured(ft_
     cancelled = run_of(ft_client, "history-cancelled")
     assert cancelled["state"] == "discarded" and cancelled["stopped"] and cancelled["saved_as"] is None
     failed = run_of(ft_client, "history-failed")
-    assert failed["state"] == "failed" and "no-such-local-model" in failed["message"]
+    assert failed["state"] == "failed" and "no_such_layer" in failed["message"]
+    assert "never-ran" not in names
     # Kept in the models folder, where the next server finds it.
     on_disk = json.loads((finetune_server.models_dir / HISTORY_FILE).read_text())
     assert {"history-done", "history-cancelled", "history-failed"} <= {run["model_name"] for run in on_disk}

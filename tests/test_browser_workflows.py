@@ -52,7 +52,7 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     page = open_page(browser, finetune_server, "Fine-tune")
     page.get_by_label("Causal LM (text generation): TXT/MD or a text column").check()
     expect(page.get_by_role("combobox", name="Base model")).to_have_value(
-        "SmolLM2-135M-Instruct (packaged, works offline)")
+        "SmolLM2-135M-Instruct (packaged, offline)")
     page.locator("input[type=file]").first.set_input_files(str(story_file(tmp_path)))
     page.get_by_label("Name of the new model").fill("browser-keeper")
     page.get_by_role("button", name="Hyperparameters").click()

@@ -98,23 +98,61 @@ def test_text_shorter_than_one_block_lowers_the_block_size_and_says_so(models_di
     assert any("block size was lowered" in warning for warning in result.warnings)
 
 
-def test_each_task_gets_its_own_epochs_and_batch_size_unless_they_are_given():
-    classifier = TrainConfig(task="classification", base_model="tiny-bert-sentiment")
-    causal = TrainConfig(task="causal-lm", base_model="tiny-gpt2")
-    masked = TrainConfig(task="masked-lm", base_model="tiny-bert-mlm")
-    assert (classifier.epochs, classifier.batch_size) == (5, 8)  # bench/quality.py: beats Trainer's defaults
-    assert (causal.epochs, causal.batch_size) == (masked.epochs, masked.batch_size) == (3, 16)
-    chosen = TrainConfig(task="classification", base_model="tiny-bert-sentiment", epochs=2, batch_size=32)
-    assert (chosen.epochs, chosen.batch_size) == (2, 32)
+def test_each_task_is_sized_to_its_data_unless_epochs_and_batch_size_are_given():
+    from core.run_plan import LM_TARGET_STEPS, size_to_data
+
+    # A classifier keeps its measured defaults (bench/quality.py: they beat Trainer's).
+    assert size_to_data("classification", 1500, None, None)[:2] == (5, 8)
+    # A large text: the language-model defaults already make enough steps.
+    assert size_to_data("causal-lm", 2000, None, None)[:2] == (3, 16)
+    # A small text (an 11 KB file: about 20 blocks) would make 3 steps: smaller batches and more
+    # epochs, up to the steps a text needs to take on its style (bench/style_steps.py).
+    epochs, batch, why = size_to_data("causal-lm", 19, None, None)
+    assert batch == 4 and epochs * 5 >= LM_TARGET_STEPS and "small text" in why
+    assert size_to_data("masked-lm", 200, None, None)[:2] == (3, 8)  # 75 steps with batches of 8
+    # What is given is kept.
+    assert size_to_data("causal-lm", 19, 2, 16) == (2, 16, "")
+    assert size_to_data("causal-lm", 19, 2, None)[:2] == (2, 4)
+    assert TrainConfig(task="causal-lm", base_model="tiny-gpt2").epochs is None  # sized when the data is read
 
 
-def test_the_command_line_takes_the_task_defaults_when_epochs_and_batch_size_are_left_out():
+def test_the_plan_counts_what_the_loop_trains_on(models_dir, tmp_path):
+    """The preview's examples and steps are the training loop's own, to the step."""
+    from core.data import load_training_data
+    from core.run_plan import plan_run
+
+    text = write(tmp_path / "story.txt", "\n".join(f"line {i}: the cat sees the red house and a dog reads."
+                                                   for i in range(120)))
+    settings = config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, max_length=32)
+    data = load_training_data("causal-lm", text, validation_share=settings.validation_share, seed=settings.seed)
+    registry = ModelRegistry(models_dir)
+    tokenizer = registry.get("text-generation", "tiny-gpt2").tokenizer
+    plan = plan_run(settings, data, tokenizer, 128)
+    result = train(settings)
+    assert (plan.epochs, plan.batch_size) == (result.config.epochs, result.config.batch_size)
+    assert plan.total_steps == result.total_steps == result.steps_done
+    assert plan.tokens_per_example == 32 and plan.examples * plan.epochs >= plan.total_steps
+
+
+def test_a_few_steps_are_timed_without_saving_anything(models_dir, tmp_path):
+    out = tmp_path / "out"
+    text = write(tmp_path / "story.txt", "the cat sees the red house and a dog reads a book.\n" * 60)
+    run = subprocess.run([sys.executable, "-m", "core.training", "--task", "causal-lm", "--model", "tiny-gpt2",
+                          "--models-dir", str(models_dir), "--train", str(text), "--output", str(out),
+                          "--time-steps", "2"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    timing = json.loads(run.stdout.strip().splitlines()[-1])
+    assert timing["seconds_per_step"] > 0 and timing["evaluation_seconds"] > 0 and timing["validation_examples"] > 0
+    assert (timing["epochs"], timing["batch_size"]) != (None, None) and not out.exists()
+
+
+def test_the_command_line_leaves_epochs_and_batch_size_to_the_data_unless_given():
     from core.training import _parse_args
 
     config, _ = _parse_args(["--task", "classification", "--model", "tiny-bert-sentiment", "--train", "x.csv"])
-    assert (config.epochs, config.batch_size) == (5, 8)
+    assert (config.epochs, config.batch_size) == (None, None)  # sized to the data when it is read
     config, _ = _parse_args(["--task", "causal-lm", "--model", "tiny-gpt2", "--train", "x.txt", "--epochs", "2"])
-    assert (config.epochs, config.batch_size) == (2, 16)
+    assert (config.epochs, config.batch_size) == (2, None)
 
 
 @pytest.mark.parametrize("values, field", [
