@@ -42,7 +42,7 @@ def texts(smoke: bool) -> dict[str, str]:
     reviews = "\n".join(line.rsplit(",", 1)[0].strip('"') for line in
                         (ROOT / "data" / "starter_sentiment.csv").read_text(encoding="utf-8").splitlines()[1:])
     chosen = {"Apache License 2.0": apache[:10_000], "short reviews": reviews[:10_000]}
-    return {name: text[:2_500] for name, text in chosen.items()} if smoke else chosen
+    return {"Apache License 2.0": chosen["Apache License 2.0"][:2_500]} if smoke else chosen
 
 
 def word_pairs(text: str) -> set[tuple[str, str]]:
@@ -65,8 +65,9 @@ def style_share(model, tokenizer, prompts: list[str], training_pairs: set) -> fl
     return found / total if total else 0.0
 
 
-def prompts_from(text: str, blocks_text: list[str]) -> list[str]:
-    return [" ".join(block.split()[:6]) for block in blocks_text if len(block.split()) >= 6]
+def prompts_from(lines: list[str]) -> list[str]:
+    """The first six words of each held-out line long enough to have them."""
+    return [" ".join(line.split()[:6]) for line in lines if len(line.split()) >= 6]
 
 
 def main() -> None:
@@ -84,7 +85,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="workbench-bench-style-"))
     base_source = str(model_folder(MODEL))
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_source)
-    steps_tried = STEPS[:2] if args.smoke else STEPS
+    steps_tried = STEPS[:1] if args.smoke else STEPS
     rows, enough = [], {}
     for name, text in texts(args.smoke).items():
         path = folder / f"{name.replace(' ', '-')}.txt"
@@ -94,7 +95,7 @@ def main() -> None:
                              seed=42)
         data = load_training_data("causal-lm", str(path), validation_share=config.validation_share, seed=42)
         plan = plan_run(config, data, tokenizer, 8192)
-        prompts = prompts_from(text, data.validation[:]["text"])[:2 if args.smoke else 6]
+        prompts = prompts_from(data.validation[:]["text"])[:2 if args.smoke else 6]
         base = transformers.AutoModelForCausalLM.from_pretrained(base_source)
         measured = [(0, None, style_share(base, tokenizer, prompts, training_pairs), None)]
         for steps in steps_tried:

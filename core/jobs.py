@@ -525,7 +525,7 @@ def base_model_choices(task: str) -> list[ModelChoice]:
 
     registry = get_registry()
     packaged = [packaged_choice(model) if task not in model.untrained_head_for else
-                ModelChoice(model.name, f"{model.short_name} (packaged; its {task} head starts untrained)", True)
+                ModelChoice(model.name, f"{model.short_name} (offline; {task} head untrained)", True)
                 for model in packaged_models().values() if task in model.train_tasks]
     if task != CLASSIFICATION:
         others = registry.choices(PANEL_TASK[task])

@@ -105,7 +105,7 @@ class ModelChoice:
 
 def packaged_choice(model) -> ModelChoice:
     """The picker entry of a core.packaged.PackagedModel."""
-    return ModelChoice(model.name, f"{model.short_name} (packaged, offline)", True)
+    return ModelChoice(model.name, f"{model.short_name} (offline)", True)  # short: a phone shows it whole
 
 
 def task_of_config(config: dict[str, Any]) -> str | None:
@@ -304,7 +304,7 @@ class ModelRegistry:
         scanned, online = self._scan(), hub_reachable()  # one scan and one Hub check for the whole list
         usable = self._usable_choices(task, scanned, online)
         if task == QUESTION_ANSWERING:
-            usable += [replace(choice, label=f"{choice.label} · chat model")
+            usable += [replace(choice, label=f"{choice.label} · chat")
                        for choice in self._usable_choices(TEXT_GENERATION, scanned, online)]
         broken = [ModelChoice(name, f"{name} (unusable: {problem})", True, ready=False)
                   for name, (_, problem) in scanned.items() if problem]

@@ -264,13 +264,13 @@ def model_picker(ctx: AppContext, task: str) -> OpenDropdown:
     every picker of the page (new models appear without a restart), and a note saying what to do
     when nothing is ready."""
     choices, value, offline_note = _picker_state(ctx.registry, task)
-    with gr.Row(equal_height=True):
-        dropdown = open_dropdown(
-            MODEL_API_HINT, api_example=example_model(choices, value), choices=choices, value=value, label="Model",
-            scale=5, min_width=200,
-            info="Ready-to-use models first, then Hugging Face Hub ids (type any other id).",
-        )
-        refresh = gr.Button("↻", scale=0, min_width=44, size="sm", elem_classes=["refresh-models"])
+    # The picker takes the whole width (a phone shows the model's name, not a button beside it).
+    dropdown = open_dropdown(
+        MODEL_API_HINT, api_example=example_model(choices, value), choices=choices, value=value, label="Model",
+        info="Ready-to-use models first, then Hugging Face Hub ids (type any other id).",
+    )
+    with gr.Row():
+        refresh = gr.Button("↻ Refresh models", scale=0, min_width=150, size="sm")
     note = _note_markdown(offline_note, elem_id=f"offline-note-{task}")
     add_picker(ctx, dropdown, task_options(ctx, task), note)
     ctx.refresh_buttons.append(refresh)

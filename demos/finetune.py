@@ -44,7 +44,7 @@ DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and o
 # Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
 MINILM_MLM_NOTE = (
     "all-MiniLM-L6-v2 was trained for sentence embeddings and has no masked-LM head: it starts "
-    "untrained. Measured here, 10 epochs on 150 KB of text (170 steps, minutes on a CPU) still gave "
+    "untrained. Measured here, 10 epochs on 150 KB of text (170 steps) still gave "
     "the same top word for every test sentence. Use it to try the workflow; for real fill-mask "
     "predictions, fine-tune a Hub masked LM such as distilbert/distilroberta-base.")
 
@@ -60,7 +60,8 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column():
             task = gr.Radio(TASK_CHOICES, value=training_data.CLASSIFICATION, label="What to train")
-            train_file = local_file("train.csv", label="Training data", file_types=UPLOAD_TYPES)
+            train_file = local_file("train.csv", label="Training data", file_types=UPLOAD_TYPES,
+                                    elem_id="finetune-train-file")
             validation_file = local_file("validation.csv", label="Validation data (optional; else a share of the "
                                                                  "training data)", file_types=UPLOAD_TYPES)
             with gr.Row():

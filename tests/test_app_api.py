@@ -331,3 +331,18 @@ def test_a_model_saved_after_the_page_was_built_is_listed_and_usable(client, app
         shutil.rmtree(app_server.models_dir / "zz-after-build")
     with pytest.raises(Exception, match="Unknown task 'painting'"):
         client.predict("painting", api_name="/models")
+
+
+def test_a_refused_request_is_one_line_in_the_server_log(client, app_server):
+    before = app_server.output()
+    with pytest.raises(Exception, match="The text is empty"):
+        client.predict(text="   ", model="tiny-bert-sentiment", api_name="/classify")
+    with pytest.raises(Exception, match="not a model name"):
+        client.predict(text="hi", model="../../etc", api_name="/classify")
+    assert client.predict(text="Still here.", model="tiny-bert-sentiment", api_name="/classify")
+    logged = app_server.output()[len(before):]
+    assert "Traceback" not in logged, logged
+    refusals = [line for line in logged.splitlines() if line.startswith("Refused")]
+    assert refusals == ["Refused classify: The text is empty: type some text first.",
+                        "Refused classify: '../../etc' is not a model name: use a Hugging Face Hub id such as "
+                        "'distilbert/distilgpt2' or the name of a folder in the models directory."], logged

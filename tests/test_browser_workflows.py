@@ -52,7 +52,7 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     page = open_page(browser, finetune_server, "Fine-tune")
     page.get_by_label("Causal LM (text generation): TXT/MD or a text column").check()
     expect(page.get_by_role("combobox", name="Base model")).to_have_value(
-        "SmolLM2-135M-Instruct (packaged, offline)")
+        "SmolLM2-135M-Instruct (offline)")
     page.locator("input[type=file]").first.set_input_files(str(story_file(tmp_path)))
     page.get_by_label("Name of the new model").fill("browser-keeper")
     page.get_by_role("button", name="Hyperparameters").click()
@@ -146,7 +146,7 @@ def test_the_masked_lm_options_and_the_validation_share_show_only_where_they_app
     expect(page.get_by_label("LoRA adapters (trains small adapters instead of every weight)")).to_be_visible()
     # MiniLM has no masked-LM head: the tab says what that means before anyone trains it.
     expect(page.get_by_role("combobox", name="Base model")).to_have_value(
-        "all-MiniLM-L6-v2 (packaged; its masked-lm head starts untrained)")
+        "all-MiniLM-L6-v2 (offline; masked-lm head untrained)")
     expect(page.locator("#finetune-minilm-note")).to_contain_text("Use it to try the workflow")
     page.close()
 
@@ -234,6 +234,15 @@ def test_the_fill_mask_note_goes_once_a_masked_lm_is_trained_and_it_says_what_mi
     expect(note).to_be_hidden(timeout=30_000)
     page.get_by_role("combobox", name="Model", exact=True).filter(visible=True).click()
     expect(page.get_by_role("option", name="keeper-mlm (local)")).to_be_visible()
+    # Its head started untrained: the result says so where the person looks, next to the bars.
+    page.get_by_role("option", name="keeper-mlm (local)").click()
+    page.get_by_label("Text with [MASK] or <mask>").fill("The Farmer paints the [MASK] house.")
+    page.get_by_role("button", name="Fill", exact=True).click()
+    warning = page.locator("#fill-mask-note")
+    expect(warning).to_contain_text("the head started from random weights", timeout=60_000)
+    expect(warning).to_contain_text("same top words for every sentence")
+    # The filled sentence is the text as typed, the case and spacing kept.
+    expect(page.locator("#fill-mask-table")).to_contain_text("The Farmer paints the ")
     page.close()
 
 

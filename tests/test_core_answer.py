@@ -138,7 +138,7 @@ def test_the_picker_offers_extractive_models_first_then_chat_models(models_dir, 
     names = [choice.name for choice in registry.choices(QUESTION_ANSWERING)]
     labels = {choice.name: choice.label for choice in registry.choices(QUESTION_ANSWERING)}
     assert names.index("tiny-bert-qa") < names.index("tiny-chat")
-    assert "chat model" in labels["tiny-chat"] and "tiny-bert-mlm" not in names
+    assert labels["tiny-chat"].endswith("· chat") and "tiny-bert-mlm" not in names
     assert registry.default_choice(QUESTION_ANSWERING) == "tiny-bert-qa"
     # With no extractive model ready offline, a chat model is what answers.
     only_chat = tmp_path / "models"

@@ -91,7 +91,7 @@ def test_the_readme_run_command_serves_a_page_that_generates_with_smollm2_offlin
         page.set_default_timeout(30_000)
         page.goto(url)
         expect(page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)).to_have_value(
-            "SmolLM2-135M-Instruct (packaged, offline)")
+            "SmolLM2-135M-Instruct (offline)")
         page.get_by_role("tab", name="Sentiment").click()
         expect(page.locator("#offline-note-text-classification")).to_contain_text("Train the starter model")
         page.get_by_role("tab", name="Fill-mask").click()

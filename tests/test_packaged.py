@@ -26,7 +26,7 @@ def fresh_hub_check(monkeypatch):
 def test_installed_packaged_models_come_first_and_are_marked_ready_offline(registry, fresh_hub_check):
     choices = registry.choices(TEXT_GENERATION)
     assert choices[0].name == SMOLLM2 and choices[0].ready
-    assert choices[0].label == "SmolLM2-135M-Instruct (packaged, offline)"
+    assert choices[0].label == "SmolLM2-135M-Instruct (offline)"
     hub = [choice for choice in choices if not choice.local]
     # No Hub here: the Hub defaults say so, and the picker starts on a model that works.
     assert hub and all(choice.label.endswith("(needs the Hub)") and not choice.ready for choice in hub)
