@@ -26,8 +26,8 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
     page.get_by_label("Name of the new model").fill("browser-weather")
     page.get_by_role("button", name="Hyperparameters").click()
     page.get_by_label("Learning rate").fill("0.003")
-    page.get_by_label("number input for Epochs").fill("8")
-    page.get_by_label("number input for Epochs").press("Tab")
+    page.get_by_label("Epochs", exact=True).fill("8")
+    page.get_by_label("Epochs", exact=True).press("Tab")
     page.get_by_role("button", name="Start fine-tuning").click()
     status = page.locator("#finetune-status")
     # This run's status (an earlier test's run may still be shown until it starts), then its progress.
@@ -138,17 +138,28 @@ def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser,
     page.close()
 
 
-def test_epochs_and_batch_size_follow_the_task_until_someone_changes_them(page):
+def test_epochs_and_batch_size_start_sized_to_the_data_and_the_preview_says_what_they_come_to(
+        browser, finetune_server, tmp_path):
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(finetune_server.url)
     page.get_by_role("tab", name="Fine-tune").click()
     page.get_by_role("button", name="Hyperparameters").click()
-    epochs, batch = page.get_by_label("number input for Epochs"), page.get_by_label("number input for Batch size")
-    expect(epochs).to_have_value("5")  # classification: bench/quality.py's measured defaults
-    expect(batch).to_have_value("8")
-    page.get_by_label("Causal LM", exact=False).first.check()
-    expect(epochs).to_have_value("3")
-    expect(batch).to_have_value("16")
-    epochs.fill("7")
-    epochs.press("Tab")
-    page.get_by_label("Classification", exact=False).first.check()
-    expect(batch).to_have_value("8")
-    expect(epochs).to_have_value("7")  # a value the person chose stays
+    epochs, batch = page.get_by_label("Epochs", exact=True), page.get_by_label("Batch size", exact=True)
+    expect(epochs).to_have_value("")  # empty: sized to the data
+    expect(epochs).to_have_attribute("placeholder", "sized to the data")
+    page.get_by_label("Causal LM (text generation): TXT/MD or a text column").check()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the farmer paints the old bridge before the rain.\n" * 30, encoding="utf-8")
+    page.locator("#finetune-train-file input[type=file]").set_input_files(str(notes))
+    page.get_by_role("combobox", name="Base model").fill("tiny-gpt2")
+    page.get_by_role("combobox", name="Base model").press("Enter")
+    page.get_by_role("button", name="Preview data").click()
+    preview = page.locator("#finetune-preview")
+    expect(preview).to_contain_text("Estimated time on this machine", timeout=180_000)
+    expect(preview).to_contain_text("sized to the data")
+    # The boxes stay empty (sized) and say what the sizing came to.
+    expect(epochs).to_have_value("")
+    expect(epochs).to_have_attribute("placeholder", re.compile(r"^\d+: sized to the data$"))
+    expect(batch).to_have_attribute("placeholder", re.compile(r"^\d+: sized to the data$"))
+    page.close()

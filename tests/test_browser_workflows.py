@@ -58,8 +58,9 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     page.get_by_role("button", name="Hyperparameters").click()
     expect(page.get_by_label("LoRA adapters (trains small adapters instead of every weight)")).to_be_visible()
     expect(page.get_by_label("Whole-word masking")).to_be_hidden()  # masked-LM options: not this task
-    for label, value in (("Epochs", "1"), ("Batch size", "4"), ("Max length / block size (tokens)", "32")):
-        type_setting(page.get_by_label(f"number input for {label}"), value, value)
+    for label, value in (("Epochs", "1"), ("Batch size", "4")):  # boxes: empty means sized to the data
+        type_setting(page.get_by_label(label, exact=True), value, value)
+    type_setting(page.get_by_label("number input for Max length / block size (tokens)"), "32", "32")
     page.get_by_role("button", name="Start fine-tuning").click()
     status = page.locator("#finetune-status")
     expect(status).to_contain_text(re.compile(r"browser-keeper.*saved as 'browser-keeper'"), timeout=300_000)
@@ -99,7 +100,7 @@ def test_training_shows_progress_without_overlays_and_a_failed_save_keeps_the_mo
     lora.uncheck()
     expect(rate).to_have_value("0.00005")
     for label, value in (("Epochs", "20"), ("Batch size", "4")):
-        type_setting(page.get_by_label(f"number input for {label}"), value, value)
+        type_setting(page.get_by_label(label, exact=True), value, value)
     page.get_by_role("button", name="Start fine-tuning").click()
     status = page.locator("#finetune-status [data-testid=markdown]")  # the text, not its status tracker
     expect(status).to_contain_text(re.compile(r"browser-taken.*Step \d+/\d+.*\(running\)"), timeout=60_000)
