@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from core import chat_spans
 from core.errors import WorkbenchError
+from core.words import whole_words
 from core.inference import _require_text, _run_model
 from core.limits import (MAX_ANSWER_TOKENS, MAX_ANSWER_TOP_K, MAX_CONTEXT_CHARS, MAX_PROMPT_CHARS,
                          MAX_QUESTION_CHARS, QA_STRIDE_TOKENS, QA_WINDOW_TOKENS)
@@ -110,15 +111,6 @@ def _extract(loaded, model_name: str, context: str, question: str, top_k: int) -
     says_none = not spans or (no_answer is not None and no_answer > spans[0].score)
     yield Answer(answer="" if says_none else spans[0].text, way=EXTRACTIVE, spans=spans,
                  no_answer_score=no_answer, windows=count)
-
-
-def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
-    """(start, end) widened so that neither cuts a word of `text` in two."""
-    while 0 < start < len(text) and text[start - 1].isalnum() and text[start].isalnum():
-        start -= 1
-    while 0 < end < len(text) and text[end - 1].isalnum() and text[end].isalnum():
-        end += 1
-    return start, end
 
 
 def _windows(model, tokenizer, model_name: str, context: str, question: str):

@@ -28,6 +28,7 @@ import weakref
 from dataclasses import dataclass
 
 from core.errors import WorkbenchError
+from core.words import ends_word, starts_word
 
 START_CANDIDATES = 10  # word starts the model likes best as an answer's first token
 SPAN_TOKENS = 12  # longest answer, in tokens (bench/qa_chat.py: no answer of its set is longer)
@@ -58,7 +59,13 @@ def best_spans(model, tokenizer, context: str, question: str, top_k: int, run=la
     asked = run(lambda: _span_log_probs(model, tokenizer, words, context, question, None))
     yield "Weighing the likeliest answers…"
     generic = run(lambda: _span_log_probs(model, tokenizer, words, context, GENERIC_QUESTION, asked.first_tokens))
-    scores = {span: value - CALIBRATION * generic.scores.get(span, value) for span, value in asked.scores.items()}
+    scores = {}
+    for span, value in sorted(asked.scores.items()):
+        # The same words at two places of the context are one answer, with one score (the model
+        # scores the words, not where they are): kept where they first occur.
+        text = context[span[0]:span[1]]
+        if all(context[start:end] != text for start, end in scores):
+            scores[span] = value - CALIBRATION * generic.scores.get(span, value)
     top = max(scores.values())
     total = sum(math.exp(value - top) for value in scores.values())
     ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
@@ -70,7 +77,7 @@ class _ContextTokens:
     ids: list[int]
     offsets: list[tuple[int, int]]  # in the context
     starts: list[int]  # indices of tokens that begin a word
-    ends_word: list[bool]  # after token i, a word ends (an answer may end there)
+    ends_at: list[bool]  # after token i, a word ends (an answer may end there)
 
 
 def _context_tokens(tokenizer, context: str) -> _ContextTokens:
@@ -83,16 +90,12 @@ def _context_tokens(tokenizer, context: str) -> _ContextTokens:
             start += 1
         ids.append(token)
         offsets.append((start, max(end - 1, start)))
-    begins = [_begins_word(context, start) for start, _ in offsets]
-    # An answer starts and ends on a word, never on punctuation ("Brisk", not also "Brisk.").
-    wordy = [any(character.isalnum() for character in context[start:end]) for start, end in offsets]
-    starts = [i for i in range(len(ids)) if begins[i] and wordy[i]]
-    ends_word = [wordy[i] and (i + 1 >= len(ids) or begins[i + 1]) for i in range(len(ids))]
-    return _ContextTokens(ids, offsets, starts, ends_word)
-
-
-def _begins_word(text: str, start: int) -> bool:
-    return start == 0 or not (text[start - 1].isalnum() and text[start].isalnum())
+    # An answer starts and ends on a word, never inside one ("112" of "112.2") and never on
+    # punctuation ("Brisk", not also "Brisk.").
+    starts = [i for i, (start, end) in enumerate(offsets)
+              if end > start and context[start].isalnum() and starts_word(context, start)]
+    ends = [end > start and context[end - 1].isalnum() and ends_word(context, end) for start, end in offsets]
+    return _ContextTokens(ids, offsets, starts, ends)
 
 
 @dataclass
@@ -172,7 +175,7 @@ def _scored(model, tokenizer, words: _ContextTokens, prompt_length: int, cache, 
         total = float(first[token])
         for step in range(len(ids)):
             last = index + step
-            if words.ends_word[last]:
+            if words.ends_at[last]:
                 span = (words.offsets[index][0], words.offsets[last][1])
                 scores[span] = max(scores.get(span, -math.inf), total + float(ending[row, step]))
             if step + 1 < len(ids):

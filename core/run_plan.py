@@ -12,15 +12,15 @@ gets smaller batches and more epochs until it reaches LM_TARGET_STEPS.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM
 from core.limits import LONG_RUN_SECONDS, MAX_EPOCHS, MIN_LENGTH
 
 DEFAULT_EPOCHS = {CAUSAL_LM: 3, CLASSIFICATION: 5, MASKED_LM: 3}
 DEFAULT_BATCH_SIZES = {CAUSAL_LM: 16, CLASSIFICATION: 8, MASKED_LM: 16}
-# Optimizer steps a language model gets at least when its epochs and batch size are sized to the
-# data: bench/style_steps.py fine-tuned SmolLM2 on ~10 KB texts for 3 to 80 steps; validation
+# Optimizer steps a language model gets when its epochs and batch size are sized to the data (a
+# text of a handful of blocks gets fewer: MAX_EPOCHS at the most): bench/style_steps.py fine-tuned SmolLM2 on ~10 KB texts for 3 to 80 steps; validation
 # perplexity came within 10% of its best at this many (see bench/RESULTS.md).
 LM_TARGET_STEPS = 40
 SMALLEST_SIZED_BATCH = 4  # batches of 1 or 2 make noisy steps; a small text gets more epochs instead
@@ -46,69 +46,88 @@ class RunPlan:
         return "rows" if self.task == CLASSIFICATION else f"blocks of {self.tokens_per_example} tokens"
 
 
+def steps_per_epoch(examples: int, batch_size: int, accumulation: int = 1, processes: int = 1) -> int:
+    """Optimizer steps in one epoch, as the loop makes them: batches of the examples (each of
+    several processes takes its share of them, as Accelerate shards the loader), accumulated."""
+    return math.ceil(math.ceil(math.ceil(examples / batch_size) / processes) / accumulation)
+
+
+def total_steps(examples: int, epochs: float, batch_size: int, accumulation: int = 1, processes: int = 1) -> int:
+    return max(1, math.ceil(epochs * steps_per_epoch(examples, batch_size, accumulation, processes)))
+
+
 def size_to_data(task: str, examples: int, epochs: float | None, batch_size: int | None,
-                 accumulation: int = 1) -> tuple[float, int, str]:
+                 accumulation: int = 1, processes: int = 1) -> tuple[float, int, str]:
     """(epochs, batch size, how they were sized: "" when both were given)."""
     if epochs is not None and batch_size is not None:
         return epochs, batch_size, ""
-    if task == CLASSIFICATION:
+    if task == CLASSIFICATION or examples < 1:  # no examples: the loop refuses the run anyway
         chosen_epochs = DEFAULT_EPOCHS[task] if epochs is None else epochs
         chosen_batch = DEFAULT_BATCH_SIZES[task] if batch_size is None else batch_size
         return chosen_epochs, chosen_batch, (f"{chosen_epochs:g} epochs of {chosen_batch}: the classification "
-                                             f"defaults, measured on real texts (bench/quality.py)")
+                                             f"defaults, measured on real texts (bench/quality.py)"
+                                             if task == CLASSIFICATION else "")
+
+    def steps(epochs_tried: float, size: int) -> int:
+        return total_steps(examples, epochs_tried, size, accumulation, processes)
+
     default_epochs = DEFAULT_EPOCHS[task] if epochs is None else epochs
     candidates = [batch_size] if batch_size is not None else [
-        size for size in (16, 8, 4) if size <= DEFAULT_BATCH_SIZES[task]]
+        size for size in (16, 8, SMALLEST_SIZED_BATCH) if size <= DEFAULT_BATCH_SIZES[task]]
     for size in candidates:
-        if _steps(examples, default_epochs, size, accumulation) >= LM_TARGET_STEPS:
-            return default_epochs, size, (f"{default_epochs:g} epochs of {size}: {_steps(examples, default_epochs, size, accumulation)} "
-                                          f"steps, at least the {LM_TARGET_STEPS} a text needs to take on its style")
+        if steps(default_epochs, size) >= LM_TARGET_STEPS:
+            return default_epochs, size, (f"{default_epochs:g} epochs of {size}: {steps(default_epochs, size)} steps, "
+                                          f"at least the {LM_TARGET_STEPS} a text needs to take on its style")
     size = candidates[-1] if batch_size is not None else max(1, min(SMALLEST_SIZED_BATCH, examples))
     if epochs is not None:
-        return epochs, size, f"batches of {size}, so the small text makes as many steps as it can"
-    per_epoch = math.ceil(math.ceil(examples / size) / accumulation)
-    needed = min(MAX_EPOCHS, math.ceil(LM_TARGET_STEPS / per_epoch))
-    return needed, size, (f"{needed} epochs of {size}: a small text, read {needed} times to make "
-                          f"{_steps(examples, needed, size, accumulation)} steps (a text needs about "
-                          f"{LM_TARGET_STEPS} to take on its style)")
+        return epochs, size, f"batches of {size}, the smallest sized batch, for a small text"
+    needed = min(MAX_EPOCHS, math.ceil(LM_TARGET_STEPS / steps_per_epoch(examples, size, accumulation, processes)))
+    reached = steps(needed, size)
+    short = "" if reached >= LM_TARGET_STEPS else f"; {MAX_EPOCHS} epochs at the most, so fewer for so little text"
+    return needed, size, (f"{needed} epochs of {size}: a small text, read {needed} times to make {reached} steps "
+                          f"(a text needs about {LM_TARGET_STEPS} to take on its style{short})")
 
 
-def _steps(examples: int, epochs: float, batch_size: int, accumulation: int) -> int:
-    return max(1, math.ceil(epochs * math.ceil(math.ceil(examples / batch_size) / accumulation)))
+def block_size(max_length: int, context_length: int, shortest_tokens: int) -> tuple[int, str | None]:
+    """A language model's block: max_length, within the model's context, lowered for a text
+    shorter than one block (with the warning that says so). The loop and the plan both use it."""
+    block = min(max_length, context_length)
+    if shortest_tokens >= block:
+        return block, None
+    lowered = max(MIN_LENGTH, shortest_tokens)
+    return lowered, f"The text is shorter than one block of {block} tokens: the block size was lowered to {lowered}."
 
 
 def count_examples(config, data, tokenizer, context_length: int) -> tuple[int, int, int, list[str]]:
     """(training examples, validation examples, tokens per example, warnings) as the training
     loop will make them: rows for a classifier; for a language model, the blocks core.training
-    cuts (each text ends with a line break; the remainder of every 1,000 rows is dropped)."""
+    cuts (each text ends with a line break; the remainder of every ROWS_PER_MAP_BATCH rows is
+    dropped, as its map runs in batches of that many)."""
     if config.task == CLASSIFICATION:
         lengths = [len(ids) for ids in tokenizer(data.train[:]["text"], truncation=True,
                                                  max_length=config.max_length)["input_ids"]]
         return len(data.train), len(data.validation), round(sum(lengths) / len(lengths)), []
     per_split = [[len(ids) for ids in tokenizer([text + "\n" for text in split[:]["text"]], verbose=False)["input_ids"]]
                  for split in (data.train, data.validation)]
-    block = min(config.max_length, context_length)
-    warnings = []
-    shortest = min(sum(lengths) for lengths in per_split)
-    if shortest < block:
-        lowered = max(MIN_LENGTH, shortest)
-        warnings.append(f"The text is shorter than one block of {block} tokens: the block size was lowered to "
-                        f"{lowered}.")
-        block = lowered
+    block, warning = block_size(config.max_length, context_length, min(sum(lengths) for lengths in per_split))
     blocks = [sum(sum(lengths[start:start + ROWS_PER_MAP_BATCH]) // block
                   for start in range(0, len(lengths), ROWS_PER_MAP_BATCH)) for lengths in per_split]
-    return blocks[0], blocks[1], block, warnings
+    return blocks[0], blocks[1], block, [warning] if warning else []
 
 
-def plan_run(config, data, tokenizer, context_length: int) -> RunPlan:
-    """The run `config` makes of `data` (see the module)."""
+def plan_run(config, data, tokenizer, context_length: int, processes: int = 1) -> RunPlan:
+    """The run `config` makes of `data` on `processes` training processes (see the module)."""
+    from core.errors import WorkbenchError
+
     examples, validation, tokens, warnings = count_examples(config, data, tokenizer, context_length)
+    if not examples or not validation:
+        raise WorkbenchError("Not enough text to train on: add more data.")  # as the loop says
     epochs, batch, sized = size_to_data(config.task, examples, config.epochs, config.batch_size,
-                                        config.gradient_accumulation_steps)
-    per_epoch = math.ceil(math.ceil(examples / batch) / config.gradient_accumulation_steps) if examples else 0
-    return RunPlan(config.task, examples, validation, tokens, epochs, batch, config.gradient_accumulation_steps,
-                   per_epoch, _steps(examples, epochs, batch, config.gradient_accumulation_steps) if examples else 0,
-                   sized, warnings)
+                                        config.gradient_accumulation_steps, processes)
+    accumulation = config.gradient_accumulation_steps
+    return RunPlan(config.task, examples, validation, tokens, epochs, batch, accumulation,
+                   steps_per_epoch(examples, batch, accumulation, processes),
+                   total_steps(examples, epochs, batch, accumulation, processes), sized, warnings)
 
 
 @dataclass
@@ -132,8 +151,8 @@ def shorter_runs(plan: RunPlan, timing: StepTiming, config) -> list[str]:
     options = []
     if plan.epochs > 1:
         fewer = max(1, math.floor(plan.epochs / 2))
-        steps = _steps(plan.examples, fewer, plan.batch_size, plan.accumulation)
-        options.append(f"{fewer:g} epochs instead of {plan.epochs:g} (about {duration(timing.load_seconds + (1 + fewer) * timing.evaluation_seconds + steps * timing.seconds_per_step)})")
+        shorter = replace(plan, epochs=fewer, total_steps=math.ceil(fewer * plan.steps_per_epoch))
+        options.append(f"{fewer:g} epochs instead of {plan.epochs:g} (about {duration(estimate_seconds(shorter, timing))})")
     if plan.task == CLASSIFICATION and plan.tokens_per_example * 2 < config.max_length:
         options.append(f"a max length of {max(MIN_LENGTH, 2 ** math.ceil(math.log2(plan.tokens_per_example * 2)))} "
                        f"tokens instead of {config.max_length} (the rows average {plan.tokens_per_example})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,15 +34,20 @@ class StepTimer:
     """Times run shapes in child processes and remembers them (one per server)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._measuring = threading.Lock()  # one timing at a time: two at once would each measure the other
+        self._lock = threading.Lock()  # guards _known (held for a moment only)
         self._known: dict[tuple, dict] = {}  # run shape -> per-example figures
 
     def timing(self, config, plan: RunPlan) -> StepTiming:
         """The timing of `config` as planned: remembered, or measured now (seconds)."""
         key = _shape(config, plan)
-        with self._lock:  # one timing at a time: two at once would each measure the other
-            figures = self._known.get(key) or self._measure(config)
-            self._known[key] = figures
+        with self._measuring:
+            with self._lock:
+                figures = self._known.get(key)
+            if figures is None:  # not measured, also not while this caller waited its turn
+                figures = self._measure(config)
+                with self._lock:
+                    self._known[key] = figures
         return StepTiming(seconds_per_step=figures["per_example"] * plan.batch_size * plan.accumulation,
                           load_seconds=figures["load_seconds"],
                           evaluation_seconds=figures["evaluation_per_example"] * plan.validation_examples,
@@ -66,8 +72,6 @@ class StepTimer:
                                      f"long on this machine. Try a smaller model, LoRA or a shorter max length.") from None
             elapsed = time.monotonic() - started
         finally:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
         from core.control import parse_event
 
@@ -75,7 +79,8 @@ class StepTimer:
         timing = next((event for event in events if event.get("event") == "timing"), None)
         if timing is None:
             failed = next((event["reason"] for event in events if event.get("event") == "failed"), None)
-            raise WorkbenchError(failed or f"Timing a few steps failed: {child.stderr.strip().splitlines()[-1:]}")
+            last = (child.stderr.strip().splitlines() or ["no message"])[-1][:300]
+            raise WorkbenchError(failed or f"Timing a few steps failed: {last}")
         batch = timing["batch_size"] * config.gradient_accumulation_steps
         validation = max(timing.get("validation_examples") or 1, 1)
         return {"per_example": timing["seconds_per_step"] / batch,

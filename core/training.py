@@ -39,9 +39,8 @@ from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
                          MAX_MLM_PROBABILITY, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.metrics import classification_metrics, perplexity
 from core.precision import Hardware, choose_precision
-from core.run_plan import size_to_data
+from core.run_plan import ROWS_PER_MAP_BATCH, block_size, size_to_data
 
-MIN_BLOCK_SIZE = MIN_LENGTH  # shortest language-model block the loop falls back to for tiny texts
 
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # see choose_precision
@@ -252,7 +251,10 @@ def base_context_length(name: str, tokenizer, models_dir: str | None = None) -> 
     import transformers
 
     source, local_only = base_model_source(name, models_dir)
-    config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+    except Exception as error:  # a config that does not load: said like every other load failure
+        raise WorkbenchError(f"Cannot read the config of '{name}': {first_line(error)[:300]}") from error
     return _context_length(config, tokenizer)
 
 
@@ -340,13 +342,10 @@ def _tokenize(config: TrainConfig, data: TrainingData, tokenizer, model, warning
 
     train_ids, validation_ids = (split.map(encode, batched=True, remove_columns=split.column_names)
                                  for split in (data.train, data.validation))
-    block = min(config.max_length, _context_length(model.config, tokenizer))
     shortest = min(sum(len(ids) for ids in split["input_ids"]) for split in (train_ids, validation_ids))
-    if shortest < block:
-        lowered = max(MIN_BLOCK_SIZE, shortest)
-        warnings.append(f"The text is shorter than one block of {block} tokens: the block size was "
-                        f"lowered to {lowered}.")
-        block = lowered
+    block, lowered = block_size(config.max_length, _context_length(model.config, tokenizer), shortest)
+    if lowered:
+        warnings.append(lowered)
 
     def group_texts(batch):
         # Concatenate everything and cut it into blocks (the remainder is dropped).
@@ -359,7 +358,7 @@ def _tokenize(config: TrainConfig, data: TrainingData, tokenizer, model, warning
 
     keep = ["input_ids", "attention_mask"] + (["offset_mapping"] if whole_words else [])
     train_set, validation_set = (split.remove_columns([c for c in split.column_names if c not in keep])
-                                 .map(group_texts, batched=True, batch_size=1000)
+                                 .map(group_texts, batched=True, batch_size=ROWS_PER_MAP_BATCH)
                                  for split in (train_ids, validation_ids))
     if config.task == CAUSAL_LM:
         return train_set, validation_set, transformers.default_data_collator
@@ -482,7 +481,7 @@ def _prepare(config: TrainConfig, data: TrainingData, warnings: list[str], batch
     if len(train_set) == 0 or len(validation_set) == 0:
         raise WorkbenchError("Not enough text to train on: add more data.")
     epochs, sized_batch, sized = size_to_data(config.task, len(train_set), config.epochs, config.batch_size,
-                                              config.gradient_accumulation_steps)
+                                              config.gradient_accumulation_steps, accelerator.num_processes)
     config = dataclasses.replace(config, epochs=epochs, batch_size=sized_batch)
     loading = dataclasses.replace(config, batch_size=batch_size) if batch_size else config
     train_loader, validation_loader, shuffle_generator = _loaders(loading, train_set, validation_set, collator)

@@ -12,6 +12,7 @@ import atexit
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -39,7 +40,12 @@ TASK_CHOICES = [
     ("Masked LM (fill-mask): TXT/MD or a text column", training_data.MASKED_LM),
 ]
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".txt", ".md"]
-SIZED_PLACEHOLDER = "sized to the data"
+SIZED = 0  # Epochs and Batch size: 0 (or left out through the API) is sized to the data
+EPOCHS_INFO = (f"0: sized to the data (a classifier {DEFAULT_EPOCHS[training_data.CLASSIFICATION]} epochs of "
+               f"{DEFAULT_BATCH_SIZES[training_data.CLASSIFICATION]}; a language model {LM_TARGET_STEPS} optimizer "
+               f"steps or more, more epochs and smaller batches for a small text). Up to {MAX_EPOCHS}; the best "
+               f"epoch's weights are kept.")
+BATCH_INFO = f"0: sized to the data, with the epochs. Up to {MAX_BATCH_SIZE}."
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
 # Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
 MINILM_MLM_NOTE = (
@@ -74,23 +80,23 @@ def build(ctx: AppContext) -> None:
             base_model = open_dropdown(MODEL_API_HINT, choices=initial, value=initial[0][1], label="Base model",
                                        api_example=initial[0][1])
             # A model trained here can be fine-tuned further: the list follows the models folder.
-            add_picker(ctx, base_model, lambda current, task_value: (
-                _base_choices(task_value), _base_choices(task_value)[0][1], None), depends_on=(task,))
+            def base_options(current, task_value):
+                choices = _base_choices(task_value)
+                return choices, choices[0][1], None
+
+            add_picker(ctx, base_model, base_options, depends_on=(task,))
             minilm_note = gr.Markdown(f"⚠️ {MINILM_MLM_NOTE}", visible=False, elem_id="finetune-minilm-note")
             model_name = gr.Textbox(label="Name of the new model", value=free_name(ctx.registry.models_dir, "my-model"),
                                     info="Saved in the models folder under this name (proposed from the file's "
                                          "name and the task; type your own).")
             proposed_name = gr.State(model_name.value)  # the last name proposed: replaced only while unchanged
+            planned = gr.State(None)  # what the last preview showed (None: no preview of this data yet)
             with gr.Accordion("Hyperparameters", open=False):
-                epochs = gr.Number(value=None, label="Epochs", placeholder=SIZED_PLACEHOLDER,
-                                   info=f"Empty: sized to the data (a classifier {DEFAULT_EPOCHS[training_data.CLASSIFICATION]} "
-                                        f"epochs of {DEFAULT_BATCH_SIZES[training_data.CLASSIFICATION]}; a language model "
-                                        f"at least {LM_TARGET_STEPS} optimizer steps, more epochs and smaller batches "
-                                        f"for a small text). 1 to {MAX_EPOCHS}; the best epoch's weights are kept.")
+                epochs = gr.Number(value=SIZED, label="Epochs", info=EPOCHS_INFO, elem_id="finetune-tab-epochs")
                 learning_rate = gr.Number(value=DEFAULT_LEARNING_RATE, label="Learning rate",
                                           info="above 0, at most 1")
-                batch_size = gr.Number(value=None, precision=0, label="Batch size", placeholder=SIZED_PLACEHOLDER,
-                                       info=f"Empty: sized to the data, with the epochs. 1 to {MAX_BATCH_SIZE}.")
+                batch_size = gr.Number(value=SIZED, precision=0, label="Batch size", info=BATCH_INFO,
+                                       elem_id="finetune-tab-batch")
                 accumulation = setting_slider(1, MAX_GRADIENT_ACCUMULATION, "Gradient accumulation steps", value=1,
                                               step=1)
                 max_length = setting_slider(MIN_LENGTH, MAX_LENGTH, "Max length / block size (tokens)", value=128,
@@ -186,8 +192,9 @@ def build(ctx: AppContext) -> None:
         return [
             _progress_html(job), _status_markdown(job, ctx), _loss_frame(job), _metrics_frame(job),
             _confusion_html(job),
-            # Once a run saved its model, its name is taken: the next run is offered a free one.
-            free_name(ctx.registry.models_dir, job.model_name) if job.state == FINISHED else gr.skip(),
+            # Once a run saved its model, its name is taken: the next run is offered a free one
+            # (a proposal, which a new upload may replace).
+            *([free_name(ctx.registry.models_dir, job.model_name)] * 2 if job.state == FINISHED else [gr.skip()] * 2),
             gr.update(interactive=job.active and job.state != "saving"),  # Cancel: only while it trains
             gr.update(visible=job.awaiting_save),
             job.model_name if job.awaiting_save else "",
@@ -201,7 +208,8 @@ def build(ctx: AppContext) -> None:
         ]
 
     ctx.job_views.append(JobView(
-        [progress_bar, status, loss_plot, metrics_table, confusion, model_name, cancel_button, pending_section,
+        [progress_bar, status, loss_plot, metrics_table, confusion, model_name, proposed_name, cancel_button,
+         pending_section,
          save_name,
          save_button, zip_button,
          zip_target, download, interrupted, interrupted_section], render))
@@ -258,12 +266,13 @@ def build(ctx: AppContext) -> None:
         if current_name == proposed or not current_name or (ctx.registry.models_dir / current_name).exists():
             proposed = free_name(ctx.registry.models_dir, _proposed_name(task_value, path))
             name = proposed
-        return "", gr.update(value=None, visible=False), name, proposed
+        return "", None, name, proposed
 
     for trigger in (task.change, train_file.change, validation_file.change):
+        # Unqueued: the proposal arrives before the person starts typing a name of their own.
         trigger(data_changed, [task, train_file, model_name, proposed_name],
-                [preview_summary, preview_table, model_name, proposed_name], api_visibility="private",
-                show_progress="hidden")
+                [preview_summary, planned, model_name, proposed_name], api_visibility="private",
+                show_progress="hidden", queue=False)
 
     @show_errors
     def preview(task, train_file, base_model, validation_file=None, text_column=None, label_column=None,
@@ -272,49 +281,63 @@ def build(ctx: AppContext) -> None:
                 freeze_embeddings=False):
         """The split that will train (same seed), with counts, token lengths and warnings; then
         what the run will be (examples, epochs, batch size, optimizer steps; epochs and batch size
-        left out are sized to the data) and its time on this machine, from a few real steps timed
+        left out, or 0, are sized to the data) and its time on this machine, from a few real steps timed
         now."""
         loaded = _load(task, train_file, validation_file, text_column, label_column, validation_share, seed)
         tokenizer = _tokenizer_or_none(base_model)
         summary = training_data.preview_training_data(loaded, tokenizer=tokenizer)
         shown, frame = _preview_markdown(summary), _preview_frame(summary)
-        if tokenizer is None:
-            yield (shown + f"\n\n⚠️ '{as_text(base_model)}' cannot be loaded here: the run cannot be planned.", frame,
-                   gr.skip())
-            return
+        # A state, not in the API: it shows the first rows and, in the two boxes left empty, what
+        # the sizing came to; `shown_at` makes every preview a change.
+        previewed = {"shown_at": time.monotonic()}
         config = _train_config(task=task, train_file=train_file, base_model=base_model,
                                validation_file=validation_file, text_column=text_column, label_column=label_column,
                                validation_share=validation_share, seed=seed, epochs=epochs,
                                batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
                                max_length=max_length, precision=precision, lora=lora, lora_rank=lora_rank,
                                freeze_embeddings=freeze_embeddings, models_dir=str(ctx.registry.models_dir))
-        plan = plan_run(config, loaded, tokenizer, base_context_length(base_model, tokenizer, config.models_dir))
+        try:
+            if tokenizer is None:
+                raise WorkbenchError(f"'{base_model}' cannot be loaded here.")
+            context_length = base_context_length(base_model, tokenizer, config.models_dir)
+            plan = plan_run(config, loaded, tokenizer, context_length, processes=runner.processes)
+        except WorkbenchError as error:
+            yield shown + f"\n\n⚠️ The run cannot be planned: {as_text(error)}", frame, previewed
+            return
         shown += "\n\n" + _plan_markdown(plan)
-        sizes = {"epochs": plan.epochs, "batch_size": plan.batch_size}  # for the sliders (a state: not in the API)
+        previewed.update(epochs=plan.epochs, batch_size=plan.batch_size)
         if runner.status().active and not ctx.step_timer.known(config, plan):
             yield (shown + "\n\nThe time it takes here is estimated when no training runs (the machine is busy).",
-                   frame, sizes)
+                   frame, previewed)
             return
         if not ctx.step_timer.known(config, plan):
-            yield shown + "\n\n_Timing a few training steps on this machine…_", frame, sizes
-        sentence, long_run = describe_estimate(plan, ctx.step_timer.timing(config, plan), config)
-        yield (shown + f"\n\n{sentence}" + "".join(f"\n\n⚠️ {as_text(warning)}" for warning in long_run), frame,
-               sizes)
+            yield shown + "\n\n_Timing a few training steps on this machine…_", frame, previewed
+        try:
+            sentence, long_run = describe_estimate(plan, ctx.step_timer.timing(config, plan), config)
+        except WorkbenchError as error:
+            sentence, long_run = "", [f"The time it takes here could not be measured: {error}"]
+        yield (shown + (f"\n\n{sentence}" if sentence else "")
+               + "".join(f"\n\n⚠️ {as_text(warning)}" for warning in long_run), frame, previewed)
 
     preview_inputs = dict(task=task, train_file=train_file, base_model=base_model, validation_file=validation_file,
                           text_column=text_column, label_column=label_column, validation_share=validation_share,
                           seed=seed, epochs=epochs, batch_size=batch_size,
                           gradient_accumulation_steps=accumulation, max_length=max_length, precision=precision,
                           lora=lora, lora_rank=lora_rank, freeze_embeddings=freeze)
-    planned = gr.State(None)  # the epochs and batch size the last preview planned
-    previewed = busy_click(preview_button, "Reading the data…", preview, inputs_kwargs=preview_inputs,
-                           outputs=[preview_summary, preview_table, planned], api_name="finetune_preview")
-    planned.change(lambda sizes: (gr.update(placeholder=f"{sizes['epochs']:g}: {SIZED_PLACEHOLDER}"),
-                                  gr.update(placeholder=f"{sizes['batch_size']}: {SIZED_PLACEHOLDER}")) if sizes else
-                   (gr.skip(), gr.skip()), planned, [epochs, batch_size], api_visibility="private",
+    busy_click(preview_button, "Reading the data…", preview, inputs_kwargs=preview_inputs,
+               outputs=[preview_summary, preview_table, planned], api_name="finetune_preview")
+
+    def show_plan(previewed):
+        if not previewed:  # the data changed: the old preview is gone, the boxes say "sized" again
+            return gr.update(visible=False), gr.update(info=EPOCHS_INFO), gr.update(info=BATCH_INFO)
+        if "epochs" not in previewed:
+            return gr.update(visible=True), gr.skip(), gr.skip()
+        return (gr.update(visible=True),
+                gr.update(info=f"{EPOCHS_INFO} This data, sized: {previewed['epochs']:g}."),
+                gr.update(info=f"{BATCH_INFO} This data, sized: {previewed['batch_size']}."))
+
+    planned.change(show_plan, planned, [preview_table, epochs, batch_size], api_visibility="private",
                    show_progress="hidden", queue=False)
-    previewed.success(lambda: gr.update(visible=True), None, preview_table, api_visibility="private",
-                      show_progress="hidden", queue=False)
 
     # ----- the job ----------------------------------------------------------------------------------
     @show_errors
@@ -326,7 +349,7 @@ def build(ctx: AppContext) -> None:
               early_stopping_patience=0, lora_rank=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules="",
               lora_save="merged", report_to="none"):
         """Start fine-tuning in the background; follow it with /finetune_status. `epochs` and
-        `batch_size` left out are sized to the data (/finetune_preview says what they come to)."""
+        `batch_size` left out (or 0) are sized to the data (/finetune_preview says what they come to)."""
         runner.check_can_start()  # before reading the upload, which can take a while
         if not train_file:
             raise WorkbenchError("Upload a training file first.")
@@ -479,7 +502,7 @@ def _train_config(*, seed=42, text_column=None, label_column=None, lora=False, l
 
     return TrainConfig(
         **settings, text_column=text_column or None, label_column=label_column or None,
-        epochs=epochs, batch_size=batch_size,
+        epochs=epochs or None, batch_size=batch_size or None,  # 0 or left out: sized to the data
         seed=42 if seed is None else seed, whole_word_masking=bool(whole_word_masking), lora=bool(lora),
         lora_target_modules=lora_target_modules or "", lora_save=(lora_save or "merged") if lora else "merged",
         checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),

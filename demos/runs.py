@@ -11,6 +11,7 @@ import pandas as pd
 
 from core import model_folders
 from core.errors import WorkbenchError
+from core.data import MIB
 from core.history import RunHistory
 from core.jobs import CANCELLED, DISCARDED, FAILED, FINISHED, SAVE_FAILED, get_runner
 from demos.common import AppContext, JobView, as_text, open_dropdown, show_errors
@@ -79,9 +80,9 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def ask_delete(name):
         folder = model_folders.check_delete(ctx.registry, runner, name)
-        size = model_folders.folder_size(folder) / 1e6
+        size = model_folders.folder_size(folder) / MIB
         return ({"action": "delete", "name": folder.name},
-                f"Delete **{as_text(folder.name)}** ({size:,.1f} MB) for good? This cannot be undone.",
+                f"Delete **{as_text(folder.name)}** ({size:,.1f} MiB) for good? This cannot be undone.",
                 gr.update(visible=True), "")
 
     rename_button.click(ask_rename, [model, new_name], [pending, question, confirm_row, outcome],
@@ -159,7 +160,8 @@ def _settings(run: dict) -> str:
     settings = run.get("settings") or {}
     parts = [f"{settings['epochs']:g} epochs" if settings.get("epochs") else "",
              f"lr {settings['learning_rate']:g}" if settings.get("learning_rate") else "",
-             f"batch {settings.get('batch_size')}", f"max length {settings.get('max_length')}",
+             f"batch {settings['batch_size']}" if settings.get("batch_size") else "",  # None: sized, and it never ran
+             f"max length {settings.get('max_length')}",
              "LoRA" + (" (adapter only)" if settings.get("lora_save") == "adapter" else "")
              if settings.get("lora") else ""]
     return " · ".join(part for part in parts if part)

@@ -14,6 +14,14 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def name_the_model(page, name: str) -> None:
+    """Type the new model's name once the tab has proposed one for the upload (a name typed
+    before the proposal arrives would be replaced by it)."""
+    box = page.get_by_label("Name of the new model")
+    expect(box).to_have_value(re.compile(r"-(classifier|writer|fill-mask)(-\d+)?$"), timeout=30_000)
+    box.fill(name)
+
+
 def open_generation_with_tiny_model(page) -> None:
     """The tiny chat model: fast, so these tests check the page, not a real model's speed
     (the packaged SmolLM2 has its own tests)."""
@@ -109,7 +117,7 @@ def test_fill_mask_shows_predictions_as_bars_and_sentences(page):
     page.get_by_role("button", name="Fill", exact=True).click()
     table = page.locator("#fill-mask-table")
     expect(table).to_contain_text("mask 1", timeout=60_000)
-    expect(table).to_contain_text("the cat")
+    expect(table).to_contain_text("The cat")  # the text as typed, with the word in place
     expect(page.locator("#fill-mask-bars canvas, #fill-mask-bars svg").first).to_be_visible()
 
 

@@ -12,6 +12,7 @@ from conftest import AppServer, separable_csv
 from core.starter import STARTER_ON_REAL_TEXT
 from core.precision import _cpu_has_fast_bf16
 from test_app_finetune import finetune_args, wait_for_checkpoint
+from test_browser import name_the_model
 
 
 def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_server, tmp_path):
@@ -23,7 +24,7 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
     expect(page.get_by_role("combobox", name="Label column")).to_have_value("label")
     page.get_by_role("combobox", name="Base model").fill("tiny-bert-sentiment")
     page.get_by_role("combobox", name="Base model").press("Enter")
-    page.get_by_label("Name of the new model").fill("browser-weather")
+    name_the_model(page, "browser-weather")
     page.get_by_role("button", name="Hyperparameters").click()
     page.get_by_label("Learning rate").fill("0.003")
     page.get_by_label("Epochs", exact=True).fill("8")
@@ -146,8 +147,8 @@ def test_epochs_and_batch_size_start_sized_to_the_data_and_the_preview_says_what
     page.get_by_role("tab", name="Fine-tune").click()
     page.get_by_role("button", name="Hyperparameters").click()
     epochs, batch = page.get_by_label("Epochs", exact=True), page.get_by_label("Batch size", exact=True)
-    expect(epochs).to_have_value("")  # empty: sized to the data
-    expect(epochs).to_have_attribute("placeholder", "sized to the data")
+    expect(epochs).to_have_value("0")  # 0: sized to the data
+    expect(batch).to_have_value("0")
     page.get_by_label("Causal LM (text generation): TXT/MD or a text column").check()
     notes = tmp_path / "notes.txt"
     notes.write_text("the farmer paints the old bridge before the rain.\n" * 30, encoding="utf-8")
@@ -158,8 +159,8 @@ def test_epochs_and_batch_size_start_sized_to_the_data_and_the_preview_says_what
     preview = page.locator("#finetune-preview")
     expect(preview).to_contain_text("Estimated time on this machine", timeout=180_000)
     expect(preview).to_contain_text("sized to the data")
-    # The boxes stay empty (sized) and say what the sizing came to.
-    expect(epochs).to_have_value("")
-    expect(epochs).to_have_attribute("placeholder", re.compile(r"^\d+: sized to the data$"))
-    expect(batch).to_have_attribute("placeholder", re.compile(r"^\d+: sized to the data$"))
+    # The boxes stay at 0 (sized) and say what the sizing came to for this data.
+    expect(epochs).to_have_value("0")
+    expect(page.locator("#finetune-tab-epochs")).to_contain_text(re.compile(r"This data, sized: \d+\."))
+    expect(page.locator("#finetune-tab-batch")).to_contain_text(re.compile(r"This data, sized: \d+\."))
     page.close()

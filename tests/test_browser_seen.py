@@ -95,7 +95,9 @@ def test_the_question_answering_highlight_never_cuts_a_word(page):
     marked = page.locator("#qa-context .textspan.hl, #qa-context mark, #qa-context [class*='hl']")
     expect(page.locator("#qa-spans")).to_contain_text("rank", timeout=60_000)
     page.wait_for_function("() => document.querySelector('#qa-outcome').innerText.includes('span of the context')")
-    for text in {text.strip() for text in marked.all_inner_texts() if text.strip()}:
+    highlighted = {text.strip() for text in marked.all_inner_texts() if text.strip()}
+    assert highlighted, "the answer is marked in the context"
+    for text in highlighted:
         cleaned = text.replace("answer", "").replace("other candidate", "").strip()
         start = context.find(cleaned)
         assert start >= 0, cleaned
@@ -122,7 +124,9 @@ def test_a_new_server_picks_up_where_the_last_one_ended_and_fits_a_phone(browser
         page.goto(server.url)
         for number, tab in enumerate(TABS):
             page.get_by_role("tab", name=tab).click()  # every tab in view: none hides behind a menu
-            for picker in page.get_by_role("combobox", name="Model", exact=True).filter(visible=True).all():
+            pickers = page.get_by_role("combobox").filter(visible=True).all()  # models, columns, precision
+            assert pickers, tab
+            for picker in pickers:
                 fits = picker.evaluate("box => box.scrollWidth <= box.clientWidth + 1")
                 assert fits, f"{tab}: the picker cuts '{picker.input_value()}'"
             page.screenshot(path=str(tmp_path / f"phone-{number}.png"), full_page=True)

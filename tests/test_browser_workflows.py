@@ -11,6 +11,7 @@ import time
 from playwright.sync_api import expect
 
 from conftest import separable_csv
+from test_browser import name_the_model
 from test_real_workflows import story_file
 
 # Gradio's progress overlay and error pill live in a status tracker inside each output; it
@@ -54,7 +55,7 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     expect(page.get_by_role("combobox", name="Base model")).to_have_value(
         "SmolLM2-135M-Instruct (offline)")
     page.locator("input[type=file]").first.set_input_files(str(story_file(tmp_path)))
-    page.get_by_label("Name of the new model").fill("browser-keeper")
+    name_the_model(page, "browser-keeper")
     page.get_by_role("button", name="Hyperparameters").click()
     expect(page.get_by_label("LoRA adapters (trains small adapters instead of every weight)")).to_be_visible()
     expect(page.get_by_label("Whole-word masking")).to_be_hidden()  # masked-LM options: not this task
@@ -86,7 +87,7 @@ def test_training_shows_progress_without_overlays_and_a_failed_save_keeps_the_mo
     page.locator("input[type=file]").first.set_input_files(str(separable_csv(tmp_path / "w.csv", 150)))
     expect(page.get_by_role("combobox", name="Label column")).to_have_value("label")
     choose(page, "Base model", "tiny-bert-sentiment")
-    page.get_by_label("Name of the new model").fill("browser-taken")
+    name_the_model(page, "browser-taken")
     page.get_by_role("button", name="Hyperparameters").click()
     expect(page.get_by_label("Whole-word masking")).to_be_hidden()  # classification: no masked-LM options
     # LoRA is offered for every task; ticked, it shows its settings and LoRA's learning rate.
@@ -210,12 +211,12 @@ def test_scored_rows_show_label_and_score_in_view_and_say_how_many(page, tmp_pat
     page.get_by_role("tab", name="Sentiment").click()
     page.locator("input[type=file]").first.set_input_files(str(upload))
     page.get_by_role("button", name="Score file").click()
-    expect(page.locator("#sentiment-scored-summary")).to_contain_text("Scored 12 rows of the column 'text'.",
-                                                                      timeout=60_000)
+    expect(page.locator("#sentiment-scored-summary")).to_contain_text(
+        "Scored 12 rows of the column 'text' with tiny-bert-sentiment.", timeout=60_000)
     table = page.locator("#sentiment-table")
     box = table.bounding_box()
-    for header in ("label", "score"):
-        cell = table.get_by_role("columnheader", name=header).first.bounding_box()
+    for header in ("predicted", "predicted_score"):
+        cell = table.get_by_role("columnheader", name=header, exact=True).first.bounding_box()
         assert box["x"] <= cell["x"] and cell["x"] + cell["width"] <= box["x"] + box["width"], header
 
 

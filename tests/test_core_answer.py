@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from core import answer as qa, chat_spans
+from core.words import whole_words
 from core.errors import WorkbenchError
 from core.limits import MAX_ANSWER_TOKENS
 from core.models import QUESTION_ANSWERING, ModelRegistry
@@ -34,7 +35,7 @@ def test_the_answer_is_the_best_span_of_a_direct_forward_pass(registry):
     best = max(((float(p_start[i] * p_end[j]), i, j) for i in range(len(in_context)) for j in range(len(in_context))
                 if in_context[i] and in_context[j] and i <= j < i + MAX_ANSWER_TOKENS))
     score, i, j = best
-    start, end = qa.whole_words(CONTEXT, int(offsets[i, 0]), int(offsets[j, 1]))
+    start, end = whole_words(CONTEXT, int(offsets[i, 0]), int(offsets[j, 1]))
     assert result.answer == CONTEXT[start:end]
     assert result.spans[0].score == pytest.approx(score, rel=1e-5)
     assert result.no_answer_score == pytest.approx(float(p_start[0] * p_end[0]), rel=1e-5)
@@ -95,22 +96,27 @@ def test_a_chat_model_answers_with_whole_words_copied_from_the_context_the_same_
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
     for span in first.spans:  # words of the context, never cut, never starting or ending on punctuation
         assert CONTEXT[span.start:span.end] == span.text
-        assert qa.whole_words(CONTEXT, span.start, span.end) == (span.start, span.end)
+        assert whole_words(CONTEXT, span.start, span.end) == (span.start, span.end)
         assert span.text[0].isalnum() and span.text[-1].isalnum()
         assert len(tokenizer(" " + span.text, add_special_tokens=False)["input_ids"]) <= chat_spans.SPAN_TOKENS
 
 
 def test_stopping_a_chat_answer_between_steps_stops_the_model(registry):
+    """Stop closes the steps: the model passes still to come are never made."""
     model = registry.get("text-generation", "tiny-chat").model
     calls = []
     hook = model.register_forward_hook(lambda *_: calls.append(1))
     try:
+        assert isinstance(list(qa.answer_steps(registry, "tiny-chat", CONTEXT, QUESTION))[-1], qa.Answer)
+        whole = len(calls)
+        calls.clear()
+        chat_spans._LAST_PROMPTS.clear()  # read the prompt again, as the whole answer did the first time
         steps = qa.answer_steps(registry, "tiny-chat", CONTEXT, QUESTION)
-        assert isinstance(next(steps), str)  # what it is doing, said before the work
+        assert next(steps) == "Reading the context and the question…"  # said before the work
+        assert next(steps) == "Weighing the likeliest answers…"  # the question's passes are done
         done = len(calls)
         steps.close()  # the Stop button
-        assert len(calls) == done
-        assert isinstance(list(qa.answer_steps(registry, "tiny-chat", CONTEXT, QUESTION))[-1], qa.Answer)
+        assert 0 < done < whole and len(calls) == done  # the calibration's passes never ran
     finally:
         hook.remove()
 

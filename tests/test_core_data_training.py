@@ -221,7 +221,7 @@ def test_unreadable_files_are_refused_with_the_reason(tmp_path, name, content, m
 
 def test_files_over_the_size_limit_are_refused(tmp_path):
     path = write(tmp_path, "huge.txt", b"x" * (MAX_TRAIN_UPLOAD_BYTES + 1))
-    with pytest.raises(WorkbenchError, match=r"huge.txt is too large: 21.0 MB \(limit 21 MB\)"):
+    with pytest.raises(WorkbenchError, match=r"huge.txt is too large: 20.0 MiB \(limit 20 MiB\)"):  # as the README says
         load_training_data(CAUSAL_LM, path)
 
 

