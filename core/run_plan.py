@@ -178,8 +178,10 @@ def describe_estimate(plan: RunPlan, timing: StepTiming | None, config) -> tuple
     if timing is None:
         return "", []
     total = estimate_seconds(plan, timing)
+    precision = {"fp32": "float32", "bf16": "bf16 mixed precision", "fp16": "fp16 mixed precision"}.get(
+        timing.precision, timing.precision)
     sentence = (f"Estimated time on this machine: about {duration(total)} ({timing.seconds_per_step:.2f} s per step, "
-                f"timed on a few real steps in {timing.precision} just now).")
+                f"timed on a few real steps in {precision} just now).")
     if total <= LONG_RUN_SECONDS:
         return sentence, []
     return sentence, [f"This run is long: about {duration(total)} here. Shorter: " + "; ".join(shorter_runs(plan, timing, config))

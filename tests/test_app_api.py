@@ -268,8 +268,31 @@ def test_auth_protects_the_page_and_the_api(models_dir, tmp_path):
         authed = Client(server.url, auth=("ada", "s3cret"), verbose=False)
         assert authed.predict(text="Hello there.", model="tiny-bert-sentiment",
                               api_name="/classify")["label"] in {"negative", "positive"}
+        # "Use via API" says the login to pass (its generated snippet shows a bare Client(url)).
+        endpoints = authed.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert all(endpoints[name]["description"].startswith(
+            'This server asks for a login: connect with `Client(url, auth=("ada", "<your password>"))`')
+            for name in ("/generate", "/classify", "/classify_batch", "/finetune", "/runs"))
     finally:
         server.stop()
+
+
+def test_the_api_page_examples_run_as_shown_on_this_server(client):
+    """The examples name a model this server has and a file on the caller's machine, not a
+    sample PDF from the web; a label left out means the predicted class, not a UI phrase."""
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+
+    def example(endpoint, parameter):
+        return next(p for p in endpoints[endpoint]["parameters"] if p["parameter_name"] == parameter)
+
+    listed = {model["name"] for task in ("text-generation", "text-classification", "fill-mask")
+              for model in client.predict(task, api_name="/models")}
+    for endpoint in ("/generate", "/classify", "/fill_mask", "/classify_batch"):
+        assert example(endpoint, "model")["example_input"] in listed, endpoint
+    upload = example("/classify_batch", "file")["example_input"]
+    assert upload["path"] == "reviews.csv" and not upload["url"].startswith("http")
+    assert example("/finetune", "train_file")["example_input"]["path"] == "train.csv"
+    assert example("/attributions", "label")["parameter_default"] == ""
 
 
 def test_share_without_internet_says_so_and_keeps_serving(models_dir, tmp_path):
@@ -346,3 +369,20 @@ def test_a_refused_request_is_one_line_in_the_server_log(client, app_server):
     assert refusals == ["Refused classify: The text is empty: type some text first.",
                         "Refused classify: '../../etc' is not a model name: use a Hugging Face Hub id such as "
                         "'distilbert/distilgpt2' or the name of a folder in the models directory."], logged
+
+
+def test_a_file_without_a_header_or_with_extra_cells_is_said_in_score_a_file_and_the_preview(
+        client, ft_client, tmp_path):
+    headerless = tmp_path / "tweets.csv"
+    headerless.write_text("I loved it,positive\nThe food was cold,negative\nGreat service,positive\n"
+                          "Not again,negative\n", encoding="utf-8")
+    summary, *_ = client.predict(file=handle_file(str(headerless)), text_column="I loved it",
+                                 model="tiny-bert-sentiment", api_name="/classify_batch")
+    assert "The first line of tweets.csv looks like data" in summary
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("text,label\n" + "".join(f"row {i} is fine,{'a' if i % 2 else 'b'}\n" for i in range(20))
+                       + "I loved it, b,a\n", encoding="utf-8")  # the comma shifts "a" out, " b" in
+    preview, _ = ft_client.predict(task="classification", train_file=handle_file(str(shifted)),
+                                   base_model="tiny-bert-sentiment", api_name="/finetune_preview")
+    assert "1 row has more cells than the header of shifted.csv names (row 21 first)" in preview
+

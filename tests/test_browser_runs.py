@@ -63,7 +63,7 @@ def test_the_history_lists_runs_overlays_two_and_renames_and_deletes_after_confi
     saved.fill("overlay-b")
     saved.press("Enter")
     page.get_by_role("button", name="Delete…").click()
-    expect(confirm).to_contain_text(re.compile(r"Delete overlay-b \([\d.]+ MB\) for good\? This cannot be undone."))
+    expect(confirm).to_contain_text(re.compile(r"Delete overlay-b \([\d.]+ MiB\) for good\? This cannot be undone."))
     page.screenshot(path=str(tmp_path / "runs-confirm.png"), full_page=True)
     yes.click()
     expect(page.locator("#runs-outcome")).to_contain_text("Deleted 'overlay-b'.")

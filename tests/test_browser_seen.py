@@ -131,6 +131,14 @@ def test_a_new_server_picks_up_where_the_last_one_ended_and_fits_a_phone(browser
                 assert fits, f"{tab}: the picker cuts '{picker.input_value()}'"
             page.screenshot(path=str(tmp_path / f"phone-{number}.png"), full_page=True)
         assert page.viewport_size["width"] == 390
+        # Only a chat model answers questions here: the panel says how often it was right, as measured.
+        from core.measurements import measured
+
+        figures = measured("qa_chat")
+        open_tab(page, "Question answering")
+        expect(page.locator("#qa-chat-note")).to_contain_text(
+            f"Measured on {figures['questions']} questions about texts it had not seen, it was exactly right "
+            f"{figures['right']} times")
         open_tab(page, "Inside the model")
         note = page.locator("#offline-note-text-classification").filter(visible=True).first
         expect(note).to_contain_text("the Sentiment tab's \"Starter sentiment model\"")

@@ -733,3 +733,21 @@ def test_lora_has_its_own_default_learning_rate_and_names_a_bad_target(models_di
     with pytest.raises(WorkbenchError, match="lora_target_modules.*no_such_layer"):
         train(config(models_dir, task="classification", base_model="tiny-bert-sentiment", lora=True,
                      lora_target_modules="no_such_layer", train_file=separable_csv(tmp_path / "w.csv")))
+
+
+def test_a_long_run_is_said_with_the_settings_that_would_shorten_it():
+    from core.run_plan import RunPlan, StepTiming, describe_estimate
+
+    plan = RunPlan("classification", 1200, 300, 14, epochs=5, batch_size=8, accumulation=1, steps_per_epoch=150,
+                   total_steps=750)
+    settings = TrainConfig(task="classification", base_model="m", max_length=128)
+    slow = StepTiming(seconds_per_step=6.0, load_seconds=20.0, evaluation_seconds=30.0, precision="fp32")
+    sentence, warnings = describe_estimate(plan, slow, settings)
+    # 20 s to load, 6 evaluations of 30 s, 750 steps of 6 s: 4,700 s.
+    assert sentence == ("Estimated time on this machine: about 78 min (6.00 s per step, timed on a few real steps "
+                        "in float32 just now).")
+    assert len(warnings) == 1 and warnings[0].startswith("This run is long: about 78 min here. Shorter: 2 epochs "
+                                                         "instead of 5 (about 32 min)")
+    assert "a max length of 32 tokens instead of 128" in warnings[0] and "LoRA" in warnings[0]
+    quick = StepTiming(seconds_per_step=0.1, load_seconds=5.0, evaluation_seconds=1.0, precision="fp32")
+    assert describe_estimate(plan, quick, settings)[1] == []  # 1.5 minutes: nothing to warn about
