@@ -14,11 +14,12 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
-def name_the_model(page, name: str) -> None:
-    """Type the new model's name once the tab has proposed one for the upload (a name typed
-    before the proposal arrives would be replaced by it)."""
+def name_the_model(page, name: str, uploaded: str) -> None:
+    """Type the new model's name once the tab has proposed one for the file `uploaded` (a name
+    typed before that proposal arrives would be replaced by it)."""
     box = page.get_by_label("Name of the new model")
-    expect(box).to_have_value(re.compile(r"-(classifier|writer|fill-mask)(-\d+)?$"), timeout=30_000)
+    stem = re.escape(uploaded.rsplit(".", 1)[0])
+    expect(box).to_have_value(re.compile(rf"^{stem}-(classifier|writer|fill-mask)(-\d+)?$"), timeout=30_000)
     box.fill(name)
 
 

@@ -24,7 +24,7 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
     expect(page.get_by_role("combobox", name="Label column")).to_have_value("label")
     page.get_by_role("combobox", name="Base model").fill("tiny-bert-sentiment")
     page.get_by_role("combobox", name="Base model").press("Enter")
-    name_the_model(page, "browser-weather")
+    name_the_model(page, "browser-weather", "weather.csv")
     page.get_by_role("button", name="Hyperparameters").click()
     page.get_by_label("Learning rate").fill("0.003")
     page.get_by_label("Epochs", exact=True).fill("8")

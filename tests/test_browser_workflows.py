@@ -55,7 +55,7 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     expect(page.get_by_role("combobox", name="Base model")).to_have_value(
         "SmolLM2-135M-Instruct (offline)")
     page.locator("input[type=file]").first.set_input_files(str(story_file(tmp_path)))
-    name_the_model(page, "browser-keeper")
+    name_the_model(page, "browser-keeper", "story.txt")
     page.get_by_role("button", name="Hyperparameters").click()
     expect(page.get_by_label("LoRA adapters (trains small adapters instead of every weight)")).to_be_visible()
     expect(page.get_by_label("Whole-word masking")).to_be_hidden()  # masked-LM options: not this task
@@ -87,7 +87,7 @@ def test_training_shows_progress_without_overlays_and_a_failed_save_keeps_the_mo
     page.locator("input[type=file]").first.set_input_files(str(separable_csv(tmp_path / "w.csv", 150)))
     expect(page.get_by_role("combobox", name="Label column")).to_have_value("label")
     choose(page, "Base model", "tiny-bert-sentiment")
-    name_the_model(page, "browser-taken")
+    name_the_model(page, "browser-taken", "w.csv")
     page.get_by_role("button", name="Hyperparameters").click()
     expect(page.get_by_label("Whole-word masking")).to_be_hidden()  # classification: no masked-LM options
     # LoRA is offered for every task; ticked, it shows its settings and LoRA's learning rate.
