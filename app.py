@@ -14,7 +14,8 @@ from pathlib import Path
 import gradio as gr
 
 from core.jobs import get_runner, remove_interrupted_saves, remove_stale_runs
-from core.limits import QUEUE_MAX_SIZE
+from core.decoding import PerPersonLimit
+from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE
 from core.models import configure, models_dir_from_env
 from core.precision import INFERENCE_PRECISIONS
 from demos import classify, fill_mask, finetune, generate, inside, question_answering
@@ -31,7 +32,8 @@ PANELS = (
 
 
 def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_SIZE,
-              precision: str = "auto") -> gr.Blocks:
+              precision: str = "auto", per_person: int = GENERATIONS_PER_PERSON,
+              batch_rows: int = MAX_DECODING_ROWS) -> gr.Blocks:
     registry = configure(models_dir or models_dir_from_env(), precision)
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
@@ -45,7 +47,8 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
         gr.Markdown("# Model Workbench\nTry transformer models: generate text, classify "
                     "sentiment, fill in masked words, answer questions, look inside them, and fine-tune on "
                     "your own data.")
-        ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS))
+        ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS),
+                         generations=PerPersonLimit(per_person), batch_rows=batch_rows)
         with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays in view, on two or three rows
             for title, panel in PANELS:
                 with gr.Tab(title):
@@ -105,6 +108,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="what the panels' models compute in unless a panel asks otherwise: auto (bf16 on "
                              "a GPU with bf16 or a CPU with AMX or AVX512-BF16, else float32), fp32 or bf16 "
                              "(env WORKBENCH_PRECISION)")
+    parser.add_argument("--per-person", type=int, default=int(env.get("WORKBENCH_PER_PERSON", GENERATIONS_PER_PERSON)),
+                        help="generations one browser session or API client may run at once (env "
+                             f"WORKBENCH_PER_PERSON; default {GENERATIONS_PER_PERSON})")
+    parser.add_argument("--batch-rows", type=int, default=int(env.get("WORKBENCH_BATCH_ROWS", MAX_DECODING_ROWS)),
+                        help="rows (sequences) of one model's running batch, every person's together; more "
+                             f"wait with their place shown (env WORKBENCH_BATCH_ROWS; default {MAX_DECODING_ROWS})")
     return parser.parse_args(argv)
 
 
@@ -117,12 +126,16 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr, flush=True)
     if args.train_processes < 1:
         raise SystemExit("--train-processes must be at least 1")
+    if args.per_person < 1 or args.batch_rows < 1:
+        raise SystemExit("--per-person and --batch-rows must be at least 1")
     get_runner().processes = args.train_processes
-    demo = build_app(args.models_dir, args.queue_size, args.precision)
+    demo = build_app(args.models_dir, args.queue_size, args.precision, args.per_person, args.batch_rows)
     if auth:
         note_login_in_api_docs(demo, auth[0])
+    # A thread per request that waits on the model thread (a generation in a batch): room for a
+    # full queue of them, plus the page's own quick events.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                prevent_thread_lock=True)
+                prevent_thread_lock=True, max_threads=args.queue_size + 40)
     if args.share and not demo.share_url:
         print(f"Could not create a public share link (no internet access?). The app keeps "
               f"serving locally at {demo.local_url}", file=sys.stderr, flush=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import queue
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from core.limits import (
     CLASSIFY_BATCH_SIZE,
     DEFAULT_NEW_TOKENS,
     MAX_BATCH_ROWS,
+    MAX_DECODING_ROWS,
     MAX_FILL_MASK_TOP_K,
     MAX_MASKS,
     MAX_NEW_TOKENS,
@@ -28,7 +28,10 @@ from core.limits import (
     MAX_TOP_K,
 )
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
+from core.decoding import DecodingBatch, DecodingRequest, Waiting
 from core.threads import MODEL_THREAD
+
+STOP_POLL_SECONDS = 0.1  # how often a waiting request checks should_stop() while nothing arrives
 
 
 @dataclass
@@ -112,15 +115,33 @@ def generate_streams(
     should_stop: Callable[[], bool] = lambda: False,
     precision: str | None = None,
 ) -> Iterator[list[list[str]]]:
-    """Yield, for each prompt, the texts of its sequences so far, growing as tokens arrive.
+    """Yield, for each prompt, the texts of its sequences so far, growing as tokens arrive
+    (`generation_updates` without its waiting notes)."""
+    for update in generation_updates(registry, model_name, prompts, settings, should_stop, precision):
+        if not isinstance(update, Waiting):
+            yield update
 
-    Every sequence of every prompt is one row of a single `generate` call, so they all grow
-    together, and each prompt is read (prefilled) once however many sequences it gets.
-    Sequence i of every prompt samples with seed + i, the same draws whether it is generated
-    alone or with others (the same text in float32; in bf16 the batch's shape changes rounding).
-    Plain mode yields prompt + continuation; chat mode yields the reply only. Closing the
-    iterator, or `should_stop()` turning true, ends every row within a token.
-    `precision`: the registry's ("auto", "fp32", "bf16"; None: the registry's own).
+
+def generation_updates(
+    registry: ModelRegistry,
+    model_name: str,
+    prompts: list[str],
+    settings: GenerationSettings,
+    should_stop: Callable[[], bool] = lambda: False,
+    precision: str | None = None,
+    batch_rows: int = MAX_DECODING_ROWS,
+) -> Iterator[list[list[str]] | Waiting]:
+    """Yield, for each prompt, the texts of its sequences so far, growing as tokens arrive; and
+    a `Waiting` (place and expected wait) while the model's batch is full.
+
+    Every sequence of every prompt is a row of the model's running batch, which other people's
+    generations join and leave (core/decoding.py); each prompt is read once however many
+    sequences it gets. Sequence i of every prompt samples with seed + i, the same draws whether
+    it is generated alone or with others (the same text in float32; in bf16 the batch's shape
+    changes rounding). Plain mode yields prompt + continuation; chat mode yields the reply only.
+    Closing the iterator, or `should_stop()` turning true, ends this request's rows within a
+    step, and no one else's. `precision`: the registry's ("auto", "fp32", "bf16"; None: the
+    registry's own). `batch_rows`: the most rows the model's batch takes (set by whoever starts it).
     """
     prompts = [_require_text(prompt, "The prompt" if index == 0 else "The second prompt", MAX_PROMPT_CHARS)
                for index, prompt in enumerate(prompts)]
@@ -128,20 +149,51 @@ def generate_streams(
     tokenizer, model = pipe.tokenizer, pipe.model
     if settings.use_chat_template and not getattr(tokenizer, "chat_template", None):
         raise WorkbenchError(f"'{model_name}' has no chat template: turn off chat mode.")
-    # On the model thread: there the streamer decodes with this tokenizer, and a fast tokenizer
+    # On the model thread: there the batch decodes with this tokenizer, and a fast tokenizer
     # used by two threads at once can fail ("Already borrowed").
     encoded = _run_model(model_name, lambda: [_prompt_ids(tokenizer, model, prompt, settings) for prompt in prompts])
-    rows, max_new_tokens = [ids for ids, _ in encoded], encoded[0][1]
     n = settings.num_sequences
+    base = settings.seed if settings.seed is not None else random_seed()
+    request = DecodingRequest(
+        prompts=[ids for ids, _ in encoded], sequences=n, max_new_tokens=min(limit for _, limit in encoded),
+        temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty,
+        seeds=[(base + row % n) % 2**32 for row in range(len(prompts) * n)])
     texts = [[generation_prefix(prompt, settings)] * n for prompt in prompts]
     wrote = False
-    for chunks in _stream_rows(model, tokenizer, rows, settings, max_new_tokens, should_stop):
-        for row, chunk in enumerate(chunks):
+    for update in _decoded(model, tokenizer, request, should_stop, batch_rows):
+        if isinstance(update, Waiting):
+            yield update
+            continue
+        for row, chunk in enumerate(update):
             texts[row // n][row % n] += chunk
         wrote = True
         yield [list(sequences) for sequences in texts]
     if not wrote:  # the model ended at once: the caller still gets every sequence
         yield [list(sequences) for sequences in texts]
+
+
+def _decoded(model, tokenizer, request: DecodingRequest, should_stop: Callable[[], bool], batch_rows: int):
+    """Hand the request to the model's running batch and pass on what it sends back."""
+    make = lambda: DecodingBatch(model, tokenizer, _end_ids(model), batch_rows)  # noqa: E731
+    MODEL_THREAD.join_batch(id(model), make, request)
+    try:
+        while True:
+            try:
+                update = request.updates.get(timeout=STOP_POLL_SECONDS)
+            except queue.Empty:
+                if should_stop():
+                    request.stop.set()
+                continue
+            if update is None:
+                return
+            if isinstance(update, BaseException):
+                raise WorkbenchError(f"Generation failed: {first_line(update)[:300]}") from update
+            yield update
+            if should_stop():
+                request.stop.set()
+    finally:
+        request.stop.set()  # the consumer went away (Stop button, closed page): its rows leave the batch
 
 
 def generation_prefix(prompt: str, settings: GenerationSettings) -> str:
@@ -177,180 +229,10 @@ def _prompt_ids(tokenizer, model, prompt: str, settings: GenerationSettings) -> 
     return list(ids), max_new_tokens
 
 
-class _RowStreamer:
-    """A transformers streamer for a batch: after every token it hands over, for each row, the
-    text that row gained (transformers' own streamers take one row). Text is handed over after
-    every token, not only at word ends, so the first words appear as soon as the model makes
-    them (bench/infer.py measures it); a character split across tokens waits for the rest."""
-
-    def __init__(self, tokenizer, rows: int, end_ids: set[int]):
-        self.tokenizer, self.end_ids = tokenizer, end_ids
-        self.tokens: list[list[int]] = [[] for _ in range(rows)]
-        self.shown = [0] * rows
-        self.ended = [False] * rows
-        self.prompt_seen = False
-        self.queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:  # generate first puts the prompt
-            self.prompt_seen = True
-            return
-        chunks = []
-        for row, token in enumerate(value.reshape(len(self.tokens), -1)[:, -1].tolist()):
-            chunk = ""
-            if token in self.end_ids:  # the row is done: what generate adds after is padding
-                self.ended[row] = True
-            elif not self.ended[row]:
-                self.tokens[row].append(token)
-                text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-                if not text.endswith("\ufffd"):
-                    chunk, self.shown[row] = text[self.shown[row]:], len(text)
-            chunks.append(chunk)
-        if any(chunks):
-            self.queue.put(chunks)
-
-    def end(self) -> None:
-        self.queue.put(None)
-
-    def __iter__(self) -> Iterator[list[str]]:
-        while (chunks := self.queue.get()) is not None:
-            yield chunks
-
-
-def _seeded_sampler(seeds: list[int]):
-    """A logits processor that makes greedy decoding sample, row r with its own generator seeded
-    seeds[r] (Gumbel-max: the argmax of logits plus Gumbel noise is a draw from their softmax).
-    transformers samples every row from torch's one global generator, so a row's draws would
-    depend on what else is in the batch; with this, sequence i draws the same alone or batched."""
-    import torch
-    from transformers import LogitsProcessor
-
-    class SeededSampler(LogitsProcessor):
-        def __init__(self):
-            self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-
-        def __call__(self, input_ids, scores):
-            uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
-            uniform = uniform.clamp_min(torch.finfo(uniform.dtype).tiny).to(scores.device)
-            return scores + -torch.log(-torch.log(uniform))
-
-    return SeededSampler()
-
-
-def _sampling_processors(settings: GenerationSettings, rows: int):
-    """transformers' own temperature, top-k and top-p warpers, then the seeded draw."""
-    import random
-
-    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
-    base = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**32)
-    per_row = [(base + row % settings.num_sequences) % 2**32 for row in range(rows)]
-    processors = [TemperatureLogitsWarper(settings.temperature)]
-    if settings.top_k and settings.top_p < 1:
-        processors.append(_top_p_among_top_k(settings.top_k, TopPLogitsWarper(settings.top_p)))
-    elif settings.top_k:
-        processors.append(TopKLogitsWarper(settings.top_k))
-    elif settings.top_p < 1:
-        processors.append(TopPLogitsWarper(settings.top_p))
-    return processors + [_seeded_sampler(per_row)]
-
-
-def _top_p_among_top_k(top_k: int, top_p):
-    """Top-k, then transformers' top-p warper over the k candidates only. After top-k the same
-    tokens survive, but transformers' top-p sorts the whole vocabulary of every row at every
-    step: 5 ms per row on SmolLM2's 49,152 tokens here, a tenth of a step (bench/infer.py)."""
-    import torch
-    from transformers import LogitsProcessor
-
-    class TopPAmongTopK(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            values, indices = scores.topk(min(top_k, scores.shape[-1]), dim=-1)
-            kept = top_p(input_ids, values)
-            return torch.full_like(scores, -float("inf")).scatter(-1, indices, kept)
-
-    return TopPAmongTopK()
-
-
-def _prefilled(model, input_ids, attention_mask, repeats: int):
-    """The key/value cache of the prompts' tokens but the last, each prompt read once and the
-    cache repeated for its sequences (`generate` would read a prompt once per sequence).
-    None with one sequence per prompt (generate reads each once anyway, in one pass fewer) and
-    for one-token prompts."""
-    import inspect
-
-    import torch
-
-    if repeats < 2 or input_ids.shape[1] < 2:
-        return None
-    kwargs = {}
-    if "position_ids" in inspect.signature(model.forward).parameters:
-        # As generate numbers positions with left padding (the pads take position 0).
-        kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)[:, :-1]
-    with torch.no_grad():
-        cache = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], use_cache=True,
-                      **kwargs).past_key_values
-    cache.batch_repeat_interleave(repeats)
-    return cache
-
-
 def _end_ids(model) -> set[int]:
     """The tokens generate ends a row on: after one, what it adds to that row is padding."""
     ends = getattr(model.generation_config, "eos_token_id", None)
     return set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
-
-
-def _stream_rows(model, tokenizer, prompts: list[list[int]], settings, max_new_tokens, should_stop):
-    import torch
-    from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-
-    stop = threading.Event()
-
-    class _Stop(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            MODEL_THREAD.between_tokens()  # a classification asked meanwhile runs now, not after us
-            return bool(stop.is_set() or should_stop())
-
-    n = settings.num_sequences
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    longest = max(len(ids) for ids in prompts)
-    streamer = _RowStreamer(tokenizer, len(prompts) * n, _end_ids(model))
-    kwargs = dict(
-        max_new_tokens=max_new_tokens,
-        # Sampling is the seeded draw below on top of greedy choice; greedy unsets the sampling
-        # defaults a model's generation_config may carry.
-        do_sample=False, temperature=None, top_k=None, top_p=None,
-        repetition_penalty=settings.repetition_penalty,
-        streamer=streamer,
-        stopping_criteria=StoppingCriteriaList([_Stop()]),
-        pad_token_id=pad,
-    )
-    if settings.temperature > 0:
-        kwargs["logits_processor"] = LogitsProcessorList(_sampling_processors(settings, len(prompts) * n))
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        if stop.is_set():  # the consumer went away while an earlier generation ran
-            return
-        try:
-            # Left padding: every row's next token comes right after its own prompt.
-            input_ids = torch.tensor([[pad] * (longest - len(ids)) + ids for ids in prompts], device=model.device)
-            attention_mask = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in prompts],
-                                          device=model.device)
-            cache = _prefilled(model, input_ids, attention_mask, n)
-            model.generate(input_ids=input_ids.repeat_interleave(n, 0),
-                           attention_mask=attention_mask.repeat_interleave(n, 0), past_key_values=cache, **kwargs)
-        except BaseException as error:  # surfaced to the caller below
-            failure.append(error)
-        streamer.end()  # also when generate failed or never ran
-
-    finished = MODEL_THREAD.start_generation(run)
-    try:
-        yield from streamer
-    finally:
-        stop.set()  # the consumer went away (Stop button, closed page): end generation now
-    finished.result()
-    if failure:
-        raise WorkbenchError(f"Generation failed: {failure[0]}") from failure[0]
 
 
 # ----- sentiment / text classification ----------------------------------------------------------

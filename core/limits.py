@@ -4,6 +4,8 @@
 MAX_NEW_TOKENS = 512          # cap on tokens generated per sequence
 DEFAULT_NEW_TOKENS = 64
 MAX_NUM_SEQUENCES = 4         # sequences per request (rows of one batch)
+MAX_DECODING_ROWS = 32        # rows of one model's running batch (every person's sequences together); more wait
+GENERATIONS_PER_PERSON = 1    # generations one browser session (or API client) may run at once (--per-person)
 MAX_PROMPT_CHARS = 4_000
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 200

@@ -8,13 +8,13 @@ regions and each op of a small model waits on a futex instead: on 2 cores, gener
 app ran 2.5x slower after a single classification (bench/threads.py measures it). A fresh
 thread per call avoids the pile-up but pays a new pool each time (about 1 ms per call here).
 
-So inference runs on a single thread that keeps one pool:
+So inference runs on a single thread that keeps one pool, and schedules all model work:
 - `run_model_work(f)`: short work (a classification, a fill-mask, scoring a file). It runs as
-  soon as the thread is free, or between two tokens of a running generation, so a long
-  generation never blocks it for more than a token.
-- `start_generation(f)`: long work, one at a time. Work starts in the order asked, except
-  that short work asked during a generation runs between its tokens.
-- `between_tokens()`: what a generation calls after each token to let short work through.
+  soon as the thread is free, or between two steps of the running generations, so a long
+  generation never blocks it for more than a step.
+- `join_batch(key, make, request)`: a generation joins the running batch of its model
+  (core/decoding.py: continuous batching); the thread steps every model's batch in turn while
+  any has rows, and runs short work between steps.
 
 Loading a model takes seconds and must not stall a generation: it runs in a thread of its own
 that ends with it (`run_in_own_thread`). Training does not run in the server at all: each job is
@@ -27,9 +27,11 @@ import _thread
 import os
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from core.decoding import DecodingBatch, DecodingRequest
 
 Result = TypeVar("Result")
 
@@ -71,50 +73,54 @@ class ModelThread:
         os.register_at_fork(after_in_child=self._start_afresh)
 
     def _start_afresh(self) -> None:
-        self._tasks: queue.SimpleQueue[tuple[Task, bool]] = queue.SimpleQueue()  # (task, is long)
-        self._long_put_aside: deque[Task] = deque()  # touched by the model thread only
+        from core.decoding import Batches
+
+        self._tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
+        self._batches = Batches()  # touched by the model thread only
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
 
     def run_model_work(self, function: Callable[[], Result]) -> Result:
         """Run short model work on the model thread and return its result (or raise its error)."""
-        if threading.current_thread() is self._thread:  # already there (e.g. between tokens)
+        if threading.current_thread() is self._thread:  # already there
             return function()
-        return self._submit(Task(function), long=False).result()
+        return self._submit(Task(function)).result()
 
-    def start_generation(self, function: Callable[[], object]) -> Task:
-        """Queue long model work; `result()` of the returned Task waits until it has run."""
-        return self._submit(Task(function), long=True)
+    def join_batch(self, key, make: Callable[[], DecodingBatch], request: DecodingRequest) -> None:
+        """Hand a generation to the running batch of `key` (made by `make` if none runs); it
+        streams on `request.updates` (core/decoding.py)."""
+        self._submit(Task(lambda: self._batches.join(key, make, request)))
 
-    def between_tokens(self) -> None:
-        """Run the short work waiting now (not what arrives meanwhile, so a steady stream of
-        requests cannot stall the generation); long work found on the way waits its turn.
-        Only does something on the model thread."""
-        if threading.current_thread() is not self._thread:
-            return
+    def rows_generating(self) -> int:
+        """Rows of every running batch (asked on the model thread, so between two steps)."""
+        return self.run_model_work(self._batches.rows)
+
+    def _run_waiting_work(self) -> None:
+        """Run the work waiting now (not what arrives meanwhile, so a steady stream of requests
+        cannot stall the running generations)."""
         for _ in range(self._tasks.qsize()):
             try:
-                task, long = self._tasks.get_nowait()
+                task = self._tasks.get_nowait()
             except queue.Empty:
                 return
-            if long:
-                self._long_put_aside.append(task)
-            else:
-                task.run()
+            task.run()
 
-    def _submit(self, task: Task, long: bool) -> Task:
+    def _submit(self, task: Task) -> Task:
         if self._thread is None:
             with self._starting:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._serve, name="model", daemon=True)
                     self._thread.start()
-        self._tasks.put((task, long))
+        self._tasks.put(task)
         return task
 
     def _serve(self) -> None:
-        while True:  # in the order asked; long work put aside between tokens goes first
-            task = self._long_put_aside.popleft() if self._long_put_aside else self._tasks.get()[0]
-            task.run()
+        while True:
+            if self._batches.busy:  # one step of every running batch, work asked meanwhile between
+                self._run_waiting_work()
+                self._batches.step_all(between=self._run_waiting_work)
+            else:
+                self._tasks.get().run()
 
 
 MODEL_THREAD = ModelThread()

@@ -16,7 +16,9 @@ from typing import Literal
 import gradio as gr
 from gradio.components.number import Number
 
+from core.decoding import PerPersonLimit
 from core.errors import WorkbenchError, first_line
+from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS
 from core.jobs import get_runner
 from core.models import TASKS, ModelRegistry
 from core.step_timing import StepTimer
@@ -49,6 +51,21 @@ class AppContext:
     job_views: list[JobView] = field(default_factory=list)
     job_timer: gr.Timer | None = None  # drives every JobView (see watch_job)
     step_timer: StepTimer = field(default_factory=StepTimer)  # times a few steps of a planned run
+    # Generations one person runs at once, and the rows a model's running batch takes (--per-person,
+    # --batch-rows): a class shares one batch per model (core/decoding.py).
+    generations: PerPersonLimit = field(default_factory=lambda: PerPersonLimit(GENERATIONS_PER_PERSON))
+    batch_rows: int = MAX_DECODING_ROWS
+
+
+def person_of(request: gr.Request | None) -> str:
+    """Who asks: the browser session (an API client is a session of its own); "" outside a request."""
+    return getattr(request, "session_hash", None) or ""
+
+
+def waiting_text(ahead: int, seconds: float) -> str:
+    """A queued person's place and expected wait, as the page shows it."""
+    place = "You are next" if ahead == 0 else f"{ahead} ahead of you"
+    return f"⏳ Waiting for a place in the model's batch: {place}, about {max(1, round(seconds))} s."
 
 
 def as_text(message: str) -> str:

@@ -12,8 +12,9 @@ from core.errors import WorkbenchError
 from core.limits import (DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, MAX_REPETITION_PENALTY,
                          MAX_TEMPERATURE, MAX_TOP_K)
 from core.models import TEXT_GENERATION, fine_tuned_here, in_hub_cache
-from demos.common import (AppContext, as_text, compare_picker, model_picker, precision_picker, precision_text,
-                          setting_slider, show_errors, warn)
+from core.decoding import Waiting
+from demos.common import (AppContext, as_text, compare_picker, model_picker, person_of, precision_picker,
+                          precision_text, setting_slider, show_errors, waiting_text, warn)
 
 STORY_TEMPLATE = "Write a creative story about {topic}:"
 DEFAULT_TOPIC = "a lighthouse keeper who befriends a whale"
@@ -114,12 +115,19 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def generate(prompt, model, compare_prompt=None, max_new_tokens=DEFAULT_NEW_TOKENS, temperature=0.8,
                  top_k=50, top_p=0.95, repetition_penalty=1.1, seed=RANDOM_SEED, num_sequences=1, chat_mode=True,
-                 compare_model=None, precision=None):
+                 compare_model=None, precision=None, request: gr.Request = None):
         """Generate text from a prompt, streamed; with a second prompt and/or a second model, the
         second output is that prompt's (or the same prompt's) text from that model (or the same
         one), with the same seed and settings. `seed`: -1 (or left out) draws a new one; the
         fourth output is the seed used, which gives the same text again. `precision`: auto, fp32
-        or bf16 (left out: the app's, --precision)."""
+        or bf16 (left out: the app's, --precision). While the model's batch is full the third
+        output says the place and expected wait."""
+        with ctx.generations.hold(person_of(request)):
+            yield from _generate(prompt, model, compare_prompt, max_new_tokens, temperature, top_k, top_p,
+                                 repetition_penalty, seed, num_sequences, chat_mode, compare_model, precision)
+
+    def _generate(prompt, model, compare_prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
+                  seed, num_sequences, chat_mode, compare_model, precision):
         notes = []
         if seed is None or seed < 0:
             seed = inference.random_seed()
@@ -140,8 +148,13 @@ def build(ctx: AppContext) -> None:
             run_settings = replace(settings, use_chat_template=chat_for(model_name, chat_mode, notes, precision))
             prompts = [text for text, _ in jobs]
             per_prompt = [[] for _ in jobs]
-            for per_prompt in inference.generate_streams(ctx.registry, model_name, prompts, run_settings,
-                                                         precision=precision):
+            for update in inference.generation_updates(ctx.registry, model_name, prompts, run_settings,
+                                                       precision=precision, batch_rows=ctx.batch_rows):
+                if isinstance(update, Waiting):
+                    yield shown[0], shown[1], "\n\n".join(filter(None, [waiting_text(update.ahead, update.seconds),
+                                                                          _note(notes)])), seed
+                    continue
+                per_prompt = update
                 for (_, slot), texts in zip(jobs, per_prompt):
                     shown[slot] = _join(texts)
                 yield shown[0], shown[1], _note(notes), seed
@@ -188,6 +201,9 @@ def build(ctx: AppContext) -> None:
                            chat_mode=chat, compare_model=compare_model, precision=precision),
         outputs=[output, compare_output, note, seed_used],
         api_name="generate",
+        # Every person's generation reaches the model thread at once and joins its model's running
+        # batch (core/decoding.py), which queues what does not fit and says the place and wait.
+        concurrency_limit=None,
     )
     event.then(**show_precision)
 

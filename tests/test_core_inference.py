@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -79,16 +80,22 @@ def test_a_stop_request_ends_generation_early(registry):
     assert len(updates[-1]) < len(full) / 2
 
 
-def test_closing_the_stream_stops_the_model_within_a_token_or_two(registry):
-    tokens_made = []
-    stream = inference.generate_stream(registry, "tiny-gpt2", "The cat",
-                                       GenerationSettings(max_new_tokens=MAX_NEW_TOKENS),
-                                       should_stop=lambda: tokens_made.append(1) and False)  # called per token
-    next(stream)
-    stream.close()  # what the Stop button does to the handler's iterator
-    # Long work on the model thread runs in order, so this waits for the closed generation's end.
-    MODEL_THREAD.start_generation(lambda: None).result(timeout=30)
-    assert len(tokens_made) < 10 < MAX_NEW_TOKENS
+def test_closing_the_stream_stops_the_model_within_a_step_or_two(registry):
+    model = registry.get("text-generation", "tiny-gpt2").model
+    steps = []
+    handle = _generate_calls(model, steps)
+    try:
+        stream = inference.generate_stream(registry, "tiny-gpt2", "The cat",
+                                           GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
+        next(stream)
+        stream.close()  # what the Stop button does to the handler's iterator
+        # Work asked of the model thread runs between two steps: after two such rounds the step
+        # that saw the stop has run, and the row has left.
+        MODEL_THREAD.run_model_work(lambda: None)
+        assert MODEL_THREAD.rows_generating() == 0
+    finally:
+        handle.remove()
+    assert len(steps) < 10 < MAX_NEW_TOKENS
 
 
 def test_several_sequences_are_one_batch_and_each_is_the_text_its_seed_gives_alone(registry):
@@ -121,9 +128,10 @@ def test_all_sequences_of_all_prompts_run_in_one_batch_that_reads_each_prompt_on
     finally:
         handle.remove()
     longest = len(registry.get("text-generation", "tiny-gpt2").tokenizer("The red house is")["input_ids"])
-    # The two prompts' tokens read once (not once per sequence), then every step for all six rows.
-    assert calls[0] == (2, longest - 1)
-    assert set(calls[1:]) == {(6, 1)} and len(calls[1:]) <= 6
+    # The two prompts' tokens read once (not once per sequence), which also gives each row its
+    # first token; then every step for all six rows.
+    assert calls[0] == (2, longest)
+    assert set(calls[1:]) == {(6, 1)} and len(calls[1:]) <= 5
     assert [len(sequences) for sequences in texts] == [3, 3]
     assert all(text.startswith("The red house is") for text in texts[0])
     assert all(text.startswith("A dog") for text in texts[1])
@@ -259,13 +267,14 @@ def test_sampling_keeps_the_tokens_transformers_top_k_then_top_p_keep():
     import torch
     from transformers import TopKLogitsWarper, TopPLogitsWarper
 
-    from core.inference import _top_p_among_top_k
+    from core.decoding import _warped
 
+    settings = SimpleNamespace(temperature=1.0, top_k=50, top_p=0.9)
     generator = torch.Generator().manual_seed(0)
     for _ in range(10):
         scores = torch.randn(3, 5000, generator=generator) * 3
         expected = TopPLogitsWarper(0.9)(None, TopKLogitsWarper(50)(None, scores.clone()))
-        got = _top_p_among_top_k(50, TopPLogitsWarper(0.9))(None, scores.clone())
+        got = _warped(scores.clone(), settings)
         kept = ~torch.isinf(expected)
         assert torch.equal(kept, ~torch.isinf(got)) and 1 < kept.sum(-1).min() and kept.sum(-1).max() <= 50
         assert torch.equal(expected[kept], got[kept])

@@ -1,6 +1,6 @@
 """The model thread: every request's model work runs on one thread (so torch keeps one OpenMP
 pool, see core/threads.py), short work is not held up by a long generation, and a seeded
-generation stays reproducible while other requests run between its tokens."""
+generation stays reproducible while other requests run between its steps."""
 
 from __future__ import annotations
 
@@ -17,22 +17,25 @@ from core.threads import MODEL_THREAD
 
 def test_generation_and_classification_from_different_request_threads_run_on_one_thread(registry):
     asking_threads, generating_threads = set(), set()
+    model = registry.get("text-generation", "tiny-gpt2").model
+    handle = model.register_forward_pre_hook(lambda *_: generating_threads.add(threading.get_ident()))
 
     def generate():
         asking_threads.add(threading.get_ident())
-        # should_stop is asked after every token on the thread running the model (and once more
-        # by generate_stream itself, on the asking thread, after the sequence).
         settings = GenerationSettings(max_new_tokens=5, seed=0)
-        for _ in inference.generate_stream(registry, "tiny-gpt2", "The cat", settings,
-                                           should_stop=lambda: generating_threads.add(threading.get_ident())):
+        for _ in inference.generate_stream(registry, "tiny-gpt2", "The cat", settings):
             pass
 
-    with ThreadPoolExecutor(4) as requests:  # like Gradio's worker threads
-        list(requests.map(lambda _: generate(), range(3)))
-        list(requests.map(lambda text: inference.classify(registry, "tiny-bert-sentiment", text), ["good", "bad"]))
-        short_work_threads = set(requests.map(
-            lambda _: MODEL_THREAD.run_model_work(threading.get_ident), range(4)))
-    generating_threads -= asking_threads
+    try:
+        with ThreadPoolExecutor(4) as requests:  # like Gradio's worker threads
+            list(requests.map(lambda _: generate(), range(3)))
+            list(requests.map(lambda text: inference.classify(registry, "tiny-bert-sentiment", text),
+                              ["good", "bad"]))
+            short_work_threads = set(requests.map(
+                lambda _: MODEL_THREAD.run_model_work(threading.get_ident), range(4)))
+    finally:
+        handle.remove()
+    assert not generating_threads & asking_threads
     assert len(generating_threads) == 1
     assert short_work_threads == generating_threads
     assert threading.get_ident() not in generating_threads
@@ -81,8 +84,7 @@ def test_a_failure_in_model_work_reaches_its_caller_and_the_thread_keeps_serving
 
 
 def test_model_work_asked_from_the_model_thread_runs_at_once_instead_of_waiting_for_itself():
-    nested = MODEL_THREAD.start_generation(lambda: MODEL_THREAD.run_model_work(lambda: "inner"))
-    assert nested.result(timeout=10) == "inner"
+    assert MODEL_THREAD.run_model_work(lambda: MODEL_THREAD.run_model_work(lambda: "inner")) == "inner"
 
 
 def test_the_inside_views_and_question_answering_do_their_torch_work_on_the_model_thread(registry):
