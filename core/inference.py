@@ -77,10 +77,21 @@ def _require_text(text: str | None, what: str, limit: int) -> str:
 
 
 def _run_model(model_name: str, call):
-    """Run one model call on the model thread (core/threads.py says why); a failure inside the
-    model (a broken checkpoint, an input it cannot take) becomes a message naming the model."""
+    """Run one model call on the model thread (core/threads.py says why)."""
+    return _failure_named(model_name, lambda: MODEL_THREAD.run_model_work(call))
+
+
+def _run_model_batched(model_name: str, key, item, run_many):
+    """Run one input on the model thread, in one call with the other inputs of `key` asked at the
+    same moment (`run_batchable` in core/threads.py)."""
+    return _failure_named(model_name, lambda: MODEL_THREAD.run_batchable(key, item, run_many))
+
+
+def _failure_named(model_name: str, run):
+    """A failure inside the model (a broken checkpoint, an input it cannot take) becomes a
+    message naming the model."""
     try:
-        return MODEL_THREAD.run_model_work(call)
+        return run()
     except WorkbenchError:
         raise
     except Exception as error:
@@ -240,7 +251,8 @@ def classify(registry: ModelRegistry, model_name: str, text: str, precision: str
     """Every class of the model with its probability, highest first (`precision`: the registry's)."""
     text = _require_text(text, "The text", MAX_TEXT_CHARS)
     pipe = registry.get(TEXT_CLASSIFICATION, model_name, precision)
-    scores = _run_model(model_name, lambda: pipe(text, top_k=None, truncation=True))
+    scores = _run_model_batched(model_name, ("classify", id(pipe)), text,
+                                lambda texts: pipe(texts, top_k=None, truncation=True, batch_size=len(texts)))
     if scores and isinstance(scores[0], list):  # some versions nest per input
         scores = scores[0]
     ranked = sorted(scores, key=lambda item: item["score"], reverse=True)
@@ -316,7 +328,9 @@ def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 
     input_ids = pipe.tokenizer(model_text, truncation=True)["input_ids"]
     if input_ids.count(pipe.tokenizer.mask_token_id) < masks:
         raise WorkbenchError("The text is too long for this model: a mask falls after its last token.")
-    raw = _run_model(model_name, lambda: pipe(model_text, top_k=int(top_k), tokenizer_kwargs={"truncation": True}))
+    raw = _run_model_batched(model_name, ("fill-mask", id(pipe), int(top_k)), model_text,
+                             lambda texts: _as_list(pipe(texts, top_k=int(top_k), batch_size=len(texts),
+                                                         tokenizer_kwargs={"truncation": True}), len(texts)))
     per_mask = [raw] if masks == 1 else raw
     return [
         [MaskPrediction(index, _shown_token(item["token_str"]), float(item["score"]),
@@ -324,6 +338,12 @@ def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 
          for item in predictions]
         for index, predictions in enumerate(per_mask, start=1)
     ]
+
+
+def _as_list(raw, inputs: int) -> list:
+    """The fill-mask pipeline's answer for a list of inputs, one entry per input: given a list of
+    one, it answers as for a single text."""
+    return [raw] if inputs == 1 else raw
 
 
 def _shown_token(token: str) -> str:

@@ -9,9 +9,11 @@ app ran 2.5x slower after a single classification (bench/threads.py measures it)
 thread per call avoids the pile-up but pays a new pool each time (about 1 ms per call here).
 
 So inference runs on a single thread that keeps one pool, and schedules all model work:
-- `run_model_work(f)`: short work (a classification, a fill-mask, scoring a file). It runs as
-  soon as the thread is free, or between two steps of the running generations, so a long
-  generation never blocks it for more than a step.
+- `run_model_work(f)`: short work (scoring a file, an attention map). It runs as soon as the
+  thread is free, or between two steps of the running generations, so a long generation never
+  blocks it for more than a step.
+- `run_batchable(key, item, run_many)`: short work for one input that many inputs share cheaply
+  (a classification, a fill-mask): the inputs of one key asked meanwhile run as one call.
 - `join_batch(key, make, request)`: a generation joins the running batch of its model
   (core/decoding.py: continuous batching); the thread steps every model's batch in turn while
   any has rows, and runs short work between steps.
@@ -56,6 +58,11 @@ class Task(Generic[Result]):
             self._error = error
         self._done.release()
 
+    def finish(self, result: Result) -> None:
+        """Hand over a result computed for it elsewhere (with others in one batch)."""
+        self._result = result
+        self._done.release()
+
     def result(self, timeout: float | None = None) -> Result:
         """Wait for the work to have run; return its result or raise its error."""
         if not self._done.acquire(timeout=-1 if timeout is None else timeout):
@@ -64,6 +71,29 @@ class Task(Generic[Result]):
         if self._error is not None:
             raise self._error
         return self._result
+
+
+class BatchableTask(Task):
+    """One input of work that runs many inputs as cheaply as one (a classification, a fill-mask):
+    inputs with the same key waiting together run as one call of `run_many(inputs)`."""
+
+    def __init__(self, key, item, run_many: Callable[[list], list]) -> None:
+        super().__init__(lambda: run_many([item])[0])
+        self.key, self.item, self.run_many = key, item, run_many
+
+
+def _run_together(tasks: list[BatchableTask]) -> None:
+    if len(tasks) == 1:
+        tasks[0].run()
+        return
+    try:
+        results = tasks[0].run_many([task.item for task in tasks])
+    except Exception:  # noqa: BLE001 - one input's failure must not fail the others: each alone
+        for task in tasks:
+            task.run()
+        return
+    for task, result in zip(tasks, results):
+        task.finish(result)
 
 
 class ModelThread:
@@ -86,6 +116,13 @@ class ModelThread:
             return function()
         return self._submit(Task(function)).result()
 
+    def run_batchable(self, key, item, run_many: Callable[[list], list]):
+        """Run `run_many([item])[0]` on the model thread, together with the other inputs of the
+        same `key` waiting there (people who pressed Classify at the same moment share a call)."""
+        if threading.current_thread() is self._thread:
+            return run_many([item])[0]
+        return self._submit(BatchableTask(key, item, run_many)).result()
+
     def join_batch(self, key, make: Callable[[], DecodingBatch], request: DecodingRequest) -> None:
         """Hand a generation to the running batch of `key` (made by `make` if none runs); it
         streams on `request.updates` (core/decoding.py)."""
@@ -98,12 +135,29 @@ class ModelThread:
     def _run_waiting_work(self) -> None:
         """Run the work waiting now (not what arrives meanwhile, so a steady stream of requests
         cannot stall the running generations)."""
+        self._run(self._waiting_now())
+
+    def _waiting_now(self) -> list[Task]:
+        tasks = []
         for _ in range(self._tasks.qsize()):
             try:
-                task = self._tasks.get_nowait()
+                tasks.append(self._tasks.get_nowait())
             except queue.Empty:
-                return
-            task.run()
+                break
+        return tasks
+
+    @staticmethod
+    def _run(tasks: list[Task]) -> None:
+        """In the order asked; batchable inputs of one key run together where the first was asked."""
+        together: dict[object, list[BatchableTask]] = {}
+        for task in tasks:
+            if isinstance(task, BatchableTask):
+                together.setdefault(task.key, []).append(task)
+        for task in tasks:
+            if not isinstance(task, BatchableTask):
+                task.run()
+            elif task.key in together:
+                _run_together(together.pop(task.key))
 
     def _submit(self, task: Task) -> Task:
         if self._thread is None:
@@ -120,7 +174,8 @@ class ModelThread:
                 self._run_waiting_work()
                 self._batches.step_all(between=self._run_waiting_work)
             else:
-                self._tasks.get().run()
+                first = self._tasks.get()
+                self._run([first, *self._waiting_now()])
 
 
 MODEL_THREAD = ModelThread()

@@ -100,7 +100,10 @@ def build(ctx: AppContext) -> None:
                  show_progress="hidden", queue=False)
     named = dict(fn=name_scores, inputs=model, outputs=scores, api_visibility="private", show_progress="hidden",
                  queue=False)
-    classified = busy_click(classify_button, "Classifying…", classify, api_name="classify", **wiring)
+    # Every person's classification reaches the model thread at once; those asked together run
+    # as one batch there (core/threads.py, run_batchable).
+    classified = busy_click(classify_button, "Classifying…", classify, api_name="classify", concurrency_limit=None,
+                            **wiring)
     classified.success(**named)
     classified.success(classify_compare, api_name="classify_compare", **compare).success(**shown).then(
         **show_precision)

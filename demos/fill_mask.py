@@ -46,5 +46,7 @@ def build(ctx: AppContext) -> None:
     # No progress overlay on the results: a refusal leaves no "Error" mark on them.
     wiring = dict(inputs_kwargs=dict(text=text, model=model, top_k=top_k, precision=precision),
                   outputs=[bars, table, note])
-    busy_click(fill_button, "Filling…", fill, api_name="fill_mask", **wiring).then(**show_precision)
+    # Fill-masks asked together run as one batch on the model thread (core/threads.py).
+    busy_click(fill_button, "Filling…", fill, api_name="fill_mask", concurrency_limit=None,
+               **wiring).then(**show_precision)
     text.submit(fill, api_visibility="private", show_progress="hidden", **wiring).then(**show_precision)

@@ -111,3 +111,94 @@ def test_the_inside_views_and_question_answering_do_their_torch_work_on_the_mode
     computed = [name for name in recorder.calls if name != "device"]  # naming a device computes nothing
     assert computed == [], f"torch ran on the request thread: {sorted(set(computed))[:10]}"
     assert torch.is_tensor(torch.zeros(1))  # the mode is gone
+
+
+def test_classifications_asked_together_run_as_one_call_with_the_answers_each_gets_alone(registry):
+    import time
+
+    texts = ["What a lovely day.", "The soup was cold.", "good", "A long film, but the ending made up for it.",
+             "bad", "I waited an hour.", "The staff were kind.", "It broke after two days."]
+    alone = [inference.classify(registry, "tiny-bert-sentiment", text) for text in texts]
+    model = registry.get("text-classification", "tiny-bert-sentiment").model
+    rows = []
+    hook = model.register_forward_pre_hook(lambda _module, args, kwargs: rows.append(
+        len(kwargs.get("input_ids", args[0] if args else None))), with_kwargs=True)
+
+    holding = threading.Event()
+
+    def hold_until_all_asked():
+        # On the model thread: everyone's classification is queued behind this before it ends
+        # (as when a class presses Classify together while a step runs).
+        holding.set()
+        while MODEL_THREAD._tasks.qsize() < len(texts):
+            time.sleep(0.001)
+
+    try:
+        with ThreadPoolExecutor(len(texts) + 1) as people:
+            held = people.submit(MODEL_THREAD.run_model_work, hold_until_all_asked)
+            holding.wait()
+            answers = list(people.map(lambda text: inference.classify(registry, "tiny-bert-sentiment", text), texts))
+            held.result()
+    finally:
+        hook.remove()
+    assert rows == [len(texts)]  # one forward pass for all eight
+    assert answers == [pytest.approx(scores, abs=1e-5) for scores in alone]
+
+
+def test_one_bad_input_in_a_batch_fails_alone(registry):
+    import time
+
+    holding = threading.Event()
+
+    def hold():
+        holding.set()
+        while MODEL_THREAD._tasks.qsize() < 3:
+            time.sleep(0.001)
+
+    def run_many(items):
+        if "bad" in items and len(items) > 1:
+            raise ValueError("one of them")
+        if items == ["bad"]:
+            raise ValueError("this one")
+        return [item.upper() for item in items]
+
+    with ThreadPoolExecutor(4) as people:
+        held = people.submit(MODEL_THREAD.run_model_work, hold)
+        holding.wait()
+        asked = [people.submit(MODEL_THREAD.run_batchable, "key", item, run_many) for item in ("a", "bad", "c")]
+        held.result()
+        assert asked[0].result() == "A" and asked[2].result() == "C"
+        with pytest.raises(ValueError, match="this one"):
+            asked[1].result()
+
+
+def asked_together(calls: list) -> list:
+    """Run `calls` from threads of their own while the model thread is held, so that all of them
+    wait there together; their results in order."""
+    import time
+
+    holding = threading.Event()
+
+    def hold():
+        holding.set()
+        while MODEL_THREAD._tasks.qsize() < len(calls):
+            time.sleep(0.001)
+
+    with ThreadPoolExecutor(len(calls) + 1) as people:
+        held = people.submit(MODEL_THREAD.run_model_work, hold)
+        holding.wait()
+        results = list(people.map(lambda call: call(), calls))
+        held.result()
+    return results
+
+
+def test_fill_masks_asked_together_give_what_each_gives_alone(registry):
+    texts = ["The cat likes the [MASK] house.", "The [MASK] sat on the [MASK].", "A [MASK] dog."]
+    alone = [inference.fill_mask(registry, "tiny-bert-mlm", text, top_k=3) for text in texts]
+    together = asked_together([lambda text=text: inference.fill_mask(registry, "tiny-bert-mlm", text, top_k=3)
+                               for text in texts])
+    for got, expected in zip(together, alone):
+        assert [[(p.token, p.sequence) for p in mask] for mask in got] == \
+               [[(p.token, p.sequence) for p in mask] for mask in expected]
+        assert [[p.score for p in mask] for mask in got] == \
+               [[pytest.approx(p.score, abs=1e-5) for p in mask] for mask in expected]
