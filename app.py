@@ -11,15 +11,19 @@ import os
 import sys
 from pathlib import Path
 
-import gradio as gr
+from core.spaces import use_persistent_storage
 
-from core.jobs import get_runner, remove_interrupted_saves, remove_stale_runs
-from core.decoding import PerPersonLimit
-from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE
-from core.models import configure, models_dir_from_env
-from core.precision import INFERENCE_PRECISIONS
-from demos import classify, fill_mask, finetune, generate, inside, question_answering
-from demos.common import IDLE_POLL_SECONDS, AppContext, list_models, watch_job, wire_pickers
+use_persistent_storage()  # before gradio and huggingface_hub read HF_HOME (on a Space with /data)
+
+import gradio as gr  # noqa: E402
+
+from core.decoding import PerPersonLimit  # noqa: E402
+from core.jobs import get_runner, remove_interrupted_saves, remove_stale_runs  # noqa: E402
+from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE  # noqa: E402
+from core.models import configure, models_dir_from_env  # noqa: E402
+from core.precision import INFERENCE_PRECISIONS  # noqa: E402
+from demos import classify, fill_mask, finetune, generate, inside, question_answering  # noqa: E402
+from demos.common import IDLE_POLL_SECONDS, AppContext, list_models, watch_job, wire_pickers  # noqa: E402
 
 PANELS = (
     ("Text generation", generate),
@@ -33,7 +37,11 @@ PANELS = (
 
 def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_SIZE,
               precision: str = "auto", per_person: int = GENERATIONS_PER_PERSON,
-              batch_rows: int = MAX_DECODING_ROWS) -> gr.Blocks:
+              batch_rows: int = MAX_DECODING_ROWS, shared: bool = False, admins: tuple[str, ...] = (),
+              logins: int = 0) -> gr.Blocks:
+    """The whole page. `shared`: people other than the server's owner reach it (a share link, a
+    Space, a network address): each may change only their own runs and models, `admins` (logins)
+    everyone's. With more than one login a person is their login, else their browser."""
     registry = configure(models_dir or models_dir_from_env(), precision)
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
@@ -48,7 +56,9 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
                     "sentiment, fill in masked words, answer questions, look inside them, and fine-tune on "
                     "your own data.")
         ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS),
-                         generations=PerPersonLimit(per_person), batch_rows=batch_rows)
+                         generations=PerPersonLimit(per_person), batch_rows=batch_rows, shared=shared,
+                         admins=frozenset(admins), by_login=logins > 1)
+        recognise_browsers(ctx)
         with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays in view, on two or three rows
             for title, panel in PANELS:
                 with gr.Tab(title):
@@ -61,6 +71,23 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
     # without end; each event's own concurrency limit keeps a long generation from blocking others.
     demo.queue(max_size=queue_size)
     return demo
+
+
+def recognise_browsers(ctx: AppContext) -> None:
+    """Each browser keeps a key of its own in its storage; a page sends it when it loads, and the
+    session's requests act as that browser (core/ownership.py), also after a reload."""
+    import secrets
+
+    from core.ownership import browser_secret
+
+    key = gr.BrowserState(None, storage_key="model-workbench-person", secret=browser_secret(ctx.registry.models_dir))
+
+    def remember(stored, request: gr.Request):
+        stored = stored or secrets.token_urlsafe(16)
+        ctx.visitors.remember(request.session_hash, stored)
+        return stored
+
+    ctx.demo.load(remember, key, key, api_visibility="private", show_progress="hidden", queue=False)
 
 
 def note_login_in_api_docs(demo: gr.Blocks, user: str) -> None:
@@ -77,14 +104,23 @@ def note_login_in_api_docs(demo: gr.Blocks, user: str) -> None:
             function.api_description = f"{login}\n\n{described}".strip()
 
 
-def parse_auth(value: str | None) -> tuple[str, str] | None:
-    """'user:password' -> (user, password); None when not set."""
-    if not value:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise SystemExit("--auth must look like user:password")
-    return user, password
+def parse_auth(value: str | None) -> list[tuple[str, str]]:
+    """'user:password' (or several, comma-separated: one login per person) -> [(user, password)];
+    [] when not set."""
+    logins = []
+    for entry in filter(None, (part.strip() for part in (value or "").split(","))):
+        user, sep, password = entry.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit("--auth must look like user:password (several: user:password,user2:password2)")
+        logins.append((user, password))
+    return logins
+
+
+def has_visitors(args: argparse.Namespace) -> bool:
+    """Whether people other than the server's owner reach it: a share link, a Space, an address
+    other than this machine's own, or --shared (e.g. behind a proxy)."""
+    return bool(args.shared or args.share or os.environ.get("SPACE_ID")
+                or args.host not in ("127.0.0.1", "localhost", "::1"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,7 +132,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="port (env GRADIO_SERVER_PORT)")
     parser.add_argument("--share", action="store_true", help="also create a public gradio.live link")
     parser.add_argument("--auth", default=env.get("WORKBENCH_AUTH"),
-                        help="user:password required for the page and the API (env WORKBENCH_AUTH)")
+                        help="user:password required for the page and the API; several, comma-separated, give "
+                             "each person a login of their own (env WORKBENCH_AUTH)")
+    parser.add_argument("--admin", action="append", default=[a for a in env.get("WORKBENCH_ADMIN", "").split(",") if a],
+                        help="a login (of --auth) that may cancel, save, rename or delete everyone's runs and "
+                             "models; repeat for several (env WORKBENCH_ADMIN, comma-separated)")
+    parser.add_argument("--shared", action="store_true",
+                        help="treat the server as shared even on 127.0.0.1 (behind a proxy): each visitor may "
+                             "change only their own runs and models (always so with --share, on a Space, or "
+                             "with another --host)")
     parser.add_argument("--models-dir", default=str(models_dir_from_env()),
                         help="folder of local and fine-tuned models (env WORKBENCH_MODELS_DIR)")
     parser.add_argument("--queue-size", type=int, default=QUEUE_MAX_SIZE,
@@ -119,8 +163,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    auth = parse_auth(args.auth)
-    if args.share and not auth:
+    logins = parse_auth(args.auth)
+    unknown = [admin for admin in args.admin if admin not in dict(logins)]
+    if unknown:
+        raise SystemExit(f"--admin {unknown[0]} is not a login of --auth")
+    if args.share and not logins:
         print("Warning: --share without --auth makes this app public: anyone with the link can use "
               "it, run fine-tuning and write models into the models folder. Add --auth user:password.",
               file=sys.stderr, flush=True)
@@ -129,13 +176,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.per_person < 1 or args.batch_rows < 1:
         raise SystemExit("--per-person and --batch-rows must be at least 1")
     get_runner().processes = args.train_processes
-    demo = build_app(args.models_dir, args.queue_size, args.precision, args.per_person, args.batch_rows)
-    if auth:
-        note_login_in_api_docs(demo, auth[0])
+    demo = build_app(args.models_dir, args.queue_size, args.precision, args.per_person, args.batch_rows,
+                     shared=has_visitors(args), admins=tuple(args.admin), logins=len(logins))
+    if logins:
+        note_login_in_api_docs(demo, logins[0][0])
     # A thread per request that waits on the model thread (a generation in a batch): room for a
     # full queue of them, plus the page's own quick events.
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                prevent_thread_lock=True, max_threads=args.queue_size + 40)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                prevent_thread_lock=True, max_threads=args.queue_size + 40, auth=logins or None)
     if args.share and not demo.share_url:
         print(f"Could not create a public share link (no internet access?). The app keeps "
               f"serving locally at {demo.local_url}", file=sys.stderr, flush=True)

@@ -87,12 +87,13 @@ def remove_checkpoints(folder: str | Path | None) -> None:
 
 
 # ----- run records (the app's resumable runs) -------------------------------------------------
-def write_run_record(folder: Path, model_name: str, config_fields: dict, server_pid: int | None = None) -> dict:
+def write_run_record(folder: Path, model_name: str, config_fields: dict, server_pid: int | None = None,
+                     owner: str = "") -> dict:
     """Copy the uploads into `folder` and record the run's settings (and the server process that
     runs it); returns the fields with the upload paths pointing at the copies (uploads in a temp
     folder may be gone after a restart). Each copy keeps the upload's name, in a sub-folder of
     its own (`train/`, `validation/`): the run's data, history and model card name the file
-    the person uploaded."""
+    the person uploaded. `owner`: who started it (core.ownership), who alone may resume it."""
     folder.mkdir(parents=True, exist_ok=True)
     fields = dict(config_fields)
     for key, part in (("train_file", "train"), ("validation_file", "validation")):
@@ -103,7 +104,7 @@ def write_run_record(folder: Path, model_name: str, config_fields: dict, server_
                 copy.parent.mkdir(exist_ok=True)
                 shutil.copyfile(source, copy)
             fields[key] = str(copy)
-    record = {"model_name": model_name, "config": fields, "server_pid": server_pid}
+    record = {"model_name": model_name, "config": fields, "server_pid": server_pid, "owner": owner}
     (folder / RUN_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return fields
 

@@ -82,7 +82,7 @@ class RunHistory:
 
 def run_entry(run_id: str, config, model_name: str, state: str, message: str, started_at: float,
               finished_at: float, result: dict | None, loss_curve: list[dict], metrics_before: dict | None,
-              metrics_after: dict | None, saved_as: str | None) -> dict:
+              metrics_after: dict | None, saved_as: str | None, owner: str = "") -> dict:
     """One run's history entry, from the job's settings and what its training process reported."""
     result = result or {}
     settings = {key: value for key, value in dataclasses.asdict(config).items()
@@ -98,8 +98,23 @@ def run_entry(run_id: str, config, model_name: str, state: str, message: str, st
         "precision": result.get("precision"), "kept": result.get("kept"),
         "early_stopped": bool(result.get("early_stopped")), "settings": settings,
         "metrics_before": _plain_metrics(metrics_before), "metrics_after": _plain_metrics(metrics_after),
-        "loss_curve": loss_curve, "saved_as": saved_as,
+        "loss_curve": loss_curve, "saved_as": saved_as, "owner": owner,
     }
+
+
+OTHERS_DATA = "(someone else's file)"
+
+
+def as_seen_by(runs: list[dict], person) -> list[dict]:
+    """The runs as `person` (core.ownership.Person) may see them: another person's runs without
+    the name of their data file, and no one's owner id."""
+    shown = []
+    for run in runs:
+        visible = {key: value for key, value in run.items() if key != "owner"}
+        if not person.may_act_on(run.get("owner")):
+            visible["data"] = OTHERS_DATA
+        shown.append(visible)
+    return shown
 
 
 def _plain_metrics(metrics: dict | None) -> dict | None:

@@ -34,6 +34,7 @@ from typing import Any
 from core import checkpoints, history
 from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM
 from core.errors import WorkbenchError
+from core.ownership import COMMAND_LINE, ModelOwners, Person, refuse_unless_owner
 from core.models import (
     FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, get_registry, is_valid_local_name,
     packaged_choice,
@@ -51,6 +52,17 @@ IDLE, RUNNING, STOPPING, SAVING, CANCELLED, SAVE_FAILED, FINISHED, FAILED = (
     "idle", "running", "stopping", "saving", "cancelled", "save failed", "finished", "failed")
 DISCARDED = "discarded"  # in the run history only: a trained model dropped after a cancel or failed save
 AWAITING_SAVE = (CANCELLED, SAVE_FAILED)  # a trained model waits in memory: save it or discard it
+QUEUED = "queued"  # a run asked for while another trains: it starts by itself in its turn
+
+
+@dataclass
+class QueuedRun:
+    """A run waiting for the one training slot, with who asked for it."""
+
+    config: Any
+    model_name: str
+    owner: str  # core.ownership.Person.id
+    queued_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -80,6 +92,7 @@ class JobStatus:
     metrics_after: dict | None = None
     warnings: list[str] = field(default_factory=list)
     message: str = ""  # what happened last, for a person
+    owner: str = ""  # who started it (core.ownership.Person.id; "" the command line)
     started_at: float | None = None
     finished_at: float | None = None
 
@@ -113,42 +126,112 @@ class JobRunner:
         self._status = JobStatus()
         self._process: TrainingProcess | None = None
         self._run_id: str | None = None  # the current run's entry in the run history
+        self._queue: list[QueuedRun] = []  # runs asked for while busy, in order; started one by one
+        self._queue_notes: dict[str, str] = {}  # owner -> why their queued run could not start
 
     def status(self) -> JobStatus:
         with self._lock:
             return copy.deepcopy(self._status)
 
-    def start(self, config, model_name: str) -> JobStatus:
+    def start(self, config, model_name: str, person: Person = COMMAND_LINE, queue: bool = False) -> JobStatus:
         """Start training `config` in a child process; it saves as `model_name` when done.
-        With `config.checkpoint_every`, the run can be resumed after a crash or restart."""
+        With `config.checkpoint_every`, the run can be resumed after a crash or restart.
+        While another run trains (or waits to be saved), `queue=True` puts it in line (it starts by
+        itself in its turn; the returned status says its place); otherwise it is refused."""
         from core.training import check_base_model
 
         models_dir = get_registry().models_dir
         # Before anything starts: "running", then a failure a minute later, would say less.
         check_base_model(replace(config, models_dir=str(models_dir)))
         with self._lock:
+            if queue and (self._busy or self._queue):
+                return self._enqueue(config, model_name, person)
             self._refuse_while_busy()
-            target = _target_folder(models_dir, model_name)
-            run_folder = _run_folder(models_dir, target.name)
-            waiting = _interrupted_run(run_folder)
-            if waiting:
-                raise WorkbenchError(f"An interrupted run of '{waiting.model_name}' can resume from step "
-                                     f"{waiting.step}: resume it or discard it first.")
-            shutil.rmtree(run_folder, ignore_errors=True)  # leftovers of a run that never checkpointed
-            # TensorBoard's event files stay with the models (trackio keeps its own folder).
-            tracking_dir = config.tracking_dir or (str(models_dir / TENSORBOARD_FOLDER)
-                                                   if config.report_to == "tensorboard" else None)
-            config = replace(config, output_dir=str(target), models_dir=str(models_dir),
-                             checkpoint_dir=str(run_folder) if config.checkpoint_every else None, resume=False,
-                             tracking_dir=tracking_dir, run_name=config.run_name or target.name)
-            if config.checkpoint_every:
-                fields = checkpoints.write_run_record(run_folder, target.name, _record_fields(config),
-                                                      server_pid=os.getpid())
-                config = replace(config, train_file=fields["train_file"],
-                                 validation_file=fields["validation_file"])
-            return self._launch(config, target.name, "Loading the model and data, then scoring it before training…")
+            return self._start_now(config, model_name, person.id)
 
-    def resume(self, model_name: str) -> JobStatus:
+    def _start_now(self, config, model_name: str, owner: str) -> JobStatus:
+        """With the lock held: check the name and the run folder, then launch."""
+        models_dir = get_registry().models_dir
+        target = _target_folder(models_dir, model_name)
+        run_folder = _run_folder(models_dir, target.name)
+        waiting = _interrupted_run(run_folder)
+        if waiting:
+            raise WorkbenchError(f"An interrupted run of '{waiting.model_name}' can resume from step "
+                                 f"{waiting.step}: resume it or discard it first.")
+        shutil.rmtree(run_folder, ignore_errors=True)  # leftovers of a run that never checkpointed
+        # TensorBoard's event files stay with the models (trackio keeps its own folder).
+        tracking_dir = config.tracking_dir or (str(models_dir / TENSORBOARD_FOLDER)
+                                               if config.report_to == "tensorboard" else None)
+        config = replace(config, output_dir=str(target), models_dir=str(models_dir),
+                         checkpoint_dir=str(run_folder) if config.checkpoint_every else None, resume=False,
+                         tracking_dir=tracking_dir, run_name=config.run_name or target.name)
+        if config.checkpoint_every:
+            fields = checkpoints.write_run_record(run_folder, target.name, _record_fields(config),
+                                                  server_pid=os.getpid())
+            config = replace(config, train_file=fields["train_file"],
+                             validation_file=fields["validation_file"])
+        return self._launch(config, target.name, "Loading the model and data, then scoring it before training…",
+                            owner)
+
+    @property
+    def _busy(self) -> bool:
+        return self._status.active or self._status.awaiting_save
+
+    def _enqueue(self, config, model_name: str, person: Person) -> JobStatus:
+        """With the lock held: put a run in line, after the checks a start would make now."""
+        target = _target_folder(get_registry().models_dir, model_name)
+        if any(queued.model_name == target.name for queued in self._queue) or target.name == self._status.model_name:
+            raise WorkbenchError(f"A run that saves as '{target.name}' is already training or in line: choose "
+                                 "another name.")
+        if person.id and any(queued.owner == person.id for queued in self._queue):
+            raise WorkbenchError("You have a run in line already: wait for it, or take it out of the line "
+                                 "(Cancel) first.")
+        self._queue.append(QueuedRun(config, target.name, person.id))
+        self._queue_notes.pop(person.id, None)
+        self._changed.notify_all()
+        return self._queued_status(len(self._queue) - 1)
+
+    def _queued_status(self, index: int) -> JobStatus:
+        queued = self._queue[index]
+        return JobStatus(state=QUEUED, model_name=queued.model_name, task=queued.config.task, owner=queued.owner,
+                         message=queue_sentence(index, self._status))
+
+    def queued_for(self, person: Person) -> JobStatus | None:
+        """The person's run in line (its place in the message), or why it could not start; None
+        when they have neither."""
+        with self._lock:
+            for index, queued in enumerate(self._queue):
+                if person.id and queued.owner == person.id:
+                    return self._queued_status(index)
+            note = self._queue_notes.get(person.id) if person.id else None
+            return JobStatus(state=FAILED, message=note, owner=person.id) if note else None
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def leave_queue(self, person: Person) -> JobStatus:
+        """Take the person's run out of the line."""
+        with self._lock:
+            mine = [queued for queued in self._queue if person.id and queued.owner == person.id]
+            if not mine:
+                raise WorkbenchError("You have no run in line.")
+            self._queue.remove(mine[0])
+            self._changed.notify_all()
+            return JobStatus(state=IDLE, model_name=mine[0].model_name, owner=person.id,
+                             message=f"Took '{mine[0].model_name}' out of the line: it will not run.")
+
+    def _start_next(self) -> None:
+        """With the lock held, once the slot is free: start the first run in line that still can
+        (its name may have been taken meanwhile: its owner is told why)."""
+        while self._queue and not self._busy:
+            queued = self._queue.pop(0)
+            try:
+                self._start_now(queued.config, queued.model_name, queued.owner)
+            except WorkbenchError as error:
+                self._queue_notes[queued.owner] = f"Your run in line, '{queued.model_name}', could not start: {error}"
+
+    def resume(self, model_name: str, person: Person = COMMAND_LINE) -> JobStatus:
         """Continue an interrupted run from its newest checkpoint."""
         from core.training import TrainConfig
 
@@ -159,12 +242,16 @@ class JobRunner:
             waiting = _interrupted_run(run_folder)
             if not waiting:
                 raise WorkbenchError(f"There is no interrupted run of '{model_name}' to resume.")
+            record = checkpoints.read_run_record(run_folder)
+            owner = record.get("owner", "")  # a run recorded before owners were kept: the admin's
+            refuse_unless_owner(person, owner, f"The interrupted run of '{model_name}'", "resume")
             target = _target_folder(models_dir, waiting.model_name)
-            fields = _upgraded_record(checkpoints.read_run_record(run_folder)["config"])
+            fields = _upgraded_record(record["config"])
             config = TrainConfig(**{**fields, "output_dir": str(target), "models_dir": str(models_dir),
                                     "checkpoint_dir": str(run_folder), "resume": True})
             return self._launch(config, waiting.model_name,
-                                f"Resuming from the checkpoint at step {waiting.step} of {waiting.total_steps}…")
+                                f"Resuming from the checkpoint at step {waiting.step} of {waiting.total_steps}…",
+                                owner)
 
     def interrupted_runs(self) -> list[InterruptedRun]:
         """Runs that can resume, except the one training now."""
@@ -177,10 +264,12 @@ class JobRunner:
         runs = [_interrupted_run(folder) for folder in sorted(root.iterdir()) if folder.name not in busy]
         return [run for run in runs if run]
 
-    def discard_interrupted(self, model_name: str) -> None:
+    def discard_interrupted(self, model_name: str, person: Person = COMMAND_LINE) -> None:
         run_folder = _run_folder(get_registry().models_dir, model_name)
         if not _interrupted_run(run_folder):
             raise WorkbenchError(f"There is no interrupted run of '{model_name}' to discard.")
+        refuse_unless_owner(person, checkpoints.read_run_record(run_folder).get("owner", ""),
+                            f"The interrupted run of '{model_name}'", "discard")
         with self._lock:
             if self._status.active and self._status.model_name == model_name:
                 raise WorkbenchError(f"'{model_name}' is training now: cancel it instead.")
@@ -204,23 +293,25 @@ class JobRunner:
         with self._lock:
             self._refuse_while_busy()
 
-    def cancel(self) -> JobStatus:
+    def cancel(self, person: Person = COMMAND_LINE) -> JobStatus:
         with self._lock:
             if not self._status.active or self._status.state == SAVING:
                 raise WorkbenchError("No training is running.")
+            refuse_unless_owner(person, self._status.owner, f"The run of '{self._status.model_name}'", "cancel")
             self._status.state = STOPPING
             self._status.message = "Stopping after the current step…"
             self._process.control.request_stop()
             self._changed.notify_all()
             return copy.deepcopy(self._status)
 
-    def save_pending(self, model_name: str | None = None) -> JobStatus:
+    def save_pending(self, model_name: str | None = None, person: Person = COMMAND_LINE) -> JobStatus:
         """Ask the training process to save the model it holds after a cancel or a failed save,
         as `model_name` (default: the name the run was started with); it saves in the
         background. A failed save keeps the model waiting, with the reason."""
         with self._lock:
             if not self._status.awaiting_save:
                 raise WorkbenchError("There is no trained model waiting to be saved.")
+            refuse_unless_owner(person, self._status.owner, f"The run of '{self._status.model_name}'", "save")
             name = (model_name or "").strip() or self._status.model_name
             target = _target_folder(get_registry().models_dir, name)  # a bad or taken name: refused
             self._status.state, self._status.model_name = SAVING, target.name
@@ -229,18 +320,21 @@ class JobRunner:
             self._changed.notify_all()
             return copy.deepcopy(self._status)
 
-    def discard_pending(self) -> JobStatus:
+    def discard_pending(self, person: Person = COMMAND_LINE) -> JobStatus:
         """Drop the model waiting after a cancel or a failed save, with its checkpoints."""
         with self._lock:
             if not self._status.awaiting_save:
                 raise WorkbenchError("There is no trained model waiting to be saved or discarded.")
+            refuse_unless_owner(person, self._status.owner, f"The run of '{self._status.model_name}'", "discard")
             self._process.control.send("discard")
             shutil.rmtree(_run_folder(get_registry().models_dir, self._process.run_name), ignore_errors=True)
             self._status.state = IDLE
             self._status.message = "Discarded the trained model."
             self._record_run(DISCARDED)
+            discarded = copy.deepcopy(self._status)
+            self._start_next()
             self._changed.notify_all()
-            return copy.deepcopy(self._status)
+            return discarded
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Block until the job is no longer busy (done, failed, or waiting to be saved)."""
@@ -266,10 +360,10 @@ class JobRunner:
             what = "A cancelled run" if self._status.state == CANCELLED else "A trained model that could not be saved"
             raise WorkbenchError(f"{what} of '{self._status.model_name}' waits: save it or discard it first.")
 
-    def _launch(self, config, model_name: str, message: str) -> JobStatus:
+    def _launch(self, config, model_name: str, message: str, owner: str = "") -> JobStatus:
         """With the lock held: start the training process and a thread that follows it."""
         self._status = JobStatus(state=RUNNING, model_name=model_name, task=config.task, message=message,
-                                 started_at=time.time())
+                                 owner=owner, started_at=time.time())
         self._process = TrainingProcess(config, model_name, self.processes)
         self._run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}-{model_name}"
         # The follower thread starts the process too: Linux sends the parent-death signal when
@@ -319,6 +413,7 @@ class JobRunner:
             self._status.message = f"Saving as '{Path(event['output_dir']).name}'…"
         elif kind == "saved":
             shutil.rmtree(_run_folder(get_registry().models_dir, process.run_name), ignore_errors=True)
+            ModelOwners(get_registry().models_dir).claim(Path(event["output_dir"]).name, self._status.owner)
             from core.training import tracking_hint
 
             message = _saved_message(process.result, Path(event["output_dir"]).name)
@@ -364,6 +459,8 @@ class JobRunner:
         self._status.message = message
         self._status.finished_at = time.time()
         self._record_run(state)
+        if state in (FINISHED, FAILED):  # the slot is free (a cancelled run waits for save or discard)
+            self._start_next()
 
     def _record_run(self, state: str) -> None:
         """With the lock held: write the run's entry in the models folder's run history. A
@@ -373,9 +470,30 @@ class JobRunner:
             history.RunHistory(get_registry().models_dir).record(history.run_entry(
                 self._run_id, process.config, process.run_name, state, status.message, status.started_at,
                 status.finished_at or time.time(), process.result, status.loss_curve, status.metrics_before,
-                status.metrics_after, saved_as=status.model_name if state == FINISHED else None))
+                status.metrics_after, saved_as=status.model_name if state == FINISHED else None, owner=status.owner))
         except OSError as error:
             self._status.warnings.append(f"The run history could not be written: {error}")
+
+
+def queue_sentence(ahead: int, current: JobStatus) -> str:
+    """What a person whose run is in line reads: their place, and what holds the slot."""
+    place = "next" if ahead == 0 else f"in line, {ahead} ahead of you"
+    progress = current.progress
+    where = f", step {progress.step} of {progress.total_steps}" if progress and progress.total_steps else ""
+    if current.active:
+        eta = getattr(progress, "eta_seconds", None)
+        left = f", about {_duration(eta)} left" if eta is not None and current.state == RUNNING else ""
+        holding = f"'{current.model_name}' is training{where}{left}"
+    elif current.awaiting_save:
+        holding = f"a trained '{current.model_name}' waits to be saved or discarded"
+    else:
+        holding = "a run is starting"
+    return (f"Queued: your run is {place} ({holding}; one training runs at a time on this server). It starts "
+            "by itself; you can leave this page and come back.")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _saved_message(result: dict | None, name: str) -> str:

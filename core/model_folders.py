@@ -16,6 +16,7 @@ from pathlib import Path
 from core.errors import WorkbenchError
 from core.history import RunHistory
 from core.models import ModelRegistry, adapter_base, is_adapter_folder, is_valid_local_name
+from core.ownership import COMMAND_LINE, ModelOwners, Person, refuse_unless_owner
 
 
 def saved_models(registry: ModelRegistry) -> list[str]:
@@ -38,35 +39,37 @@ def free_name(models_dir: str | Path, wanted: str) -> str:
     return candidate
 
 
-def check_rename(registry: ModelRegistry, runner, name: str, new_name: str) -> Path:
-    """The folder of `name`, if it may be renamed to `new_name`; else WorkbenchError saying why."""
+def check_rename(registry: ModelRegistry, runner, name: str, new_name: str, person: Person = COMMAND_LINE) -> Path:
+    """The folder of `name`, if `person` may rename it to `new_name`; else WorkbenchError saying why."""
     from core.jobs import _target_folder
 
-    folder = _managed_folder(registry, runner, name)
+    folder = _managed_folder(registry, runner, name, person)
     _target_folder(registry.models_dir, new_name)  # a bad or taken name: refused
     return folder
 
 
-def check_delete(registry: ModelRegistry, runner, name: str) -> Path:
-    """The folder of `name`, if it may be deleted; else WorkbenchError saying why."""
-    return _managed_folder(registry, runner, name)
+def check_delete(registry: ModelRegistry, runner, name: str, person: Person = COMMAND_LINE) -> Path:
+    """The folder of `name`, if `person` may delete it; else WorkbenchError saying why."""
+    return _managed_folder(registry, runner, name, person)
 
 
-def rename_model(registry: ModelRegistry, runner, name: str, new_name: str) -> Path:
-    folder = check_rename(registry, runner, name, new_name)
+def rename_model(registry: ModelRegistry, runner, name: str, new_name: str, person: Person = COMMAND_LINE) -> Path:
+    folder = check_rename(registry, runner, name, new_name, person)
     target = folder.with_name(new_name.strip())
     os.rename(folder, target)
     registry.forget(folder.name)
     RunHistory(registry.models_dir).model_renamed(folder.name, target.name)
+    ModelOwners(registry.models_dir).renamed(folder.name, target.name)
     return target
 
 
-def delete_model(registry: ModelRegistry, runner, name: str) -> None:
-    folder = check_delete(registry, runner, name)
+def delete_model(registry: ModelRegistry, runner, name: str, person: Person = COMMAND_LINE) -> None:
+    folder = check_delete(registry, runner, name, person)
     doomed = folder.with_name(f".{folder.name}.deleting-{os.getpid()}")
     os.rename(folder, doomed)
     registry.forget(folder.name)
     RunHistory(registry.models_dir).model_deleted(folder.name)
+    ModelOwners(registry.models_dir).forget(folder.name)
     shutil.rmtree(doomed, ignore_errors=True)
 
 
@@ -81,13 +84,14 @@ def _built_on(folder: Path, base: str) -> bool:
         return False
 
 
-def _managed_folder(registry: ModelRegistry, runner, name: str | None) -> Path:
+def _managed_folder(registry: ModelRegistry, runner, name: str | None, person: Person) -> Path:
     name = (name or "").strip()
     models_dir = registry.models_dir.resolve()
     folder = models_dir / name
     # A plain folder name, directly inside the models folder (no "..", no links out of it).
     if not is_valid_local_name(name) or not folder.is_dir() or folder.resolve().parent != models_dir:
         raise WorkbenchError(f"There is no model named '{name[:100]}' in the models folder.")
+    refuse_unless_owner(person, ModelOwners(registry.models_dir).owner_of(name), f"The model '{name}'", "change")
     if use := runner.use_of(name):
         raise WorkbenchError(f"'{name}' is in use: {use}. Wait for the run to end first.")
     dependents = [other.name for other in models_dir.iterdir() if other != folder and _built_on(other, name)]

@@ -122,7 +122,7 @@ def build(ctx: AppContext) -> None:
                          concurrency_limit=None).success(
         job_timer_on, None, ctx.job_timer, api_visibility="private", show_progress="hidden")
 
-    def render_starter(job):
+    def render_starter(job, _person=None):
         ready = (ctx.registry.models_dir / STARTER_NAME).is_dir()
         label, variant = _starter_button(ready)
         button = gr.update(value=label, variant=variant, interactive=not ready)

@@ -19,6 +19,7 @@ from gradio.components.number import Number
 from core.decoding import PerPersonLimit
 from core.errors import WorkbenchError, first_line
 from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS
+from core.ownership import COMMAND_LINE, Person, Visitors
 from core.jobs import get_runner
 from core.models import TASKS, ModelRegistry
 from core.step_timing import StepTimer
@@ -32,7 +33,7 @@ class JobView:
     """Outputs that show the training job, and how to fill them from a core.jobs.JobStatus."""
 
     outputs: list
-    render: Callable  # JobStatus -> one value (or gr.update) per output
+    render: Callable  # (JobStatus, Person asking) -> one value (or gr.update) per output
 
 
 @dataclass
@@ -55,6 +56,20 @@ class AppContext:
     # --batch-rows): a class shares one batch per model (core/decoding.py).
     generations: PerPersonLimit = field(default_factory=lambda: PerPersonLimit(GENERATIONS_PER_PERSON))
     batch_rows: int = MAX_DECODING_ROWS
+    # Who may act on which run and model (core/ownership.py): on a server with visitors (`shared`)
+    # each person only on their own; `admins` (logins) on everything; with several logins
+    # (`by_login`) a person is their login, else their browser.
+    shared: bool = False
+    admins: frozenset[str] = frozenset()
+    by_login: bool = False
+    visitors: Visitors = field(default_factory=Visitors)
+
+    def person(self, request: gr.Request | None) -> Person:
+        """Who sent `request` (the command line's unrestricted person outside a request)."""
+        if request is None:
+            return COMMAND_LINE
+        return self.visitors.person(getattr(request, "session_hash", None), getattr(request, "username", None),
+                                    self.shared, self.admins, self.by_login)
 
 
 def person_of(request: gr.Request | None) -> str:
@@ -65,7 +80,7 @@ def person_of(request: gr.Request | None) -> str:
 def waiting_text(ahead: int, seconds: float) -> str:
     """A queued person's place and expected wait, as the page shows it."""
     place = "You are next" if ahead == 0 else f"{ahead} ahead of you"
-    return f"⏳ Waiting for a place in the model's batch: {place}, about {max(1, round(seconds))} s."
+    return f"Waiting for a place in the model's batch: {place}, about {max(1, round(seconds))} s."
 
 
 def as_text(message: str) -> str:
@@ -424,9 +439,9 @@ def watch_job(ctx: AppContext) -> None:
     shown = gr.State({})  # this page's last sent fingerprint per output
     ended = gr.State(None)  # when the last job ended, as this page saw it
 
-    def tick(previous: dict):
-        job = runner.status()
-        values = [value for view in ctx.job_views for value in view.render(job)]
+    def tick(previous: dict, request: gr.Request):
+        job, person = runner.status(), ctx.person(request)
+        values = [value for view in ctx.job_views for value in view.render(job, person)]
         fingerprints = {index: _fingerprint(value) for index, value in enumerate(values)}
         updates = [gr.skip() if previous.get(index) == fingerprints[index] else value
                    for index, value in enumerate(values)]

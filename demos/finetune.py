@@ -20,7 +20,7 @@ import pandas as pd
 
 from core import data as training_data
 from core.errors import WorkbenchError
-from core.jobs import FINISHED, SAVE_FAILED, base_model_choices, describe_progress, get_runner
+from core.jobs import FINISHED, QUEUED, SAVE_FAILED, base_model_choices, describe_progress, get_runner
 from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION,
                          MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY,
                          MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
@@ -187,16 +187,20 @@ def build(ctx: AppContext) -> None:
         download = gr.File(label="Download the model (.zip)", interactive=False, visible=False)
 
     # ----- what the tab shows of the job (driven by the page's job timer) ----------------------------
-    def render(job):
+    def render(job, person):
         runs = runner.interrupted_runs()
+        mine = person.may_act_on(job.owner)
+        queued = runner.queued_for(person)
         return [
-            _progress_html(job), _status_markdown(job, ctx), _loss_frame(job), _metrics_frame(job),
+            _progress_html(job), _status_markdown(job, ctx, queued), _loss_frame(job), _metrics_frame(job),
             _confusion_html(job),
             # Once a run saved its model, its name is taken: the next run is offered a free one
             # (a proposal, which a new upload may replace).
             *([free_name(ctx.registry.models_dir, job.model_name)] * 2 if job.state == FINISHED else [gr.skip()] * 2),
-            gr.update(interactive=job.active and job.state != "saving"),  # Cancel: only while it trains
-            gr.update(visible=job.awaiting_save),
+            # Cancel: your run while it trains, or your run in line.
+            gr.update(interactive=(mine and job.active and job.state != "saving") or
+                      bool(queued and queued.state == QUEUED)),
+            gr.update(visible=job.awaiting_save and mine),
             job.model_name if job.awaiting_save else "",
             gr.update(value="Retry save" if job.state == SAVE_FAILED else "Save what was trained"),
             gr.update(visible=job.state == FINISHED and _saved_folder(ctx, job.model_name) is not None),
@@ -347,10 +351,10 @@ def build(ctx: AppContext) -> None:
               validation_share=0.2, mlm_probability=0.15, whole_word_masking=False, precision="auto", lora=False,
               checkpoint_every=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False, eval_steps=0, best_metric="auto",
               early_stopping_patience=0, lora_rank=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules="",
-              lora_save="merged", report_to="none"):
+              lora_save="merged", report_to="none", request: gr.Request = None):
         """Start fine-tuning in the background; follow it with /finetune_status. `epochs` and
-        `batch_size` left out (or 0) are sized to the data (/finetune_preview says what they come to)."""
-        runner.check_can_start()  # before reading the upload, which can take a while
+        `batch_size` left out (or 0) are sized to the data (/finetune_preview says what they come to).
+        While another run trains, the run waits in line and starts by itself in its turn."""
         if not train_file:
             raise WorkbenchError("Upload a training file first.")
         config = _train_config(
@@ -366,7 +370,7 @@ def build(ctx: AppContext) -> None:
         # Checked now, so a bad upload is refused before anything starts (the training process
         # reads it again).
         _load(task, train_file, validation_file, text_column, label_column, config.validation_share, config.seed)
-        return _status_markdown(runner.start(config, model_name))
+        return _status_markdown(runner.start(config, model_name, ctx.person(request), queue=True))
 
     follows(busy_click(
         start_button, "Starting…", start, inputs_kwargs=dict(
@@ -382,43 +386,49 @@ def build(ctx: AppContext) -> None:
         api_name="finetune", outputs=status, concurrency_limit=None))
 
     @show_errors
-    def cancel():
-        """Stop the running job after its current step; then save or discard what was trained."""
-        return _status_markdown(runner.cancel())
+    def cancel(request: gr.Request = None):
+        """Stop your running job after its current step (then save or discard what was trained), or
+        take your run out of the line."""
+        person, job = ctx.person(request), runner.status()
+        queued = runner.queued_for(person)
+        training_own = job.active and job.owner == person.id
+        if queued and queued.state == QUEUED and not training_own:  # your own run first, then your place in line
+            return _status_markdown(runner.leave_queue(person))
+        return _status_markdown(runner.cancel(person))
 
     follows(cancel_button.click(cancel, None, api_name="finetune_cancel", **action))
 
     @show_errors
-    def save(model_name=None):
+    def save(model_name=None, request: gr.Request = None):
         """Save the model waiting after a cancel or a failed save (under `model_name`, default the
         run's name), in the background: /finetune_status says when it is saved."""
-        return _status_markdown(runner.save_pending(model_name))
+        return _status_markdown(runner.save_pending(model_name, ctx.person(request)))
 
     follows(save_button.click(save, inputs_kwargs=dict(model_name=save_name), api_name="finetune_save", **action))
 
     @show_errors
-    def discard():
+    def discard(request: gr.Request = None):
         """Drop the model waiting after a cancel or a failed save."""
-        return _status_markdown(runner.discard_pending())
+        return _status_markdown(runner.discard_pending(ctx.person(request)))
 
     follows(discard_button.click(discard, None, api_name="finetune_discard", **action))
 
     @show_errors
-    def resume(run_name=None):
+    def resume(run_name=None, request: gr.Request = None):
         """Continue an interrupted run from its last checkpoint."""
         if not run_name:
             raise WorkbenchError("Choose an interrupted run to resume.")
-        return _status_markdown(runner.resume(run_name))
+        return _status_markdown(runner.resume(run_name, ctx.person(request)))
 
     follows(resume_button.click(resume, inputs_kwargs=dict(run_name=interrupted), api_name="finetune_resume",
                                 **action))
 
     @show_errors
-    def forget(run_name=None):
+    def forget(run_name=None, request: gr.Request = None):
         """Delete an interrupted run's checkpoint and settings."""
         if not run_name:
             raise WorkbenchError("Choose an interrupted run to discard.")
-        runner.discard_interrupted(run_name)
+        runner.discard_interrupted(run_name, ctx.person(request))
         return f"Discarded the checkpoint of '{as_text(run_name)}'."
 
     follows(forget_button.click(forget, inputs_kwargs=dict(run_name=interrupted),
@@ -439,9 +449,13 @@ def build(ctx: AppContext) -> None:
                      api_name="finetune_download").success(lambda: gr.update(visible=True), None, download,
                                                            api_visibility="private")
 
-    def finetune_status() -> dict:
-        """The training job now: state, step, loss curve, metrics before and after, warnings."""
-        return runner.status().summary()
+    def finetune_status(request: gr.Request) -> dict:
+        """The training job now: state, step, loss curve, metrics before and after, warnings;
+        `queued`: your run in line (its place in `message`), or null."""
+        queued = runner.queued_for(ctx.person(request))
+        return {**runner.status().summary(),
+                "queued": {"state": queued.state, "model_name": queued.model_name, "message": queued.message}
+                if queued else None}
 
     gr.api(finetune_status, api_name="finetune_status")
     runs.build(ctx)  # the run history and saved models, below the job
@@ -574,7 +588,11 @@ def _idle_status(ctx: AppContext) -> str:
             f"below lists every run.")
 
 
-def _status_markdown(job, ctx: AppContext | None = None) -> str:
+def _status_markdown(job, ctx: AppContext | None = None, queued=None) -> str:
+    """The job's status; with `queued` (the person's own run in line), that first."""
+    if queued is not None:
+        return f"**{as_text(queued.model_name or 'Your run')}**: {as_text(queued.message)}\n\n" + \
+            _status_markdown(job, ctx)
     if job.state == "idle" and not job.message:
         return _idle_status(ctx) if ctx else "No training has run yet."
     title = f"**{as_text(job.model_name)}**: " if job.model_name else ""

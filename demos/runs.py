@@ -12,7 +12,7 @@ import pandas as pd
 from core import model_folders
 from core.errors import WorkbenchError
 from core.data import MIB
-from core.history import RunHistory
+from core.history import RunHistory, as_seen_by
 from core.jobs import CANCELLED, DISCARDED, FAILED, FINISHED, SAVE_FAILED, get_runner
 from demos.common import AppContext, JobView, as_text, open_dropdown, show_errors
 
@@ -29,9 +29,10 @@ def build(ctx: AppContext) -> None:
     runner = get_runner()
     history = RunHistory(ctx.registry.models_dir)
     with gr.Accordion("Run history and saved models", open=False, elem_id="runs"):
-        table = gr.Dataframe(_history_frame(history.runs()), headers=COLUMNS, label="Runs (newest first)",
+        # Filled for each page by the job timer's first tick, as its person may see it.
+        table = gr.Dataframe(_history_frame([]), headers=COLUMNS, label="Runs (newest first)",
                              interactive=False, wrap=True, elem_id="runs-table")
-        compared = gr.Dropdown(_run_choices(history.runs()), value=[], multiselect=True, max_choices=MAX_COMPARED,
+        compared = gr.Dropdown([], value=[], multiselect=True, max_choices=MAX_COMPARED,
                                label="Overlay the curves of two runs", elem_id="runs-compare")
         curves_caption = gr.Markdown(elem_id="runs-curves-caption")
         curves = gr.LinePlot(x="step", y="loss", color="series", label="Loss: run 1 and run 2 overlaid",
@@ -52,8 +53,8 @@ def build(ctx: AppContext) -> None:
                 keep_button = gr.Button("No, keep it as it is")
         outcome = gr.Markdown(elem_id="runs-outcome")
 
-    def render(job):
-        runs = history.runs()
+    def render(job, person):
+        runs = as_seen_by(history.runs(), person)
         return [_history_frame(runs), gr.update(choices=_run_choices(runs)),
                 gr.update(choices=model_folders.saved_models(ctx.registry))]
 
@@ -71,15 +72,15 @@ def build(ctx: AppContext) -> None:
     hidden = gr.update(visible=False)
 
     @show_errors
-    def ask_rename(name, new):
-        folder = model_folders.check_rename(ctx.registry, runner, name, new)
+    def ask_rename(name, new, request: gr.Request):
+        folder = model_folders.check_rename(ctx.registry, runner, name, new, ctx.person(request))
         return ({"action": "rename", "name": folder.name, "new": (new or "").strip()},
                 f"Rename **{as_text(folder.name)}** to **{as_text(new.strip())}**? Pick it under its new name "
                 f"afterwards; the run history follows.", gr.update(visible=True), "")
 
     @show_errors
-    def ask_delete(name):
-        folder = model_folders.check_delete(ctx.registry, runner, name)
+    def ask_delete(name, request: gr.Request):
+        folder = model_folders.check_delete(ctx.registry, runner, name, ctx.person(request))
         size = model_folders.folder_size(folder) / MIB
         return ({"action": "delete", "name": folder.name},
                 f"Delete **{as_text(folder.name)}** ({size:,.1f} MiB) for good? This cannot be undone.",
@@ -93,15 +94,15 @@ def build(ctx: AppContext) -> None:
                       api_visibility="private", show_progress="hidden")
 
     @show_errors
-    def confirmed(action):
+    def confirmed(action, request: gr.Request):
         if not action:
             raise WorkbenchError("Nothing waits for a confirmation.")
         if action["action"] == "rename":
-            message = rename_model(action["name"], action["new"])
+            message = rename_model(action["name"], action["new"], request)
             chosen = action["new"]
         else:
-            message, chosen = delete_model(action["name"]), None
-        runs = history.runs()
+            message, chosen = delete_model(action["name"], request), None
+        runs = as_seen_by(history.runs(), ctx.person(request))
         return (None, hidden, message, _history_frame(runs), gr.update(choices=_run_choices(runs)),
                 gr.update(choices=model_folders.saved_models(ctx.registry), value=chosen), "")
 
@@ -111,21 +112,24 @@ def build(ctx: AppContext) -> None:
     ctx.models_changed.append(done)
 
     # ----- the same for API clients (no confirmation step: the call is the decision) --------------
-    def runs() -> list[dict]:
+    def runs(request: gr.Request) -> list[dict]:
         """Every fine-tuning run that ended, newest first: task, base, data, settings, metrics
-        before and after, the kept epoch, time, loss curve and the saved model (if any)."""
-        return history.runs()
+        before and after, the kept epoch, time, loss curve and the saved model (if any). On a
+        shared server, other people's runs come without the name of their data file."""
+        return as_seen_by(history.runs(), ctx.person(request))
 
     @show_errors
-    def rename_model(name: str, new_name: str) -> str:
-        """Rename a model folder in the models folder (refused while a run uses it)."""
-        target = model_folders.rename_model(ctx.registry, runner, name, new_name)
+    def rename_model(name: str, new_name: str, request: gr.Request) -> str:
+        """Rename a model folder in the models folder (refused while a run uses it, and on a shared
+        server unless you saved it)."""
+        target = model_folders.rename_model(ctx.registry, runner, name, new_name, ctx.person(request))
         return f"Renamed '{as_text(name)}' to '{as_text(target.name)}'."
 
     @show_errors
-    def delete_model(name: str) -> str:
-        """Delete a model folder from the models folder, for good (refused while a run uses it)."""
-        model_folders.delete_model(ctx.registry, runner, name)
+    def delete_model(name: str, request: gr.Request) -> str:
+        """Delete a model folder from the models folder, for good (refused while a run uses it, and
+        on a shared server unless you saved it)."""
+        model_folders.delete_model(ctx.registry, runner, name, ctx.person(request))
         return f"Deleted '{as_text(name)}'."
 
     gr.api(runs, api_name="runs")

@@ -91,20 +91,23 @@ def test_finetune_trains_in_the_background_saves_and_the_model_classifies(ft_cli
                                                                             api_name="/models")]
 
 
-def test_a_second_start_is_refused_as_busy_and_cancel_offers_save_or_discard(ft_client, finetune_server,
-                                                                           tmp_path):
+def test_a_second_start_waits_in_line_and_cancel_offers_save_or_discard(ft_client, finetune_server, tmp_path):
     data = separable_csv(tmp_path / "long.csv", rows_per_class=200)
+    small = separable_csv(tmp_path / "small.csv")
 
-    def second_start_refused():
-        with pytest.raises(Exception, match="Busy: 'long-run' is training \\(step"):
-            ft_client.predict(**finetune_args(data, "second-run"), api_name="/finetune")
+    def second_start_waits():
+        queued = ft_client.predict(**finetune_args(small, "second-run"), api_name="/finetune")
+        assert "Queued: your run is next ('long-run' is training, step" in queued
 
-    cancelled = cancel_while_training(ft_client, data, "long-run", before_cancel=second_start_refused)
+    cancelled = cancel_while_training(ft_client, data, "long-run", before_cancel=second_start_waits)
     assert "save what was trained, or discard it" in cancelled["message"]
+    # The trained model holds the slot until it is saved or discarded; the run in line waits.
+    assert "a trained 'long-run' waits to be saved or discarded" in job_status(ft_client)["queued"]["message"]
     ft_client.predict(api_name="/finetune_discard")
-    assert job_status(ft_client)["state"] == "idle"
     assert not (finetune_server.models_dir / "long-run").exists()
-    assert not (finetune_server.models_dir / "second-run").exists()
+    done = wait_for_state(ft_client, "finished", "failed", timeout=300)  # the run in line started by itself
+    assert done["message"].startswith("Done: saved as 'second-run'"), done
+    assert job_status(ft_client)["queued"] is None
 
 
 def test_a_cancelled_run_can_be_saved_and_is_listed(ft_client, finetune_server, tmp_path):

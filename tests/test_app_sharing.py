@@ -74,3 +74,121 @@ def test_a_full_batch_tells_the_next_person_their_place_and_serves_them_when_a_r
     final, _, note, _ = queued.result(timeout=120)
     assert final.startswith("The capital of France is") and len(final) > len("The capital of France is")
     assert "Waiting" not in note
+
+
+@pytest.fixture(scope="module")
+def shared_server(models_dir, tmp_path_factory):
+    """A server that counts as shared (as with --share, on a Space, or another --host)."""
+    import shutil
+
+    own = tmp_path_factory.mktemp("shared-models")
+    shutil.copytree(models_dir / "tiny-bert-sentiment", own / "tiny-bert-sentiment")
+    server = AppServer(["--models-dir", str(own), "--shared"],
+                       log_path=tmp_path_factory.mktemp("logs") / "shared.log").wait_until_serving()
+    server.models_dir = own
+    yield server
+    server.stop()
+
+
+def test_on_a_shared_server_a_second_run_waits_in_line_and_no_one_touches_anothers_run_or_model(
+        shared_server, tmp_path):
+    from conftest import separable_csv
+    from core.history import OTHERS_DATA
+    from test_app_finetune import finetune_args, wait_for_state
+
+    ann, bob = person(shared_server), person(shared_server)
+    diary = separable_csv(tmp_path / "ann-diary.csv", rows_per_class=200)
+    ann.predict(**finetune_args(diary, "anns-run", epochs=20, batch_size=2), api_name="/finetune")
+    with pytest.raises(Exception, match="someone else's: only the person it belongs to, or the server's admin"):
+        bob.predict(api_name="/finetune_cancel")
+    queued = bob.predict(**finetune_args(separable_csv(tmp_path / "bob.csv"), "bobs-model"), api_name="/finetune")
+    assert "your run is next" in queued and "you can leave this page and come back" in queued
+    assert bob.predict(api_name="/finetune_status")["queued"]["model_name"] == "bobs-model"
+    assert ann.predict(api_name="/finetune_status")["queued"] is None
+    ann.predict(api_name="/finetune_cancel")
+    wait_for_state(ann, "cancelled", timeout=60)
+    with pytest.raises(Exception, match="someone else's"):
+        bob.predict(api_name="/finetune_discard")
+    ann.predict(api_name="/finetune_discard")  # the slot is free: Bob's run starts by itself
+    done = wait_for_state(bob, "finished", "failed", timeout=300)
+    assert (done["model_name"], done["state"]) == ("bobs-model", "finished"), done
+    for call in (dict(name="bobs-model", new_name="taken", api_name="/rename_model"),
+                 dict(name="bobs-model", api_name="/delete_model")):
+        with pytest.raises(Exception, match="The model 'bobs-model' is someone else's"):
+            ann.predict(**call)
+    assert (shared_server.models_dir / "bobs-model").is_dir()
+    # The history shows everyone's runs, other people's without their file's name.
+    seen_by_bob = {run["model_name"]: run["data"] for run in bob.predict(api_name="/runs")}
+    seen_by_ann = {run["model_name"]: run["data"] for run in ann.predict(api_name="/runs")}
+    assert seen_by_bob["bobs-model"].startswith("bob.csv") and seen_by_bob["anns-run"] == OTHERS_DATA
+    assert seen_by_ann["anns-run"].startswith("ann-diary.csv") and seen_by_ann["bobs-model"] == OTHERS_DATA
+    assert bob.predict(name="bobs-model", new_name="bobs-weather", api_name="/rename_model") == \
+        "Renamed 'bobs-model' to 'bobs-weather'."
+
+
+def test_the_page_tells_a_queued_person_their_place_then_writes_their_text(small_batch_server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from test_browser import open_tab
+
+    filler = person(small_batch_server)
+    long = filler.submit(prompt="Chapter one. The storm", **{**LONG, "precision": "auto"}, api_name="/generate")
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(small_batch_server.url)
+        open_tab(page, "Text generation")
+        picker = page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)
+        picker.fill("SmolLM2-135M-Instruct (offline)")
+        picker.press("Enter")
+        page.get_by_label("Prompt", exact=True).fill("Name three colours.")
+        under_way(long)  # both rows of the batch are taken
+        page.get_by_role("button", name="Generate", exact=True).click()
+        note = page.locator("#generation-note")
+        expect(note).to_contain_text("Waiting for a place in the model's batch: You are next, about")
+        page.screenshot(path=str(tmp_path / "queued.png"), full_page=True)
+    finally:
+        long.cancel()
+    page.wait_for_function("() => document.querySelector('#generation-output textarea').value.length > 0")
+    page.get_by_role("button", name="Generate", exact=True).wait_for()
+    expect(note).not_to_contain_text("Waiting")
+    context.close()
+
+
+def test_a_page_whose_run_waits_in_line_finds_its_place_again_after_a_reload(shared_server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from conftest import separable_csv
+    from test_app_finetune import finetune_args, wait_for_live_step, wait_for_state
+    from test_browser import name_the_model
+
+    ann = person(shared_server)
+    ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv", rows_per_class=200), "anns-long", epochs=20,
+                                batch_size=2), api_name="/finetune")
+    wait_for_live_step(ann, "anns-long")
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(shared_server.url)
+        page.get_by_role("tab", name="Fine-tune").click()
+        page.locator("input[type=file]").first.set_input_files(str(separable_csv(tmp_path / "bob.csv")))
+        expect(page.get_by_role("combobox", name="Label column")).to_have_value("label")
+        page.get_by_role("combobox", name="Base model").fill("tiny-bert-sentiment")
+        page.get_by_role("combobox", name="Base model").press("Enter")
+        name_the_model(page, "bobs-browser", "bob.csv")
+        page.get_by_role("button", name="Start fine-tuning").click()
+        status = page.locator("#finetune-status")
+        expect(status).to_contain_text("Queued: your run is next ('anns-long' is training")
+        page.reload()  # leave the page and come back: the same browser, its run still in line
+        page.get_by_role("tab", name="Fine-tune").click()
+        expect(status).to_contain_text("bobs-browser: Queued: your run is next")
+        expect(page.get_by_role("button", name="Cancel")).to_be_enabled()  # takes it out of the line
+        page.screenshot(path=str(tmp_path / "queued-run.png"), full_page=True)
+    finally:
+        ann.predict(api_name="/finetune_cancel")
+        wait_for_state(ann, "cancelled", timeout=60)
+        ann.predict(api_name="/finetune_discard")
+    expect(status).to_contain_text("saved as 'bobs-browser'", timeout=300_000)
+    context.close()

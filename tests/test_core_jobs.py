@@ -162,3 +162,35 @@ def test_a_job_started_from_a_request_thread_outlives_that_thread(own_models, tm
     ended = runner.wait(300)
     assert ended.state == jobs.FINISHED, ended
     assert (own_models / "outlives" / "model.safetensors").is_file()
+
+
+def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_changes_it(own_models, tmp_path):
+    from core import model_folders
+    from core.ownership import ModelOwners, Person
+
+    ann, bob = Person("browser:ann"), Person("browser:bob")
+    runner = JobRunner()
+    runner.start(small_run(tmp_path, epochs=20, batch_size=2), "anns", ann, queue=True)
+    queued = runner.start(small_run(tmp_path), "bobs", bob, queue=True)
+    assert queued.state == jobs.QUEUED and "your run is next" in queued.message and "'anns' is training" in queued.message
+    assert runner.queued_for(bob).model_name == "bobs" and runner.queued_for(ann) is None
+    with pytest.raises(WorkbenchError, match="someone else's: .* can cancel it"):
+        runner.cancel(bob)
+    with pytest.raises(WorkbenchError, match="in line already"):
+        runner.start(small_run(tmp_path), "bobs-second", bob, queue=True)
+    runner.cancel(ann)
+    assert runner.wait(300).state == jobs.CANCELLED  # Ann's trained model holds the slot until she decides
+    assert "waits to be saved or discarded" in runner.queued_for(bob).message
+    with pytest.raises(WorkbenchError, match="someone else's"):
+        runner.discard_pending(bob)
+    runner.discard_pending(ann)
+    started = runner.status()  # Bob's run started by itself
+    assert (started.model_name, started.owner, started.active) == ("bobs", bob.id, True)
+    assert runner.queued_for(bob) is None
+    assert runner.wait(300).state == jobs.FINISHED
+    assert ModelOwners(own_models).owner_of("bobs") == bob.id
+    registry = models.get_registry()
+    with pytest.raises(WorkbenchError, match="The model 'bobs' is someone else's"):
+        model_folders.delete_model(registry, runner, "bobs", ann)
+    model_folders.rename_model(registry, runner, "bobs", "bobs-weather", bob)
+    assert ModelOwners(own_models).owner_of("bobs-weather") == bob.id
