@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from core import chat_spans
 from core.errors import WorkbenchError
 from core.words import whole_words
-from core.inference import _require_text, _run_model
+from core.inference import _require_text, _run_model, _run_model_batched
 from core.limits import (MAX_ANSWER_TOKENS, MAX_ANSWER_TOP_K, MAX_CONTEXT_CHARS, MAX_PROMPT_CHARS,
                          MAX_QUESTION_CHARS, QA_STRIDE_TOKENS, QA_WINDOW_TOKENS)
 from core.models import QUESTION_ANSWERING, TEXT_GENERATION, ModelRegistry
@@ -86,16 +86,20 @@ def _extract(loaded, model_name: str, context: str, question: str, top_k: int) -
     no_answer = None
     count = len(encoded["input_ids"])
 
-    def read(windows: list[int]):  # scored on the model thread too: torch ops elsewhere slow it (core/threads.py)
-        start_logits, end_logits = _logits(model, encoded, windows)
-        return [_window_spans(encoded, window, start_logits[row], end_logits[row], context_index,
-                              tokenizer.cls_token_id, top_k) for row, window in enumerate(windows)]
+    def read_together(asked: list[tuple]) -> list[list]:
+        # On the model thread (torch ops elsewhere slow it, core/threads.py): the windows of every
+        # question to this model asked at the same moment are read in one forward pass.
+        logits = _logits_together(model, [(enc, windows) for enc, windows, _ in asked])
+        return [[_window_spans(enc, window, starts[row], ends[row], context_index, tokenizer.cls_token_id, k)
+                 for row, window in enumerate(windows)]
+                for (enc, windows, k), (starts, ends) in zip(asked, logits)]
 
     for first_window in range(0, count, WINDOWS_PER_PASS):  # bounded memory; other requests run between
         chosen = list(range(first_window, min(count, first_window + WINDOWS_PER_PASS)))
         yield (f"Reading the context: windows {chosen[0] + 1}–{chosen[-1] + 1} of {count}…" if count > 1 else
                "Reading the context…")
-        for spans, null_score in _run_model(model_name, lambda: read(chosen)):
+        for spans, null_score in _run_model_batched(model_name, ("qa", id(model)), (encoded, chosen, top_k),
+                                                    read_together):
             for span, value in spans:
                 candidates[span] = max(candidates.get(span, 0.0), value)
             if null_score is not None:
@@ -134,19 +138,26 @@ def _windows(model, tokenizer, model_name: str, context: str, question: str):
         raise WorkbenchError(f"'{model_name}' cannot read this question with this context: {error}") from error
 
 
-def _logits(model, encoded, windows: list[int]):
-    """Start and end logits of some windows, padded on the right (masked) to one length."""
+def _logits_together(model, asked: list[tuple]) -> list[tuple]:
+    """For each (encoded, windows) asked, the start and end logits of those windows: all windows
+    of all of them in one forward pass, padded on the right (masked) to one length."""
     import torch
 
-    width = max(len(encoded["input_ids"][w]) for w in windows)
+    rows = [(encoded, w) for encoded, windows in asked for w in windows]
+    width = max(len(encoded["input_ids"][w]) for encoded, w in rows)
     batch = {}
     for key in ("input_ids", "attention_mask", "token_type_ids"):
-        if key in encoded:
-            rows = [encoded[key][w] + [0] * (width - len(encoded[key][w])) for w in windows]
-            batch[key] = torch.tensor(rows, device=model.device)
+        if all(key in encoded for encoded, _ in rows):
+            batch[key] = torch.tensor([encoded[key][w] + [0] * (width - len(encoded[key][w])) for encoded, w in rows],
+                                      device=model.device)
     with torch.no_grad():
         out = model(**batch)
-    return out.start_logits.float().cpu(), out.end_logits.float().cpu()
+    starts, ends = out.start_logits.float().cpu(), out.end_logits.float().cpu()
+    answers, first = [], 0
+    for _, windows in asked:
+        answers.append((starts[first:first + len(windows)], ends[first:first + len(windows)]))
+        first += len(windows)
+    return answers
 
 
 def _window_spans(encoded, window: int, start_logits, end_logits, context_index: int, cls_id, top_k: int):

@@ -152,3 +152,26 @@ def test_the_picker_offers_extractive_models_first_then_chat_models(models_dir, 
     offline = ModelRegistry(only_chat)
     assert offline.task_of(offline.default_choice(QUESTION_ANSWERING)) == "text-generation"
     assert offline.offline_note(QUESTION_ANSWERING) is None
+
+
+def test_questions_asked_together_are_read_in_one_pass_with_the_logits_each_gets_alone(registry):
+    """People asking the same model at the same moment share a forward pass (core/threads.py
+    groups them): each question's windows get the start and end logits they get alone."""
+    pipe = registry.get(QUESTION_ANSWERING, "tiny-bert-qa")
+    model, tokenizer = pipe.model, pipe.tokenizer
+    long_context = " ".join(corpus()) * 3  # several windows, of another length than the short one
+    asked = [(qa._windows(model, tokenizer, "tiny-bert-qa", "the cat likes the red house.", "what does the cat like?"),
+              [0]),
+             (qa._windows(model, tokenizer, "tiny-bert-qa", long_context, "who reads?"), [0, 1])]
+    calls = []
+    hook = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        together = qa._logits_together(model, asked)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    for (starts, ends), one in zip(together, asked):
+        (alone_starts, alone_ends), = qa._logits_together(model, [one])
+        width = alone_starts.shape[1]  # padding to the longer question's width adds masked positions only
+        assert torch.allclose(starts[:, :width], alone_starts, atol=1e-5)
+        assert torch.allclose(ends[:, :width], alone_ends, atol=1e-5)
