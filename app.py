@@ -164,6 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logins = parse_auth(args.auth)
+    args.admin = [admin for entry in args.admin for admin in entry.split(",") if admin]
     unknown = [admin for admin in args.admin if admin not in dict(logins)]
     if unknown:
         raise SystemExit(f"--admin {unknown[0]} is not a login of --auth")

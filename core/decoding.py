@@ -131,17 +131,19 @@ class DecodingBatch:
 
     # ----- admission ----------------------------------------------------------------------------
     def _admit(self) -> None:
+        for request in [request for request in self.waiting if request.stop.is_set()]:
+            self.waiting.remove(request)  # stopped while queued: it leaves the line at once
+            request.updates.put(None)
         while self.waiting:
             request = self.waiting[0]
-            if request.stop.is_set():
-                self.waiting.popleft()
-                request.updates.put(None)
-                continue
             full = len(self.rows) + request.rows > self.max_rows
             if self.rows and (full or not self.joinable):
                 return
             self.waiting.popleft()
-            self._join(request)
+            try:
+                self._join(request)
+            except Exception as error:  # noqa: BLE001 - this request's input failed: it alone gets the error
+                request.updates.put(error)
 
     def _tell_waiting(self) -> None:
         self.told_waiting = time.monotonic()
@@ -150,16 +152,25 @@ class DecodingBatch:
 
     def _wait_estimate(self, ahead: int) -> float:
         """Seconds until the request with `ahead` queued before it can start: rows free up as
-        running rows reach their length (stopped early, they free sooner)."""
+        running rows reach their length (stopped early, they free sooner), and each request
+        ahead holds the rows it takes for its own length."""
+        import heapq
+
         if not self.rows:
             return 0.0
-        step = self.step_seconds or 0.1
-        left = sorted(row.request.max_new_tokens - len(row.written) for row in self.rows)
-        need = sum(request.rows for request in list(self.waiting)[:ahead + 1])
-        free = self.max_rows - len(self.rows)
-        steps = left[min(max(need - free, 1), len(left)) - 1] if self.joinable else left[-1]
-        queued_before = sum(request.max_new_tokens for request in list(self.waiting)[:ahead]) if not self.joinable else 0
-        return (steps + queued_before) * step
+        # When each place of the batch frees, in steps from now (free places: now).
+        frees = [row.request.max_new_tokens - len(row.written) for row in self.rows]
+        if not self.joinable:  # nothing joins this batch: the line waits for all of it
+            frees = [max(frees)] * len(frees)
+        frees += [0] * max(0, self.max_rows - len(frees))
+        heapq.heapify(frees)
+        start = 0
+        for request in list(self.waiting)[:ahead + 1]:
+            taken = [heapq.heappop(frees) for _ in range(min(request.rows, len(frees)))]
+            start = max([start, *taken])
+            for _ in taken:
+                heapq.heappush(frees, start + request.max_new_tokens)
+        return start * (self.step_seconds or 0.1)
 
     def _join(self, request: DecodingRequest) -> None:
         """Read the request's prompts (each once, repeated for its sequences), choose each row's
@@ -171,7 +182,7 @@ class DecodingBatch:
         mask = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in request.prompts])
         kwargs = {}
         if self.takes_positions:
-            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
+            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0).to(self.model.device)
         with torch.no_grad():
             out = self.model(input_ids=input_ids.to(self.model.device), attention_mask=mask.to(self.model.device),
                              use_cache=True, **self.prefill_options, **kwargs)
@@ -183,8 +194,9 @@ class DecodingBatch:
         rows = [_Row(request, index, request.prompts[index // request.sequences],
                      torch.Generator().manual_seed(request.seeds[index]))
                 for index in range(request.rows)]
+        first = self._choose(rows, logits)  # all that can fail on this request's input, before it joins
         self._merge(cache, mask.to(self.model.device), rows)
-        self._emit(rows, self._choose(rows, logits))
+        self._emit(rows, first)
 
     def _merge(self, cache, mask, rows: list[_Row]) -> None:
         import torch
@@ -252,7 +264,7 @@ class DecodingBatch:
             if request.temperature > 0:
                 scores = _warped(scores, request)
                 noise = torch.stack([torch.rand(scores.shape[-1], generator=rows[p].generator) for p in positions])
-                noise = noise.clamp_min(torch.finfo(noise.dtype).tiny)
+                noise = noise.clamp_min(torch.finfo(noise.dtype).tiny).to(scores.device)
                 scores = scores + -torch.log(-torch.log(noise))  # Gumbel-max: a draw from the softmax
             for i, token in zip(positions, scores.argmax(-1).tolist()):
                 chosen[i] = token
@@ -315,7 +327,7 @@ def _penalised(scores, history, penalty: float):
     """transformers' repetition penalty for one row (its own tokens only, never padding)."""
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    return RepetitionPenaltyLogitsProcessor(penalty)(history.unsqueeze(0), scores.unsqueeze(0))[0]
+    return RepetitionPenaltyLogitsProcessor(penalty)(history.to(scores.device).unsqueeze(0), scores.unsqueeze(0))[0]
 
 
 def _warped(scores, request: DecodingRequest):
@@ -345,10 +357,13 @@ class Batches:
         self._batches: dict[object, DecodingBatch] = {}
 
     def join(self, key, make: Callable[[], DecodingBatch], request: DecodingRequest) -> None:
-        batch = self._batches.get(key)
-        if batch is None:
-            batch = self._batches[key] = make()
-        batch.add(request)
+        try:
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = self._batches[key] = make()
+            batch.add(request)
+        except Exception as error:  # noqa: BLE001 - the asker waits on its updates: it must hear
+            request.updates.put(error)
 
     @property
     def busy(self) -> bool:

@@ -56,6 +56,9 @@ class GenerationSettings:
             require_number(self.seed, 0, 2**32 - 1, "Seed", integer=True)
         self.max_new_tokens, self.top_k, self.num_sequences = (
             int(self.max_new_tokens), int(self.top_k), int(self.num_sequences))
+        # A JSON 1 arrives as an int; transformers' warpers refuse an int temperature or penalty.
+        self.temperature, self.top_p, self.repetition_penalty = (
+            float(self.temperature), float(self.top_p), float(self.repetition_penalty))
         self.seed = None if self.seed is None else int(self.seed)
 
 
@@ -325,7 +328,9 @@ def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 
     pipe = registry.get(FILL_MASK, model_name, precision)
     mask_token = pipe.tokenizer.mask_token
     model_text = _MASK_SPELLINGS.sub(lambda _: mask_token, text)
-    input_ids = pipe.tokenizer(model_text, truncation=True)["input_ids"]
+    # On the model thread: the pipeline uses this tokenizer there, and a fast tokenizer used by two
+    # threads at once can fail ("Already borrowed").
+    input_ids = _run_model(model_name, lambda: pipe.tokenizer(model_text, truncation=True)["input_ids"])
     if input_ids.count(pipe.tokenizer.mask_token_id) < masks:
         raise WorkbenchError("The text is too long for this model: a mask falls after its last token.")
     raw = _run_model_batched(model_name, ("fill-mask", id(pipe), int(top_k)), model_text,

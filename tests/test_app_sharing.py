@@ -94,13 +94,18 @@ def test_on_a_shared_server_a_second_run_waits_in_line_and_no_one_touches_anothe
         shared_server, tmp_path):
     from conftest import separable_csv
     from core.history import OTHERS_DATA
-    from test_app_finetune import finetune_args, wait_for_state
+    from test_app_finetune import finetune_args, wait_for_live_step, wait_for_state
 
     ann, bob = person(shared_server), person(shared_server)
     diary = separable_csv(tmp_path / "ann-diary.csv", rows_per_class=200)
     ann.predict(**finetune_args(diary, "anns-run", epochs=20, batch_size=2), api_name="/finetune")
+    wait_for_live_step(ann, "anns-run")
     with pytest.raises(Exception, match="someone else's: only the person it belongs to, or the server's admin"):
         bob.predict(api_name="/finetune_cancel")
+    # Ann's data warnings (they may quote her file) reach Ann; Bob learns only that there are some.
+    assert ann.predict(api_name="/finetune_status")["warnings"]
+    assert [warning.endswith("shown to the person who started it.")
+            for warning in bob.predict(api_name="/finetune_status")["warnings"]] == [True]
     queued = bob.predict(**finetune_args(separable_csv(tmp_path / "bob.csv"), "bobs-model"), api_name="/finetune")
     assert "your run is next" in queued and "you can leave this page and come back" in queued
     assert bob.predict(api_name="/finetune_status")["queued"]["model_name"] == "bobs-model"
@@ -113,9 +118,22 @@ def test_on_a_shared_server_a_second_run_waits_in_line_and_no_one_touches_anothe
     done = wait_for_state(bob, "finished", "failed", timeout=300)
     assert (done["model_name"], done["state"]) == ("bobs-model", "finished"), done
     for call in (dict(name="bobs-model", new_name="taken", api_name="/rename_model"),
-                 dict(name="bobs-model", api_name="/delete_model")):
+                 dict(name="bobs-model", api_name="/delete_model"),
+                 dict(model_name="bobs-model", api_name="/finetune_download")):
         with pytest.raises(Exception, match="The model 'bobs-model' is someone else's"):
             ann.predict(**call)
+    assert (shared_server.models_dir / "bobs-model").is_dir()
+    # A bare REST call, with no session, has no one's rights either.
+    import json
+    import urllib.error
+    import urllib.request
+
+    bare = urllib.request.Request(f"{shared_server.url}gradio_api/run/delete_model", method="POST",
+                                  data=json.dumps({"data": ["bobs-model"]}).encode(),
+                                  headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(bare, timeout=60)
+    assert "someone else's" in refused.value.read().decode()
     assert (shared_server.models_dir / "bobs-model").is_dir()
     # The history shows everyone's runs, other people's without their file's name.
     seen_by_bob = {run["model_name"]: run["data"] for run in bob.predict(api_name="/runs")}

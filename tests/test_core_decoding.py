@@ -176,3 +176,29 @@ def test_one_person_runs_as_many_generations_at_once_as_the_limit_allows():
             pass
     with limit.hold("session-a"):  # free again once the first ended
         pass
+
+
+def test_a_request_that_fails_fails_alone_and_the_others_go_on(gpt2):
+    tokenizer = gpt2[1]
+    expected = alone(gpt2, request(tokenizer, "The cat", max_new_tokens=20))
+    going = request(tokenizer, "The cat", max_new_tokens=20)
+    broken = request(tokenizer, "A dog", max_new_tokens=20)
+    broken.prompts = [[len(tokenizer) + 10_000]]  # a token the model has no embedding for
+    batch = batch_of(gpt2)
+    batch.add(going)
+    batch.step()
+    batch.add(broken)
+    update = broken.updates.get_nowait()
+    assert isinstance(update, IndexError)
+    while not batch.idle:
+        batch.step()
+    assert text_of(going) == expected
+
+
+def test_whole_number_settings_from_json_work(registry):
+    from core import inference
+    from core.inference import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=5, temperature=1, top_p=1, repetition_penalty=2, seed=3)
+    *_, texts = inference.generate_stream(registry, "tiny-gpt2", "The cat", settings)
+    assert texts[0].startswith("The cat") and len(texts[0]) > len("The cat")

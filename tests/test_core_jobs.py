@@ -184,6 +184,7 @@ def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_c
     with pytest.raises(WorkbenchError, match="someone else's"):
         runner.discard_pending(bob)
     runner.discard_pending(ann)
+    assert runner.last_run_of(ann).message == "Discarded the trained model." and runner.last_end() > 0
     started = runner.status()  # Bob's run started by itself
     assert (started.model_name, started.owner, started.active) == ("bobs", bob.id, True)
     assert runner.queued_for(bob) is None
@@ -194,3 +195,17 @@ def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_c
         model_folders.delete_model(registry, runner, "bobs", ann)
     model_folders.rename_model(registry, runner, "bobs", "bobs-weather", bob)
     assert ModelOwners(own_models).owner_of("bobs-weather") == bob.id
+
+
+def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(own_models, tmp_path):
+    from core.ownership import Person
+
+    ann, bob = Person("browser:ann"), Person("browser:bob")
+    runner = JobRunner()
+    runner.start(small_run(tmp_path, epochs=20, batch_size=2, checkpoint_every=2), "annes", ann)
+    try:
+        assert checkpoints.read_run_record(own_models / ".checkpoints" / "annes")["owner"] == ann.id
+    finally:
+        runner.cancel(ann)
+        runner.wait(300)
+        runner.discard_pending(ann)
