@@ -56,7 +56,8 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
                     "sentiment, fill in masked words, answer questions, look inside them, and fine-tune on "
                     "your own data.")
         ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS),
-                         generations=PerPersonLimit(per_person), batch_rows=batch_rows, shared=shared,
+                         generations=PerPersonLimit(per_person), batch_rows=batch_rows, queue_size=queue_size,
+                         shared=shared,
                          admins=frozenset(admins), by_login=logins > 1)
         recognise_browsers(ctx)
         with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays in view, on two or three rows

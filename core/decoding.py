@@ -29,7 +29,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from core.limits import MAX_DECODING_ROWS
+from core.limits import MAX_DECODING_ROWS, QUEUE_MAX_SIZE
 
 STEP_TIME_SMOOTHING = 0.2  # weight of the newest step in the running average used for wait estimates
 WAIT_NOTE_SECONDS = 1.0  # how often a queued request hears its place and wait again
@@ -85,8 +85,10 @@ class _Row:
 class DecodingBatch:
     """The running batch of one model: admitted requests, their rows and their shared cache."""
 
-    def __init__(self, model, tokenizer, end_ids: set[int], max_rows: int = MAX_DECODING_ROWS) -> None:
+    def __init__(self, model, tokenizer, end_ids: set[int], max_rows: int = MAX_DECODING_ROWS,
+                 max_waiting: int = QUEUE_MAX_SIZE) -> None:
         self.model, self.tokenizer, self.end_ids, self.max_rows = model, tokenizer, end_ids, max_rows
+        self.max_waiting = max_waiting  # requests that may wait for a place; more are refused at once
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
         # A LoRA model (peft) forwards everything to its base model, whose forward says what it takes.
         taken = inspect.signature(getattr(model, "get_base_model", lambda: model)().forward).parameters
@@ -102,6 +104,11 @@ class DecodingBatch:
 
     # ----- what the model thread calls ---------------------------------------------------------
     def add(self, request: DecodingRequest) -> None:
+        from core.errors import WorkbenchError
+
+        if len(self.waiting) >= self.max_waiting and self.rows:
+            raise WorkbenchError(f"The queue is full ({self.max_waiting} waiting for this model): try again in a "
+                                 "moment.")
         self.waiting.append(request)
         self._admit()
         self._tell_waiting()

@@ -22,6 +22,7 @@ from core.limits import (
     MAX_NEW_TOKENS,
     MAX_NUM_SEQUENCES,
     MAX_PROMPT_CHARS,
+    QUEUE_MAX_SIZE,
     MAX_REPETITION_PENALTY,
     MAX_TEMPERATURE,
     MAX_TEXT_CHARS,
@@ -144,6 +145,7 @@ def generation_updates(
     should_stop: Callable[[], bool] = lambda: False,
     precision: str | None = None,
     batch_rows: int = MAX_DECODING_ROWS,
+    max_waiting: int = QUEUE_MAX_SIZE,
 ) -> Iterator[list[list[str]] | Waiting]:
     """Yield, for each prompt, the texts of its sequences so far, growing as tokens arrive; and
     a `Waiting` (place and expected wait) while the model's batch is full.
@@ -155,7 +157,8 @@ def generation_updates(
     changes rounding). Plain mode yields prompt + continuation; chat mode yields the reply only.
     Closing the iterator, or `should_stop()` turning true, ends this request's rows within a
     step, and no one else's. `precision`: the registry's ("auto", "fp32", "bf16"; None: the
-    registry's own). `batch_rows`: the most rows the model's batch takes (set by whoever starts it).
+    registry's own). `batch_rows`: the most rows the model's batch takes, `max_waiting` the requests
+    that may wait for a place (both set by whoever starts the batch).
     """
     prompts = [_require_text(prompt, "The prompt" if index == 0 else "The second prompt", MAX_PROMPT_CHARS)
                for index, prompt in enumerate(prompts)]
@@ -175,7 +178,7 @@ def generation_updates(
         seeds=[(base + row % n) % 2**32 for row in range(len(prompts) * n)])
     texts = [[generation_prefix(prompt, settings)] * n for prompt in prompts]
     wrote = False
-    for update in _decoded(model, tokenizer, request, should_stop, batch_rows):
+    for update in _decoded(model, tokenizer, request, should_stop, batch_rows, max_waiting):
         if isinstance(update, Waiting):
             yield update
             continue
@@ -187,9 +190,10 @@ def generation_updates(
         yield [list(sequences) for sequences in texts]
 
 
-def _decoded(model, tokenizer, request: DecodingRequest, should_stop: Callable[[], bool], batch_rows: int):
+def _decoded(model, tokenizer, request: DecodingRequest, should_stop: Callable[[], bool], batch_rows: int,
+             max_waiting: int):
     """Hand the request to the model's running batch and pass on what it sends back."""
-    make = lambda: DecodingBatch(model, tokenizer, _end_ids(model), batch_rows)  # noqa: E731
+    make = lambda: DecodingBatch(model, tokenizer, _end_ids(model), batch_rows, max_waiting)  # noqa: E731
     MODEL_THREAD.join_batch(id(model), make, request)
     try:
         while True:
@@ -201,6 +205,8 @@ def _decoded(model, tokenizer, request: DecodingRequest, should_stop: Callable[[
                 continue
             if update is None:
                 return
+            if isinstance(update, WorkbenchError):
+                raise update
             if isinstance(update, BaseException):
                 raise WorkbenchError(f"Generation failed: {first_line(update)[:300]}") from update
             yield update

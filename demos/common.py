@@ -18,7 +18,7 @@ from gradio.components.number import Number
 
 from core.decoding import PerPersonLimit
 from core.errors import WorkbenchError, first_line
-from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS
+from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE
 from core.ownership import COMMAND_LINE, Person, Visitors
 from core.jobs import get_runner
 from core.models import TASKS, ModelRegistry
@@ -56,6 +56,7 @@ class AppContext:
     # --batch-rows): a class shares one batch per model (core/decoding.py).
     generations: PerPersonLimit = field(default_factory=lambda: PerPersonLimit(GENERATIONS_PER_PERSON))
     batch_rows: int = MAX_DECODING_ROWS
+    queue_size: int = QUEUE_MAX_SIZE  # requests that may wait, in Gradio's queue and in a model's batch
     # Who may act on which run and model (core/ownership.py): on a server with visitors (`shared`)
     # each person only on their own; `admins` (logins) on everything; with several logins
     # (`by_login`) a person is their login, else their browser.

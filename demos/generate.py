@@ -149,7 +149,8 @@ def build(ctx: AppContext) -> None:
             prompts = [text for text, _ in jobs]
             per_prompt = [[] for _ in jobs]
             for update in inference.generation_updates(ctx.registry, model_name, prompts, run_settings,
-                                                       precision=precision, batch_rows=ctx.batch_rows):
+                                                       precision=precision, batch_rows=ctx.batch_rows,
+                                                       max_waiting=ctx.queue_size):
                 if isinstance(update, Waiting):
                     yield shown[0], shown[1], "\n\n".join(filter(None, [waiting_text(update.ahead, update.seconds),
                                                                           _note(notes)])), seed

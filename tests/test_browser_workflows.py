@@ -121,9 +121,10 @@ def test_training_shows_progress_without_overlays_and_a_failed_save_keeps_the_mo
     expect(page.get_by_role("button", name="Discard", exact=True)).to_be_visible()
     page.screenshot(path=str(tmp_path / "save-failed.png"), full_page=True)
 
-    # A refused Start (busy: a model waits) shows why, and every result stays as it was.
+    # A refused Start (the name is taken) shows why, and every result stays as it was.
     page.get_by_role("button", name="Start fine-tuning").click()
-    expect(page.get_by_text("waits: save it or discard it first")).to_be_visible(timeout=30_000)
+    expect(page.locator(".toast-body").filter(has_text="A model named 'browser-taken' already exists")).to_be_visible(
+        timeout=30_000)
     assert page.evaluate(SHOWN_TRACKERS, JOB_OUTPUTS) == 0  # no red "Error" pills over the results
     expect(page.locator("#finetune-metrics")).to_contain_text("accuracy")
 

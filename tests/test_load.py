@@ -59,12 +59,13 @@ def test_a_long_generation_does_not_block_classification(client):
 
 
 def test_a_full_queue_answers_at_once_instead_of_waiting(models_dir, tmp_path):
-    server = AppServer(["--models-dir", str(models_dir), "--queue-size", "2"],
+    # One generation of 4 rows fills a batch of 4; two more may wait for a place.
+    server = AppServer(["--models-dir", str(models_dir), "--queue-size", "2", "--batch-rows", "4"],
                        log_path=tmp_path / "app.log").wait_until_serving()
     try:
-        client = Client(server.url, verbose=False)
         slow = {**GENERATE_ARGS, "max_new_tokens": 512, "num_sequences": 4}
-        jobs = [client.submit(prompt="the cat", **slow, api_name="/generate") for _ in range(6)]
+        people = [Client(server.url, verbose=False) for _ in range(6)]  # one generation each
+        jobs = [person.submit(prompt="the cat", **slow, api_name="/generate") for person in people]
         refused = []
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not refused:
