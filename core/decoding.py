@@ -301,8 +301,6 @@ class DecodingBatch:
 
     def _drop(self, leaving: list[_Row]) -> None:
         """Take rows out of the batch (and their cache); a request whose rows are all gone ends."""
-        import torch
-
         if not leaving:
             return
         gone = {id(row) for row in leaving}
@@ -310,9 +308,17 @@ class DecodingBatch:
         before = {id(row.request): row.request for row in self.rows}
         self.rows = [self.rows[i] for i in keep]
         still = {id(row.request) for row in self.rows}
-        for key, request in before.items():
-            if key not in still:
-                request.updates.put(None)
+        try:
+            self._cut(keep)
+        finally:  # told last: once a request hears its end, the model is done with it
+            for key, request in before.items():
+                if key not in still:
+                    request.updates.put(None)
+
+    def _cut(self, keep: list[int]) -> None:
+        """Keep only the rows `keep` of the cache and mask, and cut columns no row uses."""
+        import torch
+
         if not self.rows:
             self.cache = self.mask = None
             self.joinable = True
@@ -378,6 +384,15 @@ class Batches:
 
     def rows(self) -> int:
         return sum(len(batch.rows) for batch in self._batches.values())
+
+    def end_all(self) -> None:
+        """End every request (the process is exiting): each asker hears the end."""
+        for batch in self._batches.values():
+            for request in {id(row.request): row.request for row in batch.rows}.values():
+                request.updates.put(None)
+            for request in batch.waiting:
+                request.updates.put(None)
+        self._batches.clear()
 
     def step_all(self, between: Callable[[], None]) -> None:
         for key, batch in list(self._batches.items()):

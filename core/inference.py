@@ -195,6 +195,7 @@ def _decoded(model, tokenizer, request: DecodingRequest, should_stop: Callable[[
     """Hand the request to the model's running batch and pass on what it sends back."""
     make = lambda: DecodingBatch(model, tokenizer, _end_ids(model), batch_rows, max_waiting)  # noqa: E731
     MODEL_THREAD.join_batch(id(model), make, request)
+    ended = False
     try:
         while True:
             try:
@@ -203,6 +204,8 @@ def _decoded(model, tokenizer, request: DecodingRequest, should_stop: Callable[[
                 if should_stop():
                     request.stop.set()
                 continue
+            if update is None or isinstance(update, BaseException):
+                ended = True
             if update is None:
                 return
             if isinstance(update, WorkbenchError):
@@ -214,6 +217,11 @@ def _decoded(model, tokenizer, request: DecodingRequest, should_stop: Callable[[
                 request.stop.set()
     finally:
         request.stop.set()  # the consumer went away (Stop button, closed page): its rows leave the batch
+        # ...at the batch's next step: wait for it, so that the model is done with this request
+        # when its asker returns (a process that exits mid-step aborts in torch's C++ code).
+        while not ended:
+            update = request.updates.get()
+            ended = update is None or isinstance(update, BaseException)
 
 
 def generation_prefix(prompt: str, settings: GenerationSettings) -> str:

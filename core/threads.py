@@ -26,6 +26,7 @@ a child process (core/jobs.py).
 from __future__ import annotations
 
 import _thread
+import atexit
 import os
 import queue
 import threading
@@ -103,6 +104,7 @@ class ModelThread:
         self._start_afresh()
         # A forked child (a data-loading worker, say) inherits the queue but not the thread.
         os.register_at_fork(after_in_child=self._start_afresh)
+        atexit.register(self._quiet_at_exit)
 
     def _start_afresh(self) -> None:
         from core.decoding import Batches
@@ -133,6 +135,13 @@ class ModelThread:
     def rows_generating(self) -> int:
         """Rows of every running batch (asked on the model thread, so between two steps)."""
         return self.run_model_work(self._batches.rows)
+
+    def _quiet_at_exit(self) -> None:
+        """At interpreter exit, end the running generations and wait for the thread to be between
+        steps: a process that exits while this thread runs a torch op aborts ("terminate called
+        without an active exception")."""
+        if self._thread is not None and self._thread.is_alive():
+            self._submit(Task(self._batches.end_all)).result(timeout=60)
 
     def _run_waiting_work(self) -> None:
         """Run the work waiting now (not what arrives meanwhile, so a steady stream of requests
