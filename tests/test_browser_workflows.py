@@ -11,7 +11,7 @@ import time
 from playwright.sync_api import expect
 
 from conftest import separable_csv
-from test_browser import name_the_model
+from test_browser import name_the_model, start_as
 from test_real_workflows import story_file
 
 # Gradio's progress overlay and error pill live in a status tracker inside each output; it
@@ -62,7 +62,7 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     for label, value in (("Epochs", "1"), ("Batch size", "4")):  # boxes: empty means sized to the data
         type_setting(page.get_by_label(label, exact=True), value, value)
     type_setting(page.get_by_label("number input for Max length / block size (tokens)"), "32", "32")
-    page.get_by_role("button", name="Start fine-tuning").click()
+    start_as(page, "browser-keeper")
     status = page.locator("#finetune-status")
     expect(status).to_contain_text(re.compile(r"browser-keeper.*saved as 'browser-keeper'"), timeout=300_000)
 
