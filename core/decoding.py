@@ -127,13 +127,13 @@ class DecodingBatch:
             if self.rows:
                 self._decode()
         except BaseException as error:  # noqa: BLE001 - every request of the batch gets it
-            self.fail(error)
+            self.end(error)
 
-    def fail(self, error: BaseException) -> None:
-        for request in {id(row.request): row.request for row in self.rows}.values():
-            request.updates.put(error)
-        for request in self.waiting:
-            request.updates.put(error)
+    def end(self, last: BaseException | None) -> None:
+        """End every request, running or waiting, with `last` (the error that ended the batch, or
+        None for a plain end) and empty the batch."""
+        for request in [*_requests_of(self.rows), *self.waiting]:
+            request.updates.put(last)
         self.rows, self.waiting, self.cache, self.mask = [], deque(), None, None
 
     # ----- admission ----------------------------------------------------------------------------
@@ -294,7 +294,7 @@ class DecodingBatch:
                 chunks[row.index], row.shown = text[row.shown:], len(text)
             if len(row.written) >= row.request.max_new_tokens:
                 row.done = True
-        for request in {id(row.request): row.request for row in rows}.values():
+        for request in _requests_of(rows):
             if any(gained[id(request)]):
                 request.updates.put(gained[id(request)])
         self._drop([row for row in self.rows if row.done])
@@ -305,14 +305,14 @@ class DecodingBatch:
             return
         gone = {id(row) for row in leaving}
         keep = [i for i, row in enumerate(self.rows) if id(row) not in gone]
-        before = {id(row.request): row.request for row in self.rows}
+        before = _requests_of(self.rows)
         self.rows = [self.rows[i] for i in keep]
         still = {id(row.request) for row in self.rows}
         try:
             self._cut(keep)
         finally:  # told last: once a request hears its end, the model is done with it
-            for key, request in before.items():
-                if key not in still:
+            for request in before:
+                if id(request) not in still:
                     request.updates.put(None)
 
     def _cut(self, keep: list[int]) -> None:
@@ -334,6 +334,11 @@ class DecodingBatch:
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[..., start:, :], layer.values[..., start:, :]
             self.mask = self.mask[:, start:]
+
+
+def _requests_of(rows: list[_Row]) -> list[DecodingRequest]:
+    """The requests the rows belong to, each once, in order (a request's rows are together)."""
+    return list({id(row.request): row.request for row in rows}.values())
 
 
 def _penalised(scores, history, penalty: float):
@@ -388,10 +393,7 @@ class Batches:
     def end_all(self) -> None:
         """End every request (the process is exiting): each asker hears the end."""
         for batch in self._batches.values():
-            for request in {id(row.request): row.request for row in batch.rows}.values():
-                request.updates.put(None)
-            for request in batch.waiting:
-                request.updates.put(None)
+            batch.end(None)
         self._batches.clear()
 
     def step_all(self, between: Callable[[], None]) -> None:

@@ -273,7 +273,7 @@ class JobRunner:
         if not root.is_dir():
             return []
         with self._lock:
-            in_use = self._status.active or self._status.awaiting_save
+            in_use = self._busy
             busy = {self._status.model_name, self._process.run_name} if in_use else set()
         runs = [_interrupted_run(folder) for folder in sorted(root.iterdir()) if folder.name not in busy]
         return [run for run in runs if run]
@@ -293,7 +293,7 @@ class JobRunner:
         """How the job uses the model folder `model_name` now (it saves to it, or trains from
         it), for a person; None when it does not."""
         with self._lock:
-            if not (self._status.active or self._status.awaiting_save):
+            if not self._busy:
                 return None
             if self._status.model_name == model_name:
                 return f"the current run saves to '{model_name}'"
@@ -407,7 +407,7 @@ class JobRunner:
                     self._changed.notify_all()
         code = process.wait()
         with self._lock:
-            if process is self._process and (self._status.active or self._status.awaiting_save):
+            if process is self._process and self._busy:
                 # It ended without saying how: killed (out of memory, kill -9) or crashed.
                 self._fail(process, f"{process.describe_exit(code)} {self._lost_what()}")
             self._changed.notify_all()

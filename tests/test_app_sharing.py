@@ -179,7 +179,7 @@ def test_a_page_whose_run_waits_in_line_finds_its_place_again_after_a_reload(sha
 
     from conftest import separable_csv
     from test_app_finetune import finetune_args, wait_for_live_step, wait_for_state
-    from test_browser import name_the_model
+    from test_browser import prepare_classification_run
 
     ann = person(shared_server)
     ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv", rows_per_class=200), "anns-long", epochs=20,
@@ -191,11 +191,7 @@ def test_a_page_whose_run_waits_in_line_finds_its_place_again_after_a_reload(sha
     try:
         page.goto(shared_server.url)
         page.get_by_role("tab", name="Fine-tune").click()
-        page.locator("input[type=file]").first.set_input_files(str(separable_csv(tmp_path / "bob.csv")))
-        expect(page.get_by_role("combobox", name="Label column")).to_have_value("label")
-        page.get_by_role("combobox", name="Base model").fill("tiny-bert-sentiment")
-        page.get_by_role("combobox", name="Base model").press("Enter")
-        name_the_model(page, "bobs-browser", "bob.csv")
+        prepare_classification_run(page, separable_csv(tmp_path / "bob.csv"), "bobs-browser")
         page.get_by_role("button", name="Start fine-tuning").click()
         status = page.locator("#finetune-status")
         expect(status).to_contain_text("Queued: your run is next ('anns-long' is training")

@@ -23,6 +23,16 @@ def name_the_model(page, name: str, uploaded: str) -> None:
     box.fill(name)
 
 
+def prepare_classification_run(page, csv_path, name: str, base: str = "tiny-bert-sentiment") -> None:
+    """On the Fine-tune tab: upload a CSV with text and label columns, pick the base model and
+    name the new model."""
+    page.locator("input[type=file]").first.set_input_files(str(csv_path))
+    expect(page.get_by_role("combobox", name="Label column")).to_have_value("label")
+    page.get_by_role("combobox", name="Base model").fill(base)
+    page.get_by_role("combobox", name="Base model").press("Enter")
+    name_the_model(page, name, csv_path.name)
+
+
 def start_as(page, name: str) -> None:
     """Press Start with the model named `name`: on a slow machine a proposal sent for an earlier
     change of the file or task can land after the name was typed (noted in the closing notes:

@@ -12,7 +12,7 @@ from conftest import AppServer, separable_csv
 from core.starter import STARTER_ON_REAL_TEXT
 from core.precision import _cpu_has_fast_bf16
 from test_app_finetune import finetune_args, wait_for_checkpoint
-from test_browser import name_the_model
+from test_browser import prepare_classification_run
 
 
 def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_server, tmp_path):
@@ -20,11 +20,7 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
     page.set_default_timeout(30_000)
     page.goto(finetune_server.url)
     page.get_by_role("tab", name="Fine-tune").click()
-    page.locator("input[type=file]").first.set_input_files(str(separable_csv(tmp_path / "weather.csv")))
-    expect(page.get_by_role("combobox", name="Label column")).to_have_value("label")
-    page.get_by_role("combobox", name="Base model").fill("tiny-bert-sentiment")
-    page.get_by_role("combobox", name="Base model").press("Enter")
-    name_the_model(page, "browser-weather", "weather.csv")
+    prepare_classification_run(page, separable_csv(tmp_path / "weather.csv"), "browser-weather")
     page.get_by_role("button", name="Hyperparameters").click()
     page.get_by_label("Learning rate").fill("0.003")
     page.get_by_label("Epochs", exact=True).fill("8")
