@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.spaces import use_persistent_storage
+from core.spaces import hf_login_offered, space_owner, use_persistent_storage
 
 use_persistent_storage()  # before gradio and huggingface_hub read HF_HOME (on a Space with /data)
 
@@ -41,7 +41,9 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
               logins: int = 0) -> gr.Blocks:
     """The whole page. `shared`: people other than the server's owner reach it (a share link, a
     Space, a network address): each may change only their own runs and models, `admins` (logins)
-    everyone's. With more than one login a person is their login, else their browser."""
+    everyone's. With more than one login a person is their login, else their Hugging Face login
+    (on a Space that offers sign-in: `admins` and the Space's owner act on everything), else their
+    browser."""
     registry = configure(models_dir or models_dir_from_env(), precision)
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
@@ -51,14 +53,19 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
               file=sys.stderr, flush=True)
     # Gradio's cache holds uploads and served files (model zips): files older than a day are
     # removed hourly, and all of them when the server stops.
+    hf_sign_in = hf_login_offered()
     with gr.Blocks(title="Model Workbench", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# Model Workbench\nTry transformer models: generate text, classify "
                     "sentiment, fill in masked words, answer questions, look inside them, and fine-tune on "
                     "your own data.")
+        if hf_sign_in:  # your runs and models follow you to any browser you sign in from
+            gr.LoginButton(value="Sign in with Hugging Face to keep your runs and models on any device",
+                           logout_value="Signed in as {} (sign out)", size="sm")
         ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS),
                          generations=PerPersonLimit(per_person), batch_rows=batch_rows, queue_size=queue_size,
                          shared=shared,
-                         admins=frozenset(admins), by_login=logins > 1)
+                         admins=frozenset(admins), by_login=logins > 1,
+                         hf_admins=frozenset((*admins, space_owner() or "")) - {""} if hf_sign_in else frozenset())
         recognise_browsers(ctx)
         with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays in view, on two or three rows
             for title, panel in PANELS:
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     logins = parse_auth(args.auth)
     args.admin = [admin for entry in args.admin for admin in entry.split(",") if admin]
     unknown = [admin for admin in args.admin if admin not in dict(logins)]
-    if unknown:
+    if unknown and not hf_login_offered():  # on a Space with sign-in it may name a Hugging Face login
         raise SystemExit(f"--admin {unknown[0]} is not a login of --auth")
     if args.share and not logins:
         print("Warning: --share without --auth makes this app public: anyone with the link can use "

@@ -111,21 +111,25 @@ class Visitors:
                 self._keys.pop(next(iter(self._keys)))
 
     def person(self, session: str | None, login: str | None, shared: bool, admins: frozenset[str],
-               by_login: bool) -> Person:
+               by_login: bool, hf_login: str | None = None, hf_admins: frozenset[str] = frozenset()) -> Person:
         """Who a request comes from. On a server nobody else reaches (`shared` False) everyone is
         its owner; else an admin login, a personal login (`by_login`: the server has several),
-        the browser, or the API client's session."""
+        the Hugging Face login (on a Space; `hf_admins` act on everything), the browser, or the
+        API client's session."""
         with self._lock:
             browser = self._keys.get(session or "")
         if login and (login in admins or by_login):
             key = f"login:{login}"
+        elif hf_login:  # the same person on every browser and device they sign in from
+            key = f"hf:{hf_login}"
         elif browser:
             key = f"browser:{browser}"
         elif session:
             key = f"session:{session}"
         else:  # a bare REST call: one anonymous person, never the command line's rights
             key = "anonymous"
-        return Person(key, admin=not shared or (bool(login) and login in admins))
+        admin = (bool(login) and login in admins) or (bool(hf_login) and hf_login in hf_admins)
+        return Person(key, admin=not shared or admin)
 
 
 def browser_secret(models_dir: str | Path) -> str:

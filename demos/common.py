@@ -9,7 +9,7 @@ import inspect
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,9 +19,10 @@ from gradio.components.number import Number
 from core.decoding import PerPersonLimit
 from core.errors import WorkbenchError, first_line
 from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE
-from core.ownership import COMMAND_LINE, Person, Visitors
 from core.jobs import get_runner
 from core.models import TASKS, ModelRegistry
+from core.ownership import COMMAND_LINE, Person, Visitors
+from core.spaces import hf_username
 from core.step_timing import StepTimer
 
 JOB_POLL_SECONDS = 0.5  # how often a page reads the training job's status while it runs
@@ -59,10 +60,12 @@ class AppContext:
     queue_size: int = QUEUE_MAX_SIZE  # requests that may wait, in Gradio's queue and in a model's batch
     # Who may act on which run and model (core/ownership.py): on a server with visitors (`shared`)
     # each person only on their own; `admins` (logins) on everything; with several logins
-    # (`by_login`) a person is their login, else their browser.
+    # (`by_login`) a person is their login, else their Hugging Face login (on a Space that offers
+    # it; `hf_admins` on everything), else their browser.
     shared: bool = False
     admins: frozenset[str] = frozenset()
     by_login: bool = False
+    hf_admins: frozenset[str] = frozenset()
     visitors: Visitors = field(default_factory=Visitors)
 
     def person(self, request: gr.Request | None) -> Person:
@@ -70,7 +73,15 @@ class AppContext:
         if request is None:
             return COMMAND_LINE
         return self.visitors.person(getattr(request, "session_hash", None), getattr(request, "username", None),
-                                    self.shared, self.admins, self.by_login)
+                                    self.shared, self.admins, self.by_login,
+                                    hf_login=hf_username(_session_of(request)), hf_admins=self.hf_admins)
+
+
+def _session_of(request: gr.Request) -> Mapping:
+    """The request's signed session (where Gradio's Hugging Face sign-in keeps the login); empty
+    when the app offers no sign-in (no session middleware) or the request has none."""
+    scope = getattr(getattr(request, "request", None), "scope", None)
+    return (scope.get("session") or {}) if isinstance(scope, dict) else {}
 
 
 def waiting_text(ahead: int, seconds: float) -> str:

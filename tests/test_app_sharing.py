@@ -144,6 +144,61 @@ def test_on_a_shared_server_a_second_run_waits_in_line_and_no_one_touches_anothe
         "Renamed 'bobs-model' to 'bobs-weather'."
 
 
+# What a Space with `hf_oauth: true` sets; nothing here reaches Hugging Face (the sign-in itself is
+# Hugging Face's: a test signs people in the way Gradio's callback does, in the signed session cookie).
+SPACE_WITH_SIGN_IN = {"SYSTEM": "spaces", "SPACE_ID": "teacher/workbench", "SPACE_AUTHOR_NAME": "teacher", "OAUTH_CLIENT_ID": "workbench",
+                      "OAUTH_CLIENT_SECRET": "space-secret", "OAUTH_SCOPES": "openid profile",
+                      "OPENID_PROVIDER_URL": "http://127.0.0.1:9"}
+
+
+def signed_in(server, username: str) -> Client:
+    """A client (a browser, a device) signed in on the Space as `username`."""
+    import base64
+    import hashlib
+    import json
+    import time
+
+    from itsdangerous import TimestampSigner
+
+    secret = hashlib.sha256((SPACE_WITH_SIGN_IN["OAUTH_CLIENT_SECRET"] + "-v4").encode()).hexdigest()
+    session = {"oauth_info": {"access_token": "token", "expires_at": int(time.time()) + 3600,
+                              "userinfo": {"preferred_username": username, "name": username}}}
+    cookie = TimestampSigner(secret).sign(base64.b64encode(json.dumps(session).encode())).decode()
+    return Client(server.url, verbose=False, headers={"Cookie": f"session={cookie}"})
+
+
+@pytest.fixture(scope="module")
+def space_server(models_dir, tmp_path_factory):
+    import shutil
+
+    own = tmp_path_factory.mktemp("space-models")
+    shutil.copytree(models_dir / "tiny-bert-sentiment", own / "tiny-bert-sentiment")
+    server = AppServer(["--models-dir", str(own)], env=SPACE_WITH_SIGN_IN,
+                       log_path=tmp_path_factory.mktemp("logs") / "space.log").wait_until_serving()
+    yield server
+    server.stop()
+
+
+def test_on_a_space_a_run_belongs_to_the_hugging_face_login_on_every_device(space_server, tmp_path):
+    from conftest import separable_csv
+    from test_app_finetune import finetune_args, wait_for_live_step, wait_for_state
+
+    anns_laptop, anns_phone = signed_in(space_server, "ann"), signed_in(space_server, "ann")
+    bob, visitor, teacher = signed_in(space_server, "bob"), person(space_server), signed_in(space_server, "teacher")
+    data = separable_csv(tmp_path / "ann.csv", rows_per_class=200)
+    anns_laptop.predict(**finetune_args(data, "anns-run", epochs=20, batch_size=2), api_name="/finetune")
+    wait_for_live_step(anns_laptop, "anns-run")
+    for stranger in (bob, visitor):  # another login, or someone not signed in
+        with pytest.raises(Exception, match="someone else's"):
+            stranger.predict(api_name="/finetune_cancel")
+    anns_phone.predict(api_name="/finetune_cancel")  # another session, the same person
+    wait_for_state(anns_phone, "cancelled", timeout=60)
+    with pytest.raises(Exception, match="someone else's"):
+        bob.predict(api_name="/finetune_discard")
+    teacher.predict(api_name="/finetune_discard")  # the Space's owner acts on everyone's runs
+    assert wait_for_state(anns_laptop, "idle")["message"] == "Discarded the trained model."
+
+
 def test_the_page_tells_a_queued_person_their_place_then_writes_their_text(small_batch_server, browser, tmp_path):
     from playwright.sync_api import expect
 

@@ -199,13 +199,18 @@ def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_c
 
 def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(own_models, tmp_path):
     from core.ownership import Person
+    from test_app_finetune import wait_for_checkpoint
 
     ann, bob = Person("browser:ann"), Person("browser:bob")
     runner = JobRunner()
     runner.start(small_run(tmp_path, epochs=20, batch_size=2, checkpoint_every=2), "annes", ann)
-    try:
-        assert checkpoints.read_run_record(own_models / ".checkpoints" / "annes")["owner"] == ann.id
-    finally:
-        runner.cancel(ann)
-        runner.wait(300)
-        runner.discard_pending(ann)
+    wait_for_checkpoint(own_models, "annes")
+    os.kill(runner.training_pid(), signal.SIGKILL)  # as a server that dies mid-run leaves it
+    assert runner.wait(300).state == jobs.FAILED
+    assert checkpoints.read_run_record(own_models / ".checkpoints" / "annes")["owner"] == ann.id
+    assert [run.model_name for run in runner.interrupted_runs()] == ["annes"]
+    for act in (runner.resume, runner.discard_interrupted):
+        with pytest.raises(WorkbenchError, match="The interrupted run of 'annes' is someone else's"):
+            act("annes", bob)
+    runner.discard_interrupted("annes", ann)
+    assert runner.interrupted_runs() == []

@@ -37,6 +37,13 @@ def test_who_a_request_comes_from():
     # ...personal logins are the person, and an admin login is unrestricted.
     assert visitors.person("page-1", "ann", shared=True, admins=frozenset(), by_login=True) == Person("login:ann")
     assert visitors.person("api-1", "teacher", **shared).admin
+    # On a Space with sign-in, a signed-in person is their Hugging Face login on any browser; the
+    # Space's owner acts on everything.
+    anns_phone = visitors.person("page-3", None, **shared, hf_login="ann")
+    assert anns_phone == visitors.person("page-1", None, **shared, hf_login="ann") == Person("hf:ann")
+    assert visitors.person("page-1", None, **shared, hf_login="teacher", hf_admins=frozenset({"teacher"})).admin
+    assert visitors.person("page-1", "teacher", **shared, hf_login="bob") == Person("login:teacher", admin=True)
+    assert not visitors.person("page-1", None, **shared, hf_login="bob", hf_admins=frozenset({"teacher"})).admin
     # On a server nobody else reaches, everyone is its owner.
     assert visitors.person("api-1", None, shared=False, admins=frozenset(), by_login=False).unrestricted
 
