@@ -9,7 +9,9 @@ the child's events (core/control.py) into a status every page can read, so closi
 refreshing the page does not stop the job and any page can re-attach. Cancel asks the child to
 stop at its next step. After a cancel, or when the save fails (disk full, the name taken
 meanwhile), the child keeps the trained model until the person saves it (under the same or
-another name) or discards it. A child that crashes or is killed (out of memory, kill -9) is
+another name) or discards it; while others wait in line it holds the slot for
+HELD_MODEL_GRACE_SECONDS, then it is saved for its owner (a second failed save discards it), so an
+owner who left does not stop the class. A child that crashes or is killed (out of memory, kill -9) is
 reported with its reason; saves are atomic, so it leaves no half-written model.
 
 A run that checkpoints keeps its settings, uploads and checkpoints in
@@ -34,6 +36,7 @@ from typing import Any
 from core import checkpoints, history
 from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM
 from core.errors import WorkbenchError
+from core.limits import HELD_MODEL_GRACE_SECONDS
 from core.ownership import COMMAND_LINE, ModelOwners, Person, refuse_unless_owner
 from core.models import (
     FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, get_registry, is_valid_local_name,
@@ -130,6 +133,10 @@ class JobRunner:
         self._queue_notes: dict[str, str] = {}  # owner -> why their queued run could not start
         self._last_of: dict[str, JobStatus] = {}  # owner -> their last run that ended
         self._last_end = 0.0  # when a run last ended (the next in line may start at that instant)
+        self.held_model_grace = HELD_MODEL_GRACE_SECONDS  # see _hold_for_the_line
+        self._hold_timer: threading.Timer | None = None  # ends a held model's hold while others wait
+        self._hold_ends_at = 0.0
+        self._saved_for_the_line: TrainingProcess | None = None  # the process whose model it saves
 
     def status(self) -> JobStatus:
         with self._lock:
@@ -190,13 +197,15 @@ class JobRunner:
                                  "(Cancel) first.")
         self._queue.append(QueuedRun(config, target.name, person.id))
         self._queue_notes.pop(person.id, None)
+        self._hold_for_the_line()
         self._changed.notify_all()
         return self._queued_status(len(self._queue) - 1)
 
     def _queued_status(self, index: int) -> JobStatus:
         queued = self._queue[index]
         return JobStatus(state=QUEUED, model_name=queued.model_name, task=queued.config.task, owner=queued.owner,
-                         message=queue_sentence(index, self._status))
+                         message=queue_sentence(index, self._status,
+                                                self._hold_ends_at - time.time() if self._hold_timer else None))
 
     def queued_for(self, person: Person) -> JobStatus | None:
         """The person's run in line (its place in the message), or why it could not start; None
@@ -328,6 +337,7 @@ class JobRunner:
             refuse_unless_owner(person, self._status.owner, f"The run of '{self._status.model_name}'", "save")
             name = (model_name or "").strip() or self._status.model_name
             target = _target_folder(get_registry().models_dir, name)  # a bad or taken name: refused
+            self._cancel_hold()  # its owner is here (a failed save holds it again)
             self._status.state, self._status.model_name = SAVING, target.name
             self._status.message = f"Saving as '{target.name}'…"
             self._process.control.send("save", output_dir=str(target))
@@ -340,23 +350,33 @@ class JobRunner:
             if not self._status.awaiting_save:
                 raise WorkbenchError("There is no trained model waiting to be saved or discarded.")
             refuse_unless_owner(person, self._status.owner, f"The run of '{self._status.model_name}'", "discard")
-            self._process.control.send("discard")
-            shutil.rmtree(_run_folder(get_registry().models_dir, self._process.run_name), ignore_errors=True)
-            self._status.state = IDLE
-            self._status.message = "Discarded the trained model."
-            self._record_run(DISCARDED)
-            self._last_end = time.time()
-            discarded = copy.deepcopy(self._status)
-            if discarded.owner:
-                self._last_of[discarded.owner] = discarded
-            self._start_next()
-            self._changed.notify_all()
-            return discarded
+            return self._discard_held("Discarded the trained model.")
+
+    def _discard_held(self, message: str) -> JobStatus:
+        """With the lock held: drop the held model and free the slot for the next in line."""
+        self._cancel_hold()
+        self._process.control.send("discard")
+        shutil.rmtree(_run_folder(get_registry().models_dir, self._process.run_name), ignore_errors=True)
+        self._status.state = IDLE
+        self._status.message = message
+        self._record_run(DISCARDED)
+        self._last_end = time.time()
+        discarded = copy.deepcopy(self._status)
+        if discarded.owner:
+            self._last_of[discarded.owner] = discarded
+        self._start_next()
+        self._changed.notify_all()
+        return discarded
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Block until the job is no longer busy (done, failed, or waiting to be saved)."""
+        return self.wait_until(lambda status: not status.active, timeout)
+
+    def wait_until(self, condition, timeout: float | None = None) -> JobStatus:
+        """Block until `condition(status)` holds (woken at each change, never polling), or the
+        timeout passes; returns the status then."""
         with self._changed:
-            self._changed.wait_for(lambda: not self._status.active, timeout)
+            self._changed.wait_for(lambda: condition(self._status), timeout)
             return copy.deepcopy(self._status)
 
     def training_pid(self) -> int | None:
@@ -435,6 +455,8 @@ class JobRunner:
             from core.training import tracking_hint
 
             message = _saved_message(process.result, Path(event["output_dir"]).name)
+            if process is self._saved_for_the_line:
+                message += " It was saved for you while others waited to train: delete it if you do not want it."
             self._finish(FINISHED, " ".join(filter(None, (message, tracking_hint(process.config)))))
         elif kind == "save_failed":
             self._finish(SAVE_FAILED, f"Could not save '{Path(event['output_dir']).name}': {event['reason']} The "
@@ -481,6 +503,46 @@ class JobRunner:
             self._last_of[self._status.owner] = copy.deepcopy(self._status)
         if state in (FINISHED, FAILED):  # the slot is free (a cancelled run waits for save or discard)
             self._start_next()
+        else:
+            self._hold_for_the_line()
+
+    def _hold_for_the_line(self) -> None:
+        """With the lock held: when a held model (after a cancel or a failed save) keeps others
+        waiting, give its owner `held_model_grace` seconds to save or discard it; then it is
+        saved for them (their page and last-run status say so)."""
+        if not (self._status.awaiting_save and self._queue) or self._hold_timer:
+            return
+        if self._saved_for_the_line is self._process:  # its save for the line failed too: it goes
+            self._discard_held(f"{self._status.message.split(' The trained model is kept')[0]} Others were "
+                               "waiting to train, so the trained model was discarded.")
+            return
+        self._status.message += (f" Others are waiting to train: if you neither save nor discard it within "
+                                 f"{_duration(self.held_model_grace)}, it is saved for you.")
+        self._hold_ends_at = time.time() + self.held_model_grace
+        self._hold_timer = threading.Timer(self.held_model_grace, self._end_hold, args=(self._process,))
+        self._hold_timer.daemon = True
+        self._hold_timer.start()
+
+    def _end_hold(self, process: "TrainingProcess") -> None:
+        """The held model's time is up: save it under its name (or the next free one)."""
+        from core.model_folders import free_name
+
+        with self._lock:
+            self._hold_timer = None
+            if process is not self._process or not (self._status.awaiting_save and self._queue):
+                return
+            self._saved_for_the_line = process
+            name = free_name(get_registry().models_dir, self._status.model_name)
+            self._status.state, self._status.model_name = SAVING, name
+            self._status.message = (f"Nobody saved or discarded it within {_duration(self.held_model_grace)} while "
+                                    f"others waited: saving it as '{name}' for its owner…")
+            process.control.send("save", output_dir=str(_target_folder(get_registry().models_dir, name)))
+            self._changed.notify_all()
+
+    def _cancel_hold(self) -> None:
+        if self._hold_timer:
+            self._hold_timer.cancel()
+            self._hold_timer = None
 
     def _record_run(self, state: str) -> None:
         """With the lock held: write the run's entry in the models folder's run history. A
@@ -495,8 +557,9 @@ class JobRunner:
             self._status.warnings.append(f"The run history could not be written: {error}")
 
 
-def queue_sentence(ahead: int, current: JobStatus) -> str:
-    """What a person whose run is in line reads: their place, and what holds the slot."""
+def queue_sentence(ahead: int, current: JobStatus, hold_left: float | None = None) -> str:
+    """What a person whose run is in line reads: their place, and what holds the slot (a held
+    model for at most `hold_left` seconds more)."""
     place = "next" if ahead == 0 else f"in line, {ahead} ahead of you"
     progress = current.progress
     where = f", step {progress.step} of {progress.total_steps}" if progress and progress.total_steps else ""
@@ -506,6 +569,8 @@ def queue_sentence(ahead: int, current: JobStatus) -> str:
         holding = f"'{current.model_name}' is training{where}{left}"
     elif current.awaiting_save:
         holding = f"a trained '{current.model_name}' waits to be saved or discarded"
+        if hold_left is not None:
+            holding += f", for at most {_duration(max(1.0, hold_left))} more"
     else:
         holding = "a run is starting"
     return (f"Queued: your run is {place} ({holding}; one training runs at a time on this server). It starts "

@@ -45,6 +45,9 @@ MAX_TRAIN_UPLOAD_BYTES = 20 * 1024 * 1024  # one training or validation file
 MAX_TRAIN_ROWS = 50_000       # rows in one training or validation file
 MAX_CLASSES = 50              # distinct labels for classification fine-tuning
 
+# A cancelled run's model (or one whose save failed) holds the one training slot until its owner
+# saves or discards it; while others wait in line, it holds it this long, then it is saved for them.
+HELD_MODEL_GRACE_SECONDS = 5 * 60
 LONG_RUN_SECONDS = 15 * 60     # a run estimated longer than this gets a warning with ways to shorten it
 TIMING_TIMEOUT_S = 180        # the preview's timing of a few real steps gives up after this
 

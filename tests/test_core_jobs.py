@@ -197,6 +197,48 @@ def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_c
     assert ModelOwners(own_models).owner_of("bobs-weather") == bob.id
 
 
+def test_a_held_model_whose_owner_left_is_saved_for_them_so_that_the_line_moves_on(own_models, tmp_path):
+    from core.ownership import ModelOwners, Person
+
+    ann, bob = Person("browser:ann"), Person("browser:bob")
+    runner = JobRunner()
+    runner.held_model_grace = 1.0
+    runner.start(small_run(tmp_path, epochs=20, batch_size=2), "anns", ann)
+    runner.cancel(ann)
+    assert runner.wait(300).state == jobs.CANCELLED
+    assert "Others are waiting" not in runner.status().message  # nobody waits: it is held as long as Ann likes
+    runner.start(small_run(tmp_path), "bobs", bob, queue=True)
+    assert "for at most 1 s more" in runner.queued_for(bob).message
+    assert "if you neither save nor discard it within 1 s, it is saved for you" in runner.status().message
+    started = runner.wait_until(lambda status: status.model_name == "bobs", timeout=120)
+    assert (started.owner, started.active) == (bob.id, True), started
+    anns = runner.last_run_of(ann)
+    assert anns.state == jobs.FINISHED and anns.message.startswith("Saved the partly trained model as 'anns'"), anns
+    assert "saved for you while others waited to train" in anns.message
+    assert ModelOwners(own_models).owner_of("anns") == ann.id and (own_models / "anns" / "model.safetensors").is_file()
+    assert runner.wait(300).state == jobs.FINISHED
+
+
+def test_a_held_model_that_cannot_be_saved_for_its_owner_is_dropped_so_that_the_line_moves_on(
+        own_models, tmp_path, fault):
+    from core.ownership import Person
+
+    fault("disk-full")
+    ann, bob = Person("browser:ann"), Person("browser:bob")
+    runner = JobRunner()
+    runner.held_model_grace = 1.0
+    runner.start(small_run(tmp_path), "anns", ann)
+    assert runner.wait(300).state == jobs.SAVE_FAILED
+    runner.start(small_run(tmp_path), "bobs", bob, queue=True)
+    started = runner.wait_until(lambda status: status.model_name == "bobs", timeout=120)
+    assert started.owner == bob.id, started
+    anns = runner.last_run_of(ann)
+    assert anns.state == jobs.IDLE and anns.message.startswith("Could not save 'anns': OSError"), anns
+    assert anns.message.endswith("Others were waiting to train, so the trained model was discarded.")
+    assert runner.wait(300).state == jobs.SAVE_FAILED  # Bob's own save fails too: his to decide, nobody waits
+    runner.discard_pending(bob)
+
+
 def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(own_models, tmp_path):
     from core.ownership import Person
     from test_app_finetune import wait_for_checkpoint
