@@ -2,7 +2,8 @@
 
 UI-free. Each function takes a model from the registry (the same loaded copy the panels use),
 runs its model work on the model thread (core/threads.py) and raises WorkbenchError with a
-message a person can act on.
+message a person can act on. Attention maps and token probabilities asked of one model at the
+same moment are computed together, in one padded batch whose padding changes no one's numbers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from core.errors import WorkbenchError
-from core.inference import _require_text, _run_model, class_names
+from core.inference import _end_ids, _require_text, _run_model, _run_model_batched, class_names
 from core.limits import (ATTRIBUTION_STEPS, MAX_ATTENTION_TOKENS, MAX_EXPLAIN_CHARS, MAX_PROBABILITY_TOKENS,
                          MAX_PROBABILITY_TOP_K)
 from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
@@ -61,6 +62,21 @@ def _prompt_and_continuation(tokenizer, prompt: str, continuation: str) -> tuple
     return ids[:first], [t for t in ids[first:] if t not in special]
 
 
+def _pad_id(tokenizer) -> int:
+    """The id that fills a short row of a batch (the attention mask hides it, so any id would do;
+    the model's own pad token where it has one)."""
+    return next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+
+
+def _padded(rows: list[list[int]], value: int, device, left: bool = False):
+    """Rows of different lengths as one tensor: `value` fills each row's end (its start with `left`)."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    return torch.tensor([[value] * (width - len(row)) + row if left else row + [value] * (width - len(row))
+                         for row in rows], device=device)
+
+
 @contextmanager
 def _eager_attention(model):
     """Attention weights come out only of the eager implementation (sdpa and flash compute them
@@ -97,8 +113,6 @@ class AttentionMap:
 def attention(registry: ModelRegistry, task: str, model_name: str, text: str, layer: int = 1,
               head: int = MEAN_OVER_HEADS) -> AttentionMap:
     """The attention weights of one layer (and one head, or their mean) over the text's tokens."""
-    import torch
-
     text = _require_text(text, "The text", MAX_EXPLAIN_CHARS)
     pipe = registry.get(task, model_name, EXPLAIN_PRECISION)
     model, tokenizer = pipe.model, pipe.tokenizer
@@ -113,21 +127,38 @@ def attention(registry: ModelRegistry, task: str, model_name: str, text: str, la
         raise WorkbenchError(f"Head must be from 1 to {heads}, or {MEAN_OVER_HEADS} for the mean over heads "
                              f"(got {head}).")
 
-    def run():
-        encoded, truncated = _encode(tokenizer, text, MAX_ATTENTION_TOKENS)
-        with _eager_attention(model), torch.no_grad():
-            out = model(**{k: v.to(model.device) for k, v in encoded.items()}, output_attentions=True)
-        if not out.attentions or len(out.attentions) < int(layer) or out.attentions[int(layer) - 1] is None:
-            raise WorkbenchError(f"'{model_name}' returned no attention weights for layer {layer}.")
-        tokens = token_labels(tokenizer, encoded["input_ids"][0].tolist())
-        chosen = out.attentions[int(layer) - 1][0].float()  # heads x tokens x tokens
-        matrix = chosen.mean(dim=0) if int(head) == MEAN_OVER_HEADS else chosen[int(head) - 1]
-        return tokens, truncated, matrix.tolist()
-
-    tokens, truncated, weights = _run_model(model_name, run)
+    # Asked at the same moment, the texts of one model share a forward pass (it returns every
+    # layer, so their layers and heads may differ).
+    tokens, truncated, weights = _run_model_batched(
+        model_name, ("attention", id(model)), (text, int(layer), int(head)),
+        lambda asks: _attention_maps(model, tokenizer, model_name, asks))
     return AttentionMap(tokens=tokens, weights=weights,
                         layer=int(layer), head=int(head), layers=layers, heads=heads,
                         causal=task == TEXT_GENERATION, truncated=truncated)
+
+
+def _attention_maps(model, tokenizer, model_name: str, asks: list[tuple[str, int, int]]) -> list[tuple]:
+    """For each (text, layer, head): its tokens, whether it was cut, and its weights, all from one
+    forward pass. Each text is padded at its end, where the padding changes nothing its own tokens
+    see: their positions still count from its start, and the mask keeps them from attending to it
+    (a decoder's tokens never see later ones anyway)."""
+    import torch
+
+    encoded = [_encode(tokenizer, text, MAX_ATTENTION_TOKENS) for text, _, _ in asks]
+    batch = {key: _padded([encoding[key][0].tolist() for encoding, _ in encoded],
+                          _pad_id(tokenizer) if key == "input_ids" else 0, model.device)
+             for key in encoded[0][0]}  # input ids, attention mask (0: padding), token types
+    with _eager_attention(model), torch.no_grad():
+        out = model(**batch, output_attentions=True)
+    maps = []
+    for row, ((_, layer, head), (encoding, truncated)) in enumerate(zip(asks, encoded)):
+        if not out.attentions or len(out.attentions) < layer or out.attentions[layer - 1] is None:
+            raise WorkbenchError(f"'{model_name}' returned no attention weights for layer {layer}.")
+        ids = encoding["input_ids"][0].tolist()
+        chosen = out.attentions[layer - 1][row, :, :len(ids), :len(ids)].float()  # heads x tokens x tokens
+        matrix = chosen.mean(dim=0) if head == MEAN_OVER_HEADS else chosen[head - 1]
+        maps.append((token_labels(tokenizer, ids), truncated, matrix.tolist()))
+    return maps
 
 
 # ----- token probabilities --------------------------------------------------------------------
@@ -144,8 +175,6 @@ def token_probabilities(registry: ModelRegistry, model_name: str, prompt: str, c
     """Each token of a continuation of `prompt` with its probability and the top-k alternatives at
     that step. With no `continuation` the model writes one greedily (`max_new_tokens`). The
     probabilities are the model's own (softmax of its logits, no temperature or top-k filter)."""
-    import torch
-
     prompt = _require_text(prompt, "The prompt", MAX_EXPLAIN_CHARS)
     if not 1 <= int(max_new_tokens) <= MAX_PROBABILITY_TOKENS:
         raise WorkbenchError(f"Tokens to write must be from 1 to {MAX_PROBABILITY_TOKENS} (got {max_new_tokens}).")
@@ -153,40 +182,84 @@ def token_probabilities(registry: ModelRegistry, model_name: str, prompt: str, c
         raise WorkbenchError(f"Alternatives must be from 1 to {MAX_PROBABILITY_TOP_K} (got {top_k}).")
     pipe = registry.get(TEXT_GENERATION, model_name, EXPLAIN_PRECISION)
     model, tokenizer = pipe.model, pipe.tokenizer
-    given = (continuation or "").strip() != ""
-
-    def run():
-        prompt_part, continuation_part = _prompt_and_continuation(tokenizer, prompt, continuation if given else "")
-        if not prompt_part:
-            raise WorkbenchError("The prompt has no tokens for this model: type some words.")
-        prompt_ids = torch.tensor([prompt_part[-MAX_ATTENTION_TOKENS:]], device=model.device)
-        with torch.no_grad():
-            if given:
-                ids = torch.cat([prompt_ids, torch.tensor([continuation_part[:MAX_PROBABILITY_TOKENS]],
-                                                          dtype=prompt_ids.dtype, device=model.device)], dim=1)
-            else:
-                pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-                ids = model.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=False,
-                                     max_new_tokens=int(max_new_tokens), pad_token_id=pad, temperature=None,
-                                     top_k=None, top_p=None)
-            # One forward pass over prompt + continuation: the logits at position i give the
-            # probabilities of token i + 1.
-            logits = model(ids).logits[0, prompt_ids.shape[1] - 1:-1].float()
-        new_ids = ids[0, prompt_ids.shape[1]:].tolist()
-        probabilities = torch.softmax(logits, dim=-1)
-        choices = []
-        for position, (token_id, label) in enumerate(zip(new_ids, token_labels(tokenizer, new_ids))):
-            top = torch.topk(probabilities[position], int(top_k))
-            alternatives = list(zip(token_labels(tokenizer, top.indices.tolist()), top.values.tolist()))
-            choices.append(TokenChoice(token=label, text=tokenizer.decode([token_id]),
-                                       probability=float(probabilities[position, token_id]),
-                                       alternatives=alternatives))
-        return choices
-
-    choices = _run_model(model_name, run)
+    given = continuation if (continuation or "").strip() else None
+    # Asked at the same moment, the prompts of one model are written and scored together.
+    choices = _run_model_batched(model_name, ("token-probabilities", id(model)),
+                                 (prompt, given, int(max_new_tokens), int(top_k)),
+                                 lambda asks: _token_choices(model, tokenizer, asks))
     if not choices:
         raise WorkbenchError(f"'{model_name}' wrote nothing after this prompt (it ended at once): write the "
                              f"start of a text for it to continue, or give the continuation to score.")
+    return choices
+
+
+def _token_choices(model, tokenizer, asks: list[tuple[str, str | None, int, int]]) -> list[list[TokenChoice]]:
+    """For each (prompt, continuation or None, tokens to write, top-k): its TokenChoices. The
+    continuations not given are written in one greedy generation; then one forward pass over every
+    prompt + continuation gives them all their probabilities."""
+    import torch
+
+    prompts, continuations = [], []
+    for prompt, continuation, _, _ in asks:
+        prompt_part, continuation_part = _prompt_and_continuation(tokenizer, prompt, continuation or "")
+        if not prompt_part:
+            raise WorkbenchError("The prompt has no tokens for this model: type some words.")
+        prompts.append(prompt_part[-MAX_ATTENTION_TOKENS:])
+        continuations.append(None if continuation is None else continuation_part[:MAX_PROBABILITY_TOKENS])
+    to_write = [i for i, continuation in enumerate(continuations) if continuation is None]
+    if to_write:
+        written = _greedy_continuations(model, tokenizer, [prompts[i] for i in to_write],
+                                        [asks[i][2] for i in to_write])
+        for i, ids in zip(to_write, written):
+            continuations[i] = ids
+    # Padded at their ends: a decoder's tokens never see later ones, so the padding changes nothing.
+    rows = [prompt + continuation for prompt, continuation in zip(prompts, continuations)]
+    with torch.no_grad():
+        logits = model(input_ids=_padded(rows, _pad_id(tokenizer), model.device),
+                       attention_mask=_padded([[1] * len(row) for row in rows], 0, model.device)).logits.float()
+    choices = []
+    for row, (prompt, continuation, (_, _, _, top_k)) in enumerate(zip(prompts, continuations, asks)):
+        # The logits at position i give the probabilities of token i + 1.
+        probabilities = torch.softmax(logits[row, len(prompt) - 1:len(prompt) + len(continuation) - 1], dim=-1)
+        choices.append(_choices(tokenizer, continuation, probabilities, top_k))
+    return choices
+
+
+def _greedy_continuations(model, tokenizer, prompts: list[list[int]], lengths: list[int]) -> list[list[int]]:
+    """What the model writes after each prompt, always taking its most likely token: at most
+    `lengths[i]` tokens, up to and with the end-of-text token. One generation writes them all: the
+    prompts are padded at their starts (so that every row's next token comes at the same place;
+    generate counts positions from each row's first real token), and a greedy text's first tokens
+    do not depend on how far it goes, so the longest run serves the shorter ones too."""
+    import torch
+
+    pad = _pad_id(tokenizer)
+    ids = _padded(prompts, pad, model.device, left=True)
+    mask = _padded([[1] * len(prompt) for prompt in prompts], 0, model.device, left=True)
+    with torch.no_grad():
+        # No penalty from the model's generation config: the token written is the most likely one,
+        # as shown; and a penalty on tokens already in a row would also count its padding.
+        out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=max(lengths), pad_token_id=pad,
+                             temperature=None, top_k=None, top_p=None, repetition_penalty=1.0, no_repeat_ngram_size=0)
+    ends = _end_ids(model)
+    written = []
+    for row, length in zip(out[:, ids.shape[1]:].tolist(), lengths):
+        row = row[:length]
+        end = next((i for i, token in enumerate(row) if token in ends), None)
+        written.append(row if end is None else row[:end + 1])  # after its end a row holds padding
+    return written
+
+
+def _choices(tokenizer, new_ids: list[int], probabilities, top_k: int) -> list[TokenChoice]:
+    """Each new token with its probability (row i of `probabilities`) and the top-k at that step."""
+    import torch
+
+    choices = []
+    for position, (token_id, label) in enumerate(zip(new_ids, token_labels(tokenizer, new_ids))):
+        top = torch.topk(probabilities[position], top_k)
+        alternatives = list(zip(token_labels(tokenizer, top.indices.tolist()), top.values.tolist()))
+        choices.append(TokenChoice(token=label, text=tokenizer.decode([token_id]),
+                                   probability=float(probabilities[position, token_id]), alternatives=alternatives))
     return choices
 
 

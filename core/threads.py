@@ -9,11 +9,12 @@ app ran 2.5x slower after a single classification (bench/threads.py measures it)
 thread per call avoids the pile-up but pays a new pool each time (about 1 ms per call here).
 
 So inference runs on a single thread that keeps one pool, and schedules all model work:
-- `run_model_work(f)`: short work (scoring a file, an attention map). It runs as soon as the
+- `run_model_work(f)`: short work (scoring a file, an attribution). It runs as soon as the
   thread is free, or between two steps of the running generations, so a long generation never
   blocks it for more than a step.
 - `run_batchable(key, item, run_many)`: short work for one input that many inputs share cheaply
-  (a classification, a fill-mask): the inputs of one key asked meanwhile run as one call.
+  (a classification, a fill-mask, an attention map, token probabilities): the inputs of one key
+  asked meanwhile run as one call.
 - `join_batch(key, make, request)`: a generation joins the running batch of its model
   (core/decoding.py: continuous batching); the thread steps every model's batch in turn while
   any has rows, and runs short work between steps.

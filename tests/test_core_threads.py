@@ -202,3 +202,121 @@ def test_fill_masks_asked_together_give_what_each_gives_alone(registry):
                [[(p.token, p.sequence) for p in mask] for mask in expected]
         assert [[p.score for p in mask] for mask in got] == \
                [[pytest.approx(p.score, abs=1e-5) for p in mask] for mask in expected]
+
+
+def rows_per_forward_pass(model) -> tuple[list[int], object]:
+    """The rows of each forward pass `model` runs from now on (a list that grows), and the hook to
+    remove."""
+    rows = []
+    hook = model.register_forward_pre_hook(lambda _module, args, kwargs: rows.append(
+        len(kwargs.get("input_ids", args[0] if args else None))), with_kwargs=True)
+    return rows, hook
+
+
+def result_or_error(call):
+    """What `call` returns, or the WorkbenchError it raises (so that one failure among calls asked
+    together does not hide the others' results)."""
+    from core.errors import WorkbenchError
+
+    try:
+        return call()
+    except WorkbenchError as error:
+        return error
+
+
+# Texts of different lengths (one cut to the limit), so that the batch pads most of them.
+INSIDE_TEXTS = ["the cat likes the red house every day.", "a dog", " ".join(["my friend reads a long book."] * 20),
+                "the teacher paints the old bridge."]
+
+
+@pytest.mark.parametrize("task, name", [("fill-mask", "tiny-bert-mlm"), ("text-generation", "tiny-gpt2")])
+def test_attention_maps_asked_together_run_in_one_forward_pass_and_give_what_each_gives_alone(registry, task, name):
+    from core import explain
+
+    # Each asks its own layer and head: the one pass returns every layer.
+    asks = [(text, 1 + index % 2, index % 3) for index, text in enumerate(INSIDE_TEXTS)]
+    alone = [explain.attention(registry, task, name, text, layer, head) for text, layer, head in asks]
+    rows, hook = rows_per_forward_pass(registry.get(task, name, explain.EXPLAIN_PRECISION).model)
+    try:
+        together = asked_together([lambda ask=ask: explain.attention(registry, task, name, *ask) for ask in asks])
+    finally:
+        hook.remove()
+    assert rows == [len(asks)]
+    assert alone[2].truncated and len({len(view.tokens) for view in alone}) > 2  # the batch was padded
+    for got, expected in zip(together, alone):
+        assert (got.tokens, got.truncated, got.layer, got.head) == (expected.tokens, expected.truncated,
+                                                                    expected.layer, expected.head)
+        assert got.weights == [pytest.approx(row, abs=1e-5) for row in expected.weights]
+
+
+def test_token_probabilities_asked_together_are_written_together_scored_in_one_pass_and_each_what_it_is_alone(
+        registry):
+    from core import explain
+
+    asks = [dict(prompt="the cat likes", continuation=" the red house", top_k=3),
+            dict(prompt="a dog", max_new_tokens=6, top_k=2),
+            dict(prompt="the teacher paints the old bridge in the morning. my friend", max_new_tokens=3),
+            dict(prompt="our team", continuation="builds a small garden every day.", top_k=4)]
+    alone = [explain.token_probabilities(registry, "tiny-gpt2", **ask) for ask in asks]
+    rows, hook = rows_per_forward_pass(registry.get("text-generation", "tiny-gpt2", explain.EXPLAIN_PRECISION).model)
+    try:
+        together = asked_together([lambda ask=ask: explain.token_probabilities(registry, "tiny-gpt2", **ask)
+                                   for ask in asks])
+    finally:
+        hook.remove()
+    *writing, scoring = rows
+    assert scoring == len(asks)  # one forward pass scores every continuation, given or written
+    assert set(writing) == {2} and len(writing) <= 6  # one greedy generation writes the two not given
+    for got, expected in zip(together, alone):
+        assert [(c.token, c.text, [token for token, _ in c.alternatives]) for c in got] == \
+               [(c.token, c.text, [token for token, _ in c.alternatives]) for c in expected]
+        assert [c.probability for c in got] == [pytest.approx(c.probability, abs=1e-5) for c in expected]
+        assert [[p for _, p in c.alternatives] for c in got] == \
+               [[pytest.approx(p, abs=1e-5) for _, p in c.alternatives] for c in expected]
+
+
+# A lone surrogate is valid Python text (a JSON request can send "\ud800") that no tokenizer
+# takes: it fails on the model thread, inside the batch.
+UNTOKENIZABLE = "the cat \ud800 likes"
+
+
+def test_an_attention_text_no_tokenizer_takes_fails_alone_among_texts_asked_with_it(registry):
+    from core import explain
+    from core.errors import WorkbenchError
+
+    texts = [INSIDE_TEXTS[0], UNTOKENIZABLE, INSIDE_TEXTS[1]]
+    alone = [explain.attention(registry, "fill-mask", "tiny-bert-mlm", text, 2) for text in (texts[0], texts[2])]
+    rows, hook = rows_per_forward_pass(registry.get("fill-mask", "tiny-bert-mlm", explain.EXPLAIN_PRECISION).model)
+    try:
+        first, failed, last = asked_together([
+            lambda text=text: result_or_error(lambda: explain.attention(registry, "fill-mask", "tiny-bert-mlm", text, 2))
+            for text in texts])
+    finally:
+        hook.remove()
+    assert isinstance(failed, WorkbenchError) and "failed on this input" in str(failed)
+    assert rows == [1, 1]  # the batch failed, so each ran alone (the failing one before any pass)
+    for got, expected in zip((first, last), alone):
+        assert got.tokens == expected.tokens
+        assert got.weights == [pytest.approx(row, abs=1e-5) for row in expected.weights]
+
+
+def test_a_prompt_no_tokenizer_takes_fails_alone_among_token_probabilities_asked_with_it(registry):
+    from core import explain
+    from core.errors import WorkbenchError
+
+    prompts = ["the cat likes", UNTOKENIZABLE, "a dog sees"]
+    alone = [explain.token_probabilities(registry, "tiny-gpt2", prompt, " the red house")
+             for prompt in (prompts[0], prompts[2])]
+    rows, hook = rows_per_forward_pass(registry.get("text-generation", "tiny-gpt2", explain.EXPLAIN_PRECISION).model)
+    try:
+        first, failed, last = asked_together([
+            lambda prompt=prompt: result_or_error(
+                lambda: explain.token_probabilities(registry, "tiny-gpt2", prompt, " the red house"))
+            for prompt in prompts])
+    finally:
+        hook.remove()
+    assert isinstance(failed, WorkbenchError) and "failed on this input" in str(failed)
+    assert rows == [1, 1]  # the batch failed, so each ran alone (the failing one before any pass)
+    for got, expected in zip((first, last), alone):
+        assert [c.token for c in got] == [c.token for c in expected]
+        assert [c.probability for c in got] == [pytest.approx(c.probability, abs=1e-5) for c in expected]
