@@ -126,6 +126,7 @@ class JobRunner:
         self.processes = processes  # training processes per job (torchrun above 1)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified at every state change
+        self._changes = 0  # counts them, so that a watcher misses none between two looks
         self._status = JobStatus()
         self._process: TrainingProcess | None = None
         self._run_id: str | None = None  # the current run's entry in the run history
@@ -198,7 +199,7 @@ class JobRunner:
         self._queue.append(QueuedRun(config, target.name, person.id))
         self._queue_notes.pop(person.id, None)
         self._hold_for_the_line()
-        self._changed.notify_all()
+        self._notify()
         return self._queued_status(len(self._queue) - 1)
 
     def _queued_status(self, index: int) -> JobStatus:
@@ -239,7 +240,7 @@ class JobRunner:
             if not mine:
                 raise WorkbenchError("You have no run in line.")
             self._queue.remove(mine[0])
-            self._changed.notify_all()
+            self._notify()
             return JobStatus(state=IDLE, model_name=mine[0].model_name, owner=person.id,
                              message=f"Took '{mine[0].model_name}' out of the line: it will not run.")
 
@@ -324,7 +325,7 @@ class JobRunner:
             self._status.state = STOPPING
             self._status.message = "Stopping after the current step…"
             self._process.control.request_stop()
-            self._changed.notify_all()
+            self._notify()
             return copy.deepcopy(self._status)
 
     def save_pending(self, model_name: str | None = None, person: Person = COMMAND_LINE) -> JobStatus:
@@ -341,7 +342,7 @@ class JobRunner:
             self._status.state, self._status.model_name = SAVING, target.name
             self._status.message = f"Saving as '{target.name}'…"
             self._process.control.send("save", output_dir=str(target))
-            self._changed.notify_all()
+            self._notify()
             return copy.deepcopy(self._status)
 
     def discard_pending(self, person: Person = COMMAND_LINE) -> JobStatus:
@@ -365,12 +366,29 @@ class JobRunner:
         if discarded.owner:
             self._last_of[discarded.owner] = discarded
         self._start_next()
-        self._changed.notify_all()
+        self._notify()
         return discarded
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Block until the job is no longer busy (done, failed, or waiting to be saved)."""
         return self.wait_until(lambda status: not status.active, timeout)
+
+    def changes(self) -> int:
+        """How many times the job's state (or its line) has changed so far."""
+        with self._lock:
+            return self._changes
+
+    def wait_for_change(self, seen: int, timeout: float | None = None) -> int:
+        """Block until the job has changed since `changes()` returned `seen` (or the timeout
+        passes); returns the count now."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._changes != seen, timeout)
+            return self._changes
+
+    def _notify(self) -> None:
+        """With the lock held: wake whoever waits on a change."""
+        self._changes += 1
+        self._changed.notify_all()
 
     def wait_until(self, condition, timeout: float | None = None) -> JobStatus:
         """Block until `condition(status)` holds (woken at each change, never polling), or the
@@ -408,7 +426,7 @@ class JobRunner:
         # the *thread* that started a child ends, and this one lives exactly as long as the child
         # (a web request's thread may end any time).
         threading.Thread(target=self._follow, args=(self._process,), daemon=True, name="finetune-job").start()
-        self._changed.notify_all()
+        self._notify()
         return copy.deepcopy(self._status)
 
     def _follow(self, process: "TrainingProcess") -> None:
@@ -417,20 +435,20 @@ class JobRunner:
         except OSError as error:
             with self._lock:
                 self._fail(process, f"The training process could not start: {error}")
-                self._changed.notify_all()
+                self._notify()
             process.clean_up()
             return
         for event in process.events():
             with self._lock:
                 if process is self._process:  # an older process finishing after a discard: ignored
                     self._apply(process, event)
-                    self._changed.notify_all()
+                    self._notify()
         code = process.wait()
         with self._lock:
             if process is self._process and self._busy:
                 # It ended without saying how: killed (out of memory, kill -9) or crashed.
                 self._fail(process, f"{process.describe_exit(code)} {self._lost_what()}")
-            self._changed.notify_all()
+            self._notify()
         process.clean_up()
 
     def _apply(self, process: "TrainingProcess", event: dict) -> None:
@@ -537,7 +555,7 @@ class JobRunner:
             self._status.message = (f"Nobody saved or discarded it within {_duration(self.held_model_grace)} while "
                                     f"others waited: saving it as '{name}' for its owner…")
             process.control.send("save", output_dir=str(_target_folder(get_registry().models_dir, name)))
-            self._changed.notify_all()
+            self._notify()
 
     def _cancel_hold(self) -> None:
         if self._hold_timer:

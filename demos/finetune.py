@@ -47,6 +47,7 @@ EPOCHS_INFO = (f"0: sized to the data (a classifier {DEFAULT_EPOCHS[training_dat
                f"steps or more, more epochs and smaller batches for a small text). Up to {MAX_EPOCHS}; the best "
                f"epoch's weights are kept.")
 BATCH_INFO = f"0: sized to the data, with the epochs. Up to {MAX_BATCH_SIZE}."
+MAX_WAIT_SECONDS = 3600  # /finetune_wait returns the status by then, whatever it is
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
 # Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
 MINILM_MLM_NOTE = (
@@ -469,6 +470,25 @@ def build(ctx: AppContext) -> None:
                 "queued": brief(queued), "your_last_run": brief(last)}
 
     gr.api(finetune_status, api_name="finetune_status")
+
+    def finetune_wait(until: str = "finished,failed,cancelled,save failed", model_name: str = "", phase: str = "",
+                      timeout: float = 600, request: gr.Request = None) -> dict:
+        """Wait until the job is in one of the states `until` (comma-separated: running, stopping,
+        saving, cancelled, save failed, finished, failed, idle), and is the run `model_name` in
+        the `phase` (e.g. training) when they are given, or `timeout` seconds (at most 3600) pass;
+        returns /finetune_status then. It wakes at the job's own changes: no need to poll."""
+        states = {state.strip() for state in (until or "").split(",") if state.strip()}
+        deadline = time.monotonic() + min(max(float(timeout or 0), 0.0), MAX_WAIT_SECONDS)
+        while True:
+            seen = runner.changes()
+            status = finetune_status(request)
+            if (status["state"] in states and (not model_name or status["model_name"] == model_name)
+                    and (not phase or status["phase"] == phase)) or time.monotonic() >= deadline:
+                return status
+            runner.wait_for_change(seen, deadline - time.monotonic())
+
+    # Each waiting client holds a thread, but no one waits behind another's wait.
+    gr.api(finetune_wait, api_name="finetune_wait", concurrency_limit=None)
     runs.build(ctx)  # the run history and saved models, below the job
 
 

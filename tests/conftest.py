@@ -41,6 +41,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_models import build_all  # noqa: E402
 
+# Test tiers (pytest.ini): `-m unit` core alone on tiny models, in seconds to a minute or two;
+# `app` through a served app (gradio_client); `browser` in Chromium; `real` the packaged SmolLM2
+# or MiniLM (slow: a real model's load and steps). A core test on a real model is `real`, not
+# `unit`; app and browser tests on one are both.
+APP_FILES = {"test_hardening.py", "test_load.py", "test_fresh_machine.py", "test_bench_smoke.py"}
+REAL_FILES = {"test_packaged.py", "test_real_inside.py", "test_real_workflows.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        name = item.path.name
+        # Asked for by the test itself: app_server also converts SmolLM2, for the tests that use it.
+        asks_for_smollm2 = "smollm2_folder" in getattr(item, "_fixtureinfo").argnames
+        real = name in REAL_FILES or asks_for_smollm2 or item.get_closest_marker("real")
+        if real:
+            item.add_marker(pytest.mark.real)
+        if name.startswith("test_browser") or {"browser", "page"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.browser)
+        elif name.startswith("test_app") or name in APP_FILES:
+            item.add_marker(pytest.mark.app)
+        elif not real:
+            item.add_marker(pytest.mark.unit)
+
+
 SMOLLM2 = "packaged:SmolLM2-135M-Instruct"
 BRIGHT = ["the bright moon", "a warm bread", "a small garden", "the green river"]
 GLOOMY = ["the old bridge", "before the rain", "a quiet village", "the red house"]

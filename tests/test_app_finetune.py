@@ -30,11 +30,8 @@ def job_status(client) -> dict:
 
 
 def wait_for_state(client, *states: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    status = job_status(client)
-    while status["state"] not in states and time.monotonic() < deadline:
-        time.sleep(0.3)
-        status = job_status(client)
+    """Until the job is in one of `states` (the server answers when the job changes to one)."""
+    status = client.predict(until=",".join(states), timeout=timeout, api_name="/finetune_wait")
     assert status["state"] in states, status
     return status
 
@@ -50,12 +47,9 @@ def wait_for_checkpoint(models_dir, name: str, timeout: float = 120) -> None:
 
 def wait_for_live_step(client, name: str, timeout: float = 60) -> dict:
     """Until `name` is running and has reported a training step."""
-    deadline = time.monotonic() + timeout
-    status = job_status(client)
-    while not (status["model_name"] == name and status["state"] == "running" and status["phase"] == "training") \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
-        status = job_status(client)
+    status = client.predict(until="running", model_name=name, phase="training", timeout=timeout,
+                            api_name="/finetune_wait")
+    assert (status["state"], status["model_name"], status["phase"]) == ("running", name, "training"), status
     return status
 
 

@@ -34,6 +34,7 @@ def small_batch_server(models_dir, smollm2_folder, tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.real  # the packaged SmolLM2
 def test_a_second_person_is_served_during_a_long_generation_with_the_text_they_get_alone(app_server):
     first, second = person(app_server), person(app_server)
     long = first.submit(prompt="Chapter one. The storm", **LONG, api_name="/generate")
@@ -47,6 +48,7 @@ def test_a_second_person_is_served_during_a_long_generation_with_the_text_they_g
     assert together == alone and len(together) > len("The capital of France is") and note == ""
 
 
+@pytest.mark.real  # the packaged SmolLM2
 def test_one_person_cannot_run_two_generations_at_once(app_server):
     someone = person(app_server)
     long = someone.submit(prompt="Chapter one. The storm", **LONG, api_name="/generate")
@@ -61,6 +63,7 @@ def test_one_person_cannot_run_two_generations_at_once(app_server):
         long.cancel()
 
 
+@pytest.mark.real  # the packaged SmolLM2
 def test_a_full_batch_tells_the_next_person_their_place_and_serves_them_when_a_row_frees(small_batch_server):
     first, second = person(small_batch_server), person(small_batch_server)
     long = first.submit(prompt="Chapter one. The storm", **LONG, api_name="/generate")  # both rows
@@ -90,6 +93,7 @@ def shared_server(models_dir, tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.real  # the packaged MiniLM
 def test_on_a_shared_server_a_second_run_waits_in_line_and_no_one_touches_anothers_run_or_model(
         shared_server, tmp_path):
     from conftest import separable_csv
@@ -205,6 +209,7 @@ def test_on_a_space_a_run_belongs_to_the_hugging_face_login_on_every_device(spac
     assert wait_for_state(anns_laptop, "idle")["message"] == "Discarded the trained model."
 
 
+@pytest.mark.real  # the packaged SmolLM2
 def test_the_page_tells_a_queued_person_their_place_then_writes_their_text(small_batch_server, browser, tmp_path):
     from playwright.sync_api import expect
 

@@ -6,6 +6,7 @@ import re
 import shutil
 
 from gradio_client import Client
+import pytest
 from playwright.sync_api import expect
 
 from conftest import AppServer, separable_csv
@@ -85,6 +86,7 @@ def test_a_run_killed_with_its_server_resumes_from_its_checkpoint_after_a_restar
     assert (own_models / "phoenix" / "config.json").exists()
 
 
+@pytest.mark.real  # the packaged MiniLM
 def test_the_starter_sentiment_model_trains_in_one_click_and_classifies(browser, finetune_server, tmp_path):
     page = browser.new_page()
     page.set_default_timeout(30_000)

@@ -8,6 +8,7 @@ import re
 import shutil
 import time
 
+import pytest
 from playwright.sync_api import expect
 
 from conftest import separable_csv
@@ -221,6 +222,7 @@ def test_scored_rows_show_label_and_score_in_view_and_say_how_many(page, tmp_pat
         assert box["x"] <= cell["x"] and cell["x"] + cell["width"] <= box["x"] + box["width"], header
 
 
+@pytest.mark.real  # the packaged MiniLM
 def test_the_fill_mask_note_goes_once_a_masked_lm_is_trained_and_it_says_what_minilm_gives(
         browser, finetune_server, ft_client, tmp_path):
     from test_app_finetune import finetune_args, wait_for_state

