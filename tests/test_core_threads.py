@@ -213,6 +213,15 @@ def rows_per_forward_pass(model) -> tuple[list[int], object]:
     return rows, hook
 
 
+def asked_together_counting_rows(model, calls: list) -> tuple[list, list[int]]:
+    """`asked_together(calls)`, and the rows of each forward pass `model` ran meanwhile."""
+    rows, hook = rows_per_forward_pass(model)
+    try:
+        return asked_together(calls), rows
+    finally:
+        hook.remove()
+
+
 def result_or_error(call):
     """What `call` returns, or the WorkbenchError it raises (so that one failure among calls asked
     together does not hide the others' results)."""
@@ -236,11 +245,9 @@ def test_attention_maps_asked_together_run_in_one_forward_pass_and_give_what_eac
     # Each asks its own layer and head: the one pass returns every layer.
     asks = [(text, 1 + index % 2, index % 3) for index, text in enumerate(INSIDE_TEXTS)]
     alone = [explain.attention(registry, task, name, text, layer, head) for text, layer, head in asks]
-    rows, hook = rows_per_forward_pass(registry.get(task, name, explain.EXPLAIN_PRECISION).model)
-    try:
-        together = asked_together([lambda ask=ask: explain.attention(registry, task, name, *ask) for ask in asks])
-    finally:
-        hook.remove()
+    together, rows = asked_together_counting_rows(
+        registry.get(task, name, explain.EXPLAIN_PRECISION).model,
+        [lambda ask=ask: explain.attention(registry, task, name, *ask) for ask in asks])
     assert rows == [len(asks)]
     assert alone[2].truncated and len({len(view.tokens) for view in alone}) > 2  # the batch was padded
     for got, expected in zip(together, alone):
@@ -258,12 +265,9 @@ def test_token_probabilities_asked_together_are_written_together_scored_in_one_p
             dict(prompt="the teacher paints the old bridge in the morning. my friend", max_new_tokens=3),
             dict(prompt="our team", continuation="builds a small garden every day.", top_k=4)]
     alone = [explain.token_probabilities(registry, "tiny-gpt2", **ask) for ask in asks]
-    rows, hook = rows_per_forward_pass(registry.get("text-generation", "tiny-gpt2", explain.EXPLAIN_PRECISION).model)
-    try:
-        together = asked_together([lambda ask=ask: explain.token_probabilities(registry, "tiny-gpt2", **ask)
-                                   for ask in asks])
-    finally:
-        hook.remove()
+    together, rows = asked_together_counting_rows(
+        registry.get("text-generation", "tiny-gpt2", explain.EXPLAIN_PRECISION).model,
+        [lambda ask=ask: explain.token_probabilities(registry, "tiny-gpt2", **ask) for ask in asks])
     *writing, scoring = rows
     assert scoring == len(asks)  # one forward pass scores every continuation, given or written
     assert set(writing) == {2} and len(writing) <= 6  # one greedy generation writes the two not given
@@ -286,13 +290,10 @@ def test_an_attention_text_no_tokenizer_takes_fails_alone_among_texts_asked_with
 
     texts = [INSIDE_TEXTS[0], UNTOKENIZABLE, INSIDE_TEXTS[1]]
     alone = [explain.attention(registry, "fill-mask", "tiny-bert-mlm", text, 2) for text in (texts[0], texts[2])]
-    rows, hook = rows_per_forward_pass(registry.get("fill-mask", "tiny-bert-mlm", explain.EXPLAIN_PRECISION).model)
-    try:
-        first, failed, last = asked_together([
-            lambda text=text: result_or_error(lambda: explain.attention(registry, "fill-mask", "tiny-bert-mlm", text, 2))
-            for text in texts])
-    finally:
-        hook.remove()
+    (first, failed, last), rows = asked_together_counting_rows(
+        registry.get("fill-mask", "tiny-bert-mlm", explain.EXPLAIN_PRECISION).model,
+        [lambda text=text: result_or_error(lambda: explain.attention(registry, "fill-mask", "tiny-bert-mlm", text, 2))
+         for text in texts])
     assert isinstance(failed, WorkbenchError) and "failed on this input" in str(failed)
     assert rows == [1, 1]  # the batch failed, so each ran alone (the failing one before any pass)
     for got, expected in zip((first, last), alone):
@@ -307,14 +308,11 @@ def test_a_prompt_no_tokenizer_takes_fails_alone_among_token_probabilities_asked
     prompts = ["the cat likes", UNTOKENIZABLE, "a dog sees"]
     alone = [explain.token_probabilities(registry, "tiny-gpt2", prompt, " the red house")
              for prompt in (prompts[0], prompts[2])]
-    rows, hook = rows_per_forward_pass(registry.get("text-generation", "tiny-gpt2", explain.EXPLAIN_PRECISION).model)
-    try:
-        first, failed, last = asked_together([
-            lambda prompt=prompt: result_or_error(
-                lambda: explain.token_probabilities(registry, "tiny-gpt2", prompt, " the red house"))
-            for prompt in prompts])
-    finally:
-        hook.remove()
+    (first, failed, last), rows = asked_together_counting_rows(
+        registry.get("text-generation", "tiny-gpt2", explain.EXPLAIN_PRECISION).model,
+        [lambda prompt=prompt: result_or_error(
+            lambda: explain.token_probabilities(registry, "tiny-gpt2", prompt, " the red house"))
+         for prompt in prompts])
     assert isinstance(failed, WorkbenchError) and "failed on this input" in str(failed)
     assert rows == [1, 1]  # the batch failed, so each ran alone (the failing one before any pass)
     for got, expected in zip((first, last), alone):
