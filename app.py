@@ -38,12 +38,12 @@ PANELS = (
 def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_SIZE,
               precision: str = "auto", per_person: int = GENERATIONS_PER_PERSON,
               batch_rows: int = MAX_DECODING_ROWS, shared: bool = False, admins: tuple[str, ...] = (),
-              logins: int = 0) -> gr.Blocks:
+              logins: int = 0, hf_admins: tuple[str, ...] = ()) -> gr.Blocks:
     """The whole page. `shared`: people other than the server's owner reach it (a share link, a
     Space, a network address): each may change only their own runs and models, `admins` (logins)
     everyone's. With more than one login a person is their login, else their Hugging Face login
-    (on a Space that offers sign-in: `admins` and the Space's owner act on everything), else their
-    browser."""
+    (on a Space that offers sign-in: `hf_admins` and the Space's owner act on everything), else
+    their browser."""
     registry = configure(models_dir or models_dir_from_env(), precision)
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
@@ -65,7 +65,7 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
                          generations=PerPersonLimit(per_person), batch_rows=batch_rows, queue_size=queue_size,
                          shared=shared,
                          admins=frozenset(admins), by_login=logins > 1,
-                         hf_admins=frozenset((*admins, space_owner() or "")) - {""} if hf_sign_in else frozenset())
+                         hf_admins=frozenset((*hf_admins, space_owner() or "")) - {""} if hf_sign_in else frozenset())
         recognise_browsers(ctx)
         with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays in view, on two or three rows
             for title, panel in PANELS:
@@ -173,9 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logins = parse_auth(args.auth)
     args.admin = [admin for entry in args.admin for admin in entry.split(",") if admin]
-    unknown = [admin for admin in args.admin if admin not in dict(logins)]
-    if unknown and not hf_login_offered():  # on a Space with sign-in it may name a Hugging Face login
-        raise SystemExit(f"--admin {unknown[0]} is not a login of --auth")
+    # An --admin that is a login of --auth is that login; on a Space with sign-in, another name
+    # is a Hugging Face login (never both: a Hugging Face account of a login's name is not it).
+    hf_admins = [admin for admin in args.admin if admin not in dict(logins)]
+    if hf_admins and not hf_login_offered():
+        raise SystemExit(f"--admin {hf_admins[0]} is not a login of --auth")
     if args.share and not logins:
         print("Warning: --share without --auth makes this app public: anyone with the link can use "
               "it, run fine-tuning and write models into the models folder. Add --auth user:password.",
@@ -186,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--per-person and --batch-rows must be at least 1")
     get_runner().processes = args.train_processes
     demo = build_app(args.models_dir, args.queue_size, args.precision, args.per_person, args.batch_rows,
-                     shared=has_visitors(args), admins=tuple(args.admin), logins=len(logins))
+                     shared=has_visitors(args), admins=tuple(a for a in args.admin if a in dict(logins)),
+                     logins=len(logins), hf_admins=tuple(hf_admins))
     if logins:
         note_login_in_api_docs(demo, logins[0][0])
     # A thread per request that waits on the model thread (a generation in a batch): room for a

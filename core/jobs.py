@@ -200,7 +200,7 @@ class JobRunner:
         self._queue_notes.pop(person.id, None)
         self._hold_for_the_line()
         self._notify()
-        return self._queued_status(len(self._queue) - 1)
+        return self._queued_status(len(self._queue) - 1) if self._queue else copy.deepcopy(self._status)
 
     def _queued_status(self, index: int) -> JobStatus:
         queued = self._queue[index]
@@ -356,7 +356,10 @@ class JobRunner:
     def _discard_held(self, message: str) -> JobStatus:
         """With the lock held: drop the held model and free the slot for the next in line."""
         self._cancel_hold()
-        self._process.control.send("discard")
+        try:
+            self._process.control.send("discard")
+        except OSError:  # the command cannot be written (a full disk): the process goes without it
+            self._process.child.kill()
         shutil.rmtree(_run_folder(get_registry().models_dir, self._process.run_name), ignore_errors=True)
         self._status.state = IDLE
         self._status.message = message
@@ -528,33 +531,48 @@ class JobRunner:
         """With the lock held: when a held model (after a cancel or a failed save) keeps others
         waiting, give its owner `held_model_grace` seconds to save or discard it; then it is
         saved for them (their page and last-run status say so)."""
-        if not (self._status.awaiting_save and self._queue) or self._hold_timer:
+        if not self._status.awaiting_save:
             return
-        if self._saved_for_the_line is self._process:  # its save for the line failed too: it goes
-            self._discard_held(f"{self._status.message.split(' The trained model is kept')[0]} Others were "
-                               "waiting to train, so the trained model was discarded.")
+        if self._saved_for_the_line is self._process:  # the save made for the line failed
+            self._saved_for_the_line = None  # one try per hold: with nobody waiting now, held as before
+            if self._queue:
+                self._discard_held(f"{self._status.message.split(' The trained model is kept')[0]} Others were "
+                                   "waiting to train, so the trained model was discarded.")
+                return
+        if not self._queue or self._hold_timer:
             return
         self._status.message += (f" Others are waiting to train: if you neither save nor discard it within "
                                  f"{_duration(self.held_model_grace)}, it is saved for you.")
         self._hold_ends_at = time.time() + self.held_model_grace
-        self._hold_timer = threading.Timer(self.held_model_grace, self._end_hold, args=(self._process,))
-        self._hold_timer.daemon = True
-        self._hold_timer.start()
+        # The timer acts only while it is still this hold's: one that fired as the hold ended
+        # (cancel() cannot stop it then) finds another timer, or none, and does nothing.
+        timer = threading.Timer(self.held_model_grace, lambda: self._end_hold(timer))
+        timer.daemon = True
+        self._hold_timer = timer
+        timer.start()
 
-    def _end_hold(self, process: "TrainingProcess") -> None:
-        """The held model's time is up: save it under its name (or the next free one)."""
+    def _end_hold(self, timer: threading.Timer) -> None:
+        """The held model's time is up: save it under its name (or the next free one); if even
+        the command cannot be given (a full disk), drop it so that the line moves on."""
         from core.model_folders import free_name
 
         with self._lock:
-            self._hold_timer = None
-            if process is not self._process or not (self._status.awaiting_save and self._queue):
+            if self._hold_timer is not timer:
                 return
-            self._saved_for_the_line = process
-            name = free_name(get_registry().models_dir, self._status.model_name)
+            self._hold_timer = None
+            if not (self._status.awaiting_save and self._queue):
+                return
+            try:
+                name = free_name(get_registry().models_dir, self._status.model_name)
+                self._process.control.send("save", output_dir=str(_target_folder(get_registry().models_dir, name)))
+            except (OSError, WorkbenchError) as error:
+                self._discard_held(f"It could not be saved for its owner ({error}) while others waited to train: "
+                                   "the trained model was discarded.")
+                return
+            self._saved_for_the_line = self._process
             self._status.state, self._status.model_name = SAVING, name
             self._status.message = (f"Nobody saved or discarded it within {_duration(self.held_model_grace)} while "
                                     f"others waited: saving it as '{name}' for its owner…")
-            process.control.send("save", output_dir=str(_target_folder(get_registry().models_dir, name)))
             self._notify()
 
     def _cancel_hold(self) -> None:

@@ -9,6 +9,7 @@ flickers under progress animations. A refused action shows its reason and change
 from __future__ import annotations
 
 import atexit
+import math
 import shutil
 import tempfile
 import threading
@@ -47,7 +48,8 @@ EPOCHS_INFO = (f"0: sized to the data (a classifier {DEFAULT_EPOCHS[training_dat
                f"steps or more, more epochs and smaller batches for a small text). Up to {MAX_EPOCHS}; the best "
                f"epoch's weights are kept.")
 BATCH_INFO = f"0: sized to the data, with the epochs. Up to {MAX_BATCH_SIZE}."
-MAX_WAIT_SECONDS = 3600  # /finetune_wait returns the status by then, whatever it is
+MAX_WAIT_SECONDS = 600  # /finetune_wait returns the status by then, whatever it is
+WAITS_AT_ONCE = 8  # /finetune_wait calls served at once
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
 # Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
 MINILM_MLM_NOTE = (
@@ -471,13 +473,16 @@ def build(ctx: AppContext) -> None:
 
     gr.api(finetune_status, api_name="finetune_status")
 
+    @show_errors
     def finetune_wait(until: str = "finished,failed,cancelled,save failed", model_name: str = "", phase: str = "",
                       timeout: float = 600, request: gr.Request = None) -> dict:
         """Wait until the job is in one of the states `until` (comma-separated: running, stopping,
         saving, cancelled, save failed, finished, failed, idle), and is the run `model_name` in
-        the `phase` (e.g. training) when they are given, or `timeout` seconds (at most 3600) pass;
+        the `phase` (e.g. training) when they are given, or `timeout` seconds (at most 600) pass;
         returns /finetune_status then. It wakes at the job's own changes: no need to poll."""
         states = {state.strip() for state in (until or "").split(",") if state.strip()}
+        if not math.isfinite(float(timeout or 0)):
+            raise WorkbenchError(f"The timeout must be a number of seconds, up to {MAX_WAIT_SECONDS}.")
         deadline = time.monotonic() + min(max(float(timeout or 0), 0.0), MAX_WAIT_SECONDS)
         while True:
             seen = runner.changes()
@@ -487,8 +492,9 @@ def build(ctx: AppContext) -> None:
                 return status
             runner.wait_for_change(seen, deadline - time.monotonic())
 
-    # Each waiting client holds a thread, but no one waits behind another's wait.
-    gr.api(finetune_wait, api_name="finetune_wait", concurrency_limit=None)
+    # A waiting client holds one of the server's worker threads: a few may wait at once (more
+    # wait in Gradio's queue for a place), so that waits never take the threads others need.
+    gr.api(finetune_wait, api_name="finetune_wait", concurrency_limit=WAITS_AT_ONCE)
     runs.build(ctx)  # the run history and saved models, below the job
 
 

@@ -247,8 +247,23 @@ def client(app_server):
 
 
 @pytest.fixture(scope="session")
-def ft_client(finetune_server):
+def _ft_session_client(finetune_server):
     return _client_of(finetune_server)
+
+
+@pytest.fixture
+def ft_client(_ft_session_client):
+    """The fine-tuning server's client; after the test its job is left idle, so that a test
+    that failed mid-run is the only one to fail (not every later one, refused as busy)."""
+    yield _ft_session_client
+    status = _ft_session_client.predict(api_name="/finetune_status")
+    if status["state"] in ("running", "stopping", "saving"):
+        with contextlib.suppress(Exception):  # it may end by itself meanwhile
+            _ft_session_client.predict(api_name="/finetune_cancel")
+        status = _ft_session_client.predict(until="cancelled,save failed,finished,failed", timeout=300,
+                                            api_name="/finetune_wait")
+    if status["state"] in ("cancelled", "save failed"):
+        _ft_session_client.predict(api_name="/finetune_discard")
 
 
 @pytest.fixture(scope="session")

@@ -123,7 +123,7 @@ def test_a_failed_save_keeps_the_trained_model_to_save_under_another_name(ft_cli
     ft_client.predict(**finetune_args(data, "taken-name", epochs=20, batch_size=4), api_name="/finetune")
     wait_for_live_step(ft_client, "taken-name")
     shutil.copytree(models / "tiny-bert-sentiment", models / "taken-name")
-    failed = wait_for_state(ft_client, "save failed", "finished", "failed", timeout=120)
+    failed = wait_for_state(ft_client, "save failed", "finished", "failed", timeout=300)
     assert failed["state"] == "save failed", failed
     assert "A model named 'taken-name' already exists" in failed["message"]
     assert "The trained model is kept" in failed["message"]
@@ -281,3 +281,17 @@ def test_a_small_text_gets_enough_steps_and_the_preview_says_them_and_their_time
                          "epochs": None, "batch_size": None}, api_name="/finetune")
     done = wait_for_state(ft_client, "finished", "failed", timeout=300)
     assert done["state"] == "finished" and done["total_steps"] == planned, done
+
+
+@pytest.mark.parametrize("timeout", ["NaN", "Infinity"])
+def test_a_wait_without_a_finite_timeout_is_refused_at_once(finetune_server, timeout):
+    """JSON as Python writes it may carry NaN: such a wait would never end."""
+    import urllib.error
+    import urllib.request
+
+    call = urllib.request.Request(f"{finetune_server.url}gradio_api/run/finetune_wait", method="POST",
+                                  data=f'{{"data": ["finished", "", "", {timeout}]}}'.encode(),
+                                  headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(call, timeout=60)
+    assert "The timeout must be a number of seconds, up to 600" in refused.value.read().decode()

@@ -239,6 +239,30 @@ def test_a_held_model_that_cannot_be_saved_for_its_owner_is_dropped_so_that_the_
     runner.discard_pending(bob)
 
 
+def test_a_save_for_the_line_that_fails_after_the_line_emptied_holds_the_model_for_the_next_who_comes(
+        own_models, tmp_path, fault):
+    from core.ownership import Person
+
+    fault("disk-full")
+    ann, bob, cat = Person("browser:ann"), Person("browser:bob"), Person("browser:cat")
+    runner = JobRunner()
+    runner.held_model_grace = 0.5
+    runner.start(small_run(tmp_path), "anns", ann)
+    assert runner.wait(300).state == jobs.SAVE_FAILED
+    runner.start(small_run(tmp_path), "bobs", bob, queue=True)
+    runner.wait_until(lambda status: status.state == jobs.SAVING, timeout=60)  # saving it for Bob's sake...
+    runner.leave_queue(bob)  # ...who leaves before that save fails
+    held = runner.wait(120)
+    assert (held.state, held.model_name) == (jobs.SAVE_FAILED, "anns"), held  # nobody waits: Ann's to decide
+    queued = runner.start(small_run(tmp_path), "cats", cat, queue=True)  # the next who comes gets the grace
+    assert queued.state == jobs.QUEUED and "for at most 1 s more" in queued.message, queued
+    started = runner.wait_until(lambda status: status.model_name == "cats", timeout=120)
+    assert started.owner == cat.id, started
+    assert runner.last_run_of(ann).message.endswith("so the trained model was discarded.")
+    assert runner.wait(300).state == jobs.SAVE_FAILED
+    runner.discard_pending(cat)
+
+
 def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(own_models, tmp_path):
     from core.ownership import Person
     from test_app_finetune import wait_for_checkpoint
