@@ -268,8 +268,11 @@ def ft_client(_ft_session_client):
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # What a page shows comes after server work (an upload read while a run trains, a model
+    # loaded): assertions wait for it up to 30 s, not Playwright's 5, on a busy machine.
+    expect.set_options(timeout=30_000)
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test.sh does).")
     with sync_playwright() as playwright:
