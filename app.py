@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     args.admin = [admin for entry in args.admin for admin in entry.split(",") if admin]
     # An --admin that is a login of --auth is that login; on a Space with sign-in, another name
     # is a Hugging Face login (never both: a Hugging Face account of a login's name is not it).
-    hf_admins = [admin for admin in args.admin if admin not in dict(logins)]
+    login_admins = [admin for admin in args.admin if admin in dict(logins)]
+    hf_admins = [admin for admin in args.admin if admin not in login_admins]
     if hf_admins and not hf_login_offered():
         raise SystemExit(f"--admin {hf_admins[0]} is not a login of --auth")
     if args.share and not logins:
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--per-person and --batch-rows must be at least 1")
     get_runner().processes = args.train_processes
     demo = build_app(args.models_dir, args.queue_size, args.precision, args.per_person, args.batch_rows,
-                     shared=has_visitors(args), admins=tuple(a for a in args.admin if a in dict(logins)),
+                     shared=has_visitors(args), admins=tuple(login_admins),
                      logins=len(logins), hf_admins=tuple(hf_admins))
     if logins:
         note_login_in_api_docs(demo, logins[0][0])

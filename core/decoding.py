@@ -82,6 +82,12 @@ class _Row:
         self.done = False
 
 
+def pad_id(tokenizer) -> int:
+    """The id that fills a short row of a batch (the attention mask hides it, so any id would do;
+    the model's own pad token where it has one)."""
+    return next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+
+
 class DecodingBatch:
     """The running batch of one model: admitted requests, their rows and their shared cache."""
 
@@ -89,7 +95,7 @@ class DecodingBatch:
                  max_waiting: int = QUEUE_MAX_SIZE) -> None:
         self.model, self.tokenizer, self.end_ids, self.max_rows = model, tokenizer, end_ids, max_rows
         self.max_waiting = max_waiting  # requests that may wait for a place; more are refused at once
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
+        self.pad_id = pad_id(tokenizer)
         # A LoRA model (peft) forwards everything to its base model, whose forward says what it takes.
         taken = inspect.signature(getattr(model, "get_base_model", lambda: model)().forward).parameters
         self.takes_positions = "position_ids" in taken

@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from core.decoding import pad_id
 from core.errors import WorkbenchError
 from core.inference import _end_ids, _require_text, _run_model, _run_model_batched, class_names
 from core.limits import (ATTRIBUTION_STEPS, MAX_ATTENTION_TOKENS, MAX_EXPLAIN_CHARS, MAX_PROBABILITY_TOKENS,
@@ -60,12 +61,6 @@ def _prompt_and_continuation(tokenizer, prompt: str, continuation: str) -> tuple
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     first = next((i for i, (start, end) in enumerate(offsets) if end > start and start >= len(prompt)), len(ids))
     return ids[:first], [t for t in ids[first:] if t not in special]
-
-
-def _pad_id(tokenizer) -> int:
-    """The id that fills a short row of a batch (the attention mask hides it, so any id would do;
-    the model's own pad token where it has one)."""
-    return next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
 
 
 def _padded(rows: list[list[int]], value: int, device, left: bool = False):
@@ -146,7 +141,7 @@ def _attention_maps(model, tokenizer, model_name: str, asks: list[tuple[str, int
 
     encoded = [_encode(tokenizer, text, MAX_ATTENTION_TOKENS) for text, _, _ in asks]
     batch = {key: _padded([encoding[key][0].tolist() for encoding, _ in encoded],
-                          _pad_id(tokenizer) if key == "input_ids" else 0, model.device)
+                          pad_id(tokenizer) if key == "input_ids" else 0, model.device)
              for key in encoded[0][0]}  # input ids, attention mask (0: padding), token types
     with _eager_attention(model), torch.no_grad():
         out = model(**batch, output_attentions=True)
@@ -215,7 +210,7 @@ def _token_choices(model, tokenizer, asks: list[tuple[str, str | None, int, int]
     # Padded at their ends: a decoder's tokens never see later ones, so the padding changes nothing.
     rows = [prompt + continuation for prompt, continuation in zip(prompts, continuations)]
     with torch.no_grad():
-        logits = model(input_ids=_padded(rows, _pad_id(tokenizer), model.device),
+        logits = model(input_ids=_padded(rows, pad_id(tokenizer), model.device),
                        attention_mask=_padded([[1] * len(row) for row in rows], 0, model.device)).logits.float()
     choices = []
     for row, (prompt, continuation, (_, _, _, top_k)) in enumerate(zip(prompts, continuations, asks)):
@@ -233,7 +228,7 @@ def _greedy_continuations(model, tokenizer, prompts: list[list[int]], lengths: l
     do not depend on how far it goes, so the longest run serves the shorter ones too."""
     import torch
 
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     ids = _padded(prompts, pad, model.device, left=True)
     mask = _padded([[1] * len(prompt) for prompt in prompts], 0, model.device, left=True)
     with torch.no_grad():

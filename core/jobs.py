@@ -363,11 +363,8 @@ class JobRunner:
         shutil.rmtree(_run_folder(get_registry().models_dir, self._process.run_name), ignore_errors=True)
         self._status.state = IDLE
         self._status.message = message
-        self._record_run(DISCARDED)
-        self._last_end = time.time()
+        self._record_end(DISCARDED)
         discarded = copy.deepcopy(self._status)
-        if discarded.owner:
-            self._last_of[discarded.owner] = discarded
         self._start_next()
         self._notify()
         return discarded
@@ -518,14 +515,19 @@ class JobRunner:
     def _finish(self, state: str, message: str) -> None:
         self._status.state = state
         self._status.message = message
-        self._status.finished_at = self._last_end = time.time()
-        self._record_run(state)
-        if self._status.owner:
-            self._last_of[self._status.owner] = copy.deepcopy(self._status)
+        self._status.finished_at = time.time()
+        self._record_end(state)
         if state in (FINISHED, FAILED):  # the slot is free (a cancelled run waits for save or discard)
             self._start_next()
         else:
             self._hold_for_the_line()
+
+    def _record_end(self, state: str) -> None:
+        """With the lock held: the run's end in the run history, and as its owner's last run."""
+        self._last_end = time.time()
+        self._record_run(state)
+        if self._status.owner:
+            self._last_of[self._status.owner] = copy.deepcopy(self._status)
 
     def _hold_for_the_line(self) -> None:
         """With the lock held: when a held model (after a cancel or a failed save) keeps others

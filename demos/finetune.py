@@ -481,9 +481,10 @@ def build(ctx: AppContext) -> None:
         the `phase` (e.g. training) when they are given, or `timeout` seconds (at most 600) pass;
         returns /finetune_status then. It wakes at the job's own changes: no need to poll."""
         states = {state.strip() for state in (until or "").split(",") if state.strip()}
-        if not math.isfinite(float(timeout or 0)):
+        seconds = float(timeout or 0)
+        if not math.isfinite(seconds):
             raise WorkbenchError(f"The timeout must be a number of seconds, up to {MAX_WAIT_SECONDS}.")
-        deadline = time.monotonic() + min(max(float(timeout or 0), 0.0), MAX_WAIT_SECONDS)
+        deadline = time.monotonic() + min(max(seconds, 0.0), MAX_WAIT_SECONDS)
         while True:
             seen = runner.changes()
             status = finetune_status(request)
