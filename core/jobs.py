@@ -543,8 +543,9 @@ class JobRunner:
                 return
         if not self._queue or self._hold_timer:
             return
-        self._status.message += (f" Others are waiting to train: if you neither save nor discard it within "
-                                 f"{_duration(self.held_model_grace)}, it is saved for you.")
+        # Everyone reads the job's status, so it speaks of the owner, not to them.
+        self._status.message += (f" Others are waiting to train: unless it is saved or discarded within "
+                                 f"{_duration(self.held_model_grace)}, it is saved for the person who started it.")
         self._hold_ends_at = time.time() + self.held_model_grace
         # The timer acts only while it is still this hold's: one that fired as the hold ended
         # (cancel() cannot stop it then) finds another timer, or none, and does nothing.

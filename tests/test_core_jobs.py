@@ -209,7 +209,8 @@ def test_a_held_model_whose_owner_left_is_saved_for_them_so_that_the_line_moves_
     assert "Others are waiting" not in runner.status().message  # nobody waits: it is held as long as Ann likes
     runner.start(small_run(tmp_path), "bobs", bob, queue=True)
     assert "for at most 1 s more" in runner.queued_for(bob).message
-    assert "if you neither save nor discard it within 1 s, it is saved for you" in runner.status().message
+    assert ("unless it is saved or discarded within 1 s, it is saved for the person who started it"
+            in runner.status().message)
     started = runner.wait_until(lambda status: status.model_name == "bobs", timeout=120)
     assert (started.owner, started.active) == (bob.id, True), started
     anns = runner.last_run_of(ann)
