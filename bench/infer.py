@@ -158,6 +158,7 @@ def main() -> None:
              f"baseline for overheads, baseline / ours for speedups.")
     record("Inference: wrappers vs raw calls", body, args.smoke)
     batching_and_precision(registry, folder, classifier, generator, repeats, args.smoke)
+    against_the_bound(registry, generator, repeats, args.smoke)
 
 
 QUALITY_PROMPTS = [
@@ -348,6 +349,100 @@ def starter_accuracy(registry, folder: Path, smoke: bool) -> str:
             f"{accuracy['auto']:.1%} in the automatic precision "
             f"({registry.precision_note('text-classification', STARTER_NAME)}); the two agree on {agree} of "
             f"{len(texts)} labels (target: within 1 point).")
+
+
+def read_bandwidth(smoke: bool) -> float:
+    """Bytes a second this process reads from memory with the current thread count: the sum of a
+    float32 tensor far larger than the caches (256 MiB), median of 7."""
+    import torch
+
+    values = torch.ones((4 if smoke else 256) * 2**20 // 4)
+    values.sum()
+    seconds, _ = median_seconds(values.sum, 7)
+    return values.numel() * values.element_size() / seconds
+
+
+def weights_read_per_step(model) -> int:
+    """Bytes of weights one decoding step reads: every parameter once (a tied output layer reads
+    the embedding table; an untied embedding table is only looked up, a few rows)."""
+    unique = {p.data_ptr(): p for p in model.parameters()}
+    total = sum(p.numel() * p.element_size() for p in unique.values())
+    embedding, output = model.get_input_embeddings(), model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != embedding.weight.data_ptr():
+        total -= embedding.weight.numel() * embedding.weight.element_size()
+    return total
+
+
+def decoding_speed(model, tokenizer, rows: int, tokens: int) -> tuple[float, float]:
+    """(seconds to the first token, decoding steps a second) of greedy `rows` x `tokens` through
+    the app's decoding batch (core/decoding.py), with no end token so every run makes them all."""
+    from core.decoding import DecodingBatch, DecodingRequest
+
+    prompt = tokenizer(GENERATION_PROMPT)["input_ids"]
+    batch = DecodingBatch(model, tokenizer, end_ids=set())
+    started = time.perf_counter()
+    batch.add(DecodingRequest(prompts=[prompt], sequences=rows, max_new_tokens=tokens, temperature=0, top_k=0,
+                              top_p=1.0, repetition_penalty=1.0, seeds=[0] * rows))
+    first = time.perf_counter() - started
+    while not batch.idle:
+        batch.step()
+    return first, (tokens - 1) / (time.perf_counter() - started - first)
+
+
+def against_the_bound(registry, generator: str, repeats: int, smoke: bool) -> None:
+    """Generation as a fraction of what memory bandwidth allows: each decoding step reads every
+    weight once, so steps/s can be at most (read bandwidth) / (bytes of weights). Measured with
+    1 thread and with the process's default, for 1 and 8 sequences; bf16 today (plain weights)
+    against bf16 with packed weights (core/packed_weights.py), in turns."""
+    import copy
+
+    import torch
+
+    from core.models import TEXT_GENERATION
+    from core.packed_weights import PACKED_ATTRIBUTE
+    from core.threads import MODEL_THREAD
+
+    tokens = 8 if smoke else 64
+    float32 = registry.get(TEXT_GENERATION, generator, "fp32")
+    tokenizer = float32.tokenizer
+    packed = registry.get(TEXT_GENERATION, generator, "bf16").model
+    plain = MODEL_THREAD.run_model_work(lambda: copy.deepcopy(float32.model).to(torch.bfloat16))
+    packed_layers = sum(hasattr(module, PACKED_ATTRIBUTE) for module in packed.modules())
+    default_threads = MODEL_THREAD.run_model_work(torch.get_num_threads)
+    rows_out = []
+    for threads in sorted({1, default_threads}):
+        MODEL_THREAD.run_model_work(lambda: torch.set_num_threads(threads))
+        bandwidth = MODEL_THREAD.run_model_work(lambda: read_bandwidth(smoke))
+        for precision, today, ours, target in (("float32", float32.model, None, 0.60), ("bf16", plain, packed, 0.50)):
+            bound = bandwidth / weights_read_per_step(today)
+            for rows in (1, 8):
+                def speed(model):
+                    return MODEL_THREAD.run_model_work(lambda: decoding_speed(model, tokenizer, rows, tokens))
+
+                speed(today)  # warm up
+                runs = [(speed(today), speed(ours) if ours is not None else None) for _ in range(repeats)]
+                first_today = statistics.median(t[0] for t, _ in runs)
+                today_rate = statistics.median(t[1] for t, _ in runs)
+                row = [threads, precision, rows, f"{bandwidth / 1e9:.1f} GB/s", f"{bound:.1f}",
+                       f"{today_rate:.1f} ({today_rate / bound:.0%})"]
+                if ours is None:
+                    row += ["(same)", f"first token {first_today:.3f} s", f">= {target:.0%}"]
+                else:
+                    first_ours = statistics.median(o[0] for _, o in runs)
+                    ours_rate = statistics.median(o[1] for _, o in runs)
+                    row += [f"{ours_rate:.1f} ({ours_rate / bound:.0%})",
+                            f"{ours_rate / today_rate:.2f}x; first token {first_today:.3f} s vs {first_ours:.3f} s",
+                            f">= {target:.0%}"]
+                rows_out.append(row)
+    MODEL_THREAD.run_model_work(lambda: torch.set_num_threads(default_threads))
+    body = table(["threads", "precision", "sequences", "read bandwidth", "bound (steps/s)", "today: steps/s",
+                  "packed weights: steps/s", "ratio; first token", "target"], rows_out)
+    body += (f"\n\n{generator}, greedy, {tokens} tokens per sequence with no end token, through the app's "
+             f"decoding batch; medians of {repeats} runs, today and packed timed in turns. Bound: read "
+             f"bandwidth (sum of a 256 MiB float32 tensor, median of 7) / bytes of weights one step reads. "
+             f"A step writes one token for each sequence. {packed_layers} linear layers packed in bf16; "
+             f"float32 is left as it is (see core/packed_weights.py).")
+    record("Inference: generation against the memory bound", body, smoke)
 
 
 if __name__ == "__main__":

@@ -553,6 +553,7 @@ class ModelRegistry:
         """(the pipeline, the dtype it runs in: "fp32" or "bf16", why)."""
         import torch
 
+        from core.packed_weights import pack_linear_weights
         from core.precision import choose_inference_precision, detected_hardware
 
         transformers = import_transformers()
@@ -575,6 +576,8 @@ class ModelRegistry:
             chosen, note = choose_inference_precision(precision, model, detected_hardware())
             if chosen == "bf16":
                 model = model.to(torch.bfloat16)
+                if device == "cpu" and detected_hardware().cpu_fast_bf16:
+                    pack_linear_weights(model)  # core/packed_weights.py: faster bf16 products
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
             if task in _PIPELINE_TASKS:
                 pipe = transformers.pipeline(task, model=model, tokenizer=tokenizer, device=device)
