@@ -438,12 +438,18 @@ class JobRunner:
                 self._notify()
             process.clean_up()
             return
-        for event in process.events():
-            with self._lock:
-                if process is self._process:  # an older process finishing after a discard: ignored
-                    self._apply(process, event)
-                    self._notify()
-        code = process.wait()
+        process.take_cores()
+        try:
+            for event in process.events():
+                if event.get("event") == "trained":
+                    process.give_cores_back()  # a held model waits without computing
+                with self._lock:
+                    if process is self._process:  # an older process finishing after a discard: ignored
+                        self._apply(process, event)
+                        self._notify()
+            code = process.wait()
+        finally:
+            process.give_cores_back()
         with self._lock:
             if process is self._process and self._busy:
                 # It ended without saying how: killed (out of memory, kill -9) or crashed.
@@ -646,18 +652,26 @@ class TrainingProcess:
     reason it failed. The child dies with the server (Linux: the parent-death signal), so a
     killed server never leaves it training on."""
 
-    def __init__(self, config, run_name: str, processes: int = 1) -> None:
+    def __init__(self, config, run_name: str, processes: int = 1, cores: int | None = None) -> None:
+        """`cores`: the machine's usable cores (the model thread's count unless a test gives one)."""
         import json
         import subprocess
         import tempfile
 
         from core.control import ControlFolder
+        from core.cpu_threads import threads_set_by_person, training_threads
+        from core.threads import MODEL_THREAD
 
         self.config, self.run_name, self.result = config, run_name, None
         self.folder = Path(tempfile.mkdtemp(prefix="workbench-job-"))
         (self.folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
         self.control = ControlFolder(self.folder / "control")  # ready before the child: Cancel may come first
         self._stderr = open(self.folder / "stderr.log", "w+", encoding="utf-8")
+        # Each process's threads: the cores less one kept for the server (core/cpu_threads.py).
+        cores = cores or MODEL_THREAD.cores
+        self.threads_each = None if threads_set_by_person() else training_threads(cores, processes)
+        self.threads = (self.threads_each or 0) * processes
+        self._holds_cores = False
         launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)] if processes > 1 else []
         self._command = [*launcher, "-m", "core.training", "--config", str(self.folder / "config.json"),
                          "--report-json", "--control-dir", str(self.control.path), "--hold-until-saved"]
@@ -671,7 +685,25 @@ class TrainingProcess:
         self.child = subprocess.Popen(
             [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *self._command],
             cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=self._stderr, text=True, encoding="utf-8", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stderr=self._stderr, text=True, encoding="utf-8", env=self.environment())
+
+    def take_cores(self) -> None:
+        """While it trains, the server's model work uses only the cores it leaves."""
+        from core.threads import MODEL_THREAD
+
+        MODEL_THREAD.training_started(self.threads)
+        self._holds_cores = True
+
+    def give_cores_back(self) -> None:
+        from core.threads import MODEL_THREAD
+
+        if self._holds_cores:
+            self._holds_cores = False
+            MODEL_THREAD.training_ended(self.threads)
+
+    def environment(self) -> dict[str, str]:
+        threads = {"OMP_NUM_THREADS": str(self.threads_each)} if self.threads_each else {}
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **threads}
 
     def events(self):
         from core.control import parse_event

@@ -108,8 +108,12 @@ class ModelThread:
         atexit.register(self._quiet_at_exit)
 
     def _start_afresh(self) -> None:
+        from core.cpu_threads import usable_cores
         from core.decoding import Batches
 
+        self.cores = usable_cores()  # what this thread's torch ops may use (core/cpu_threads.py)
+        self._training_threads = 0  # threads of training processes this server started, running now
+        self._threads_set: int | None = None  # what this thread last gave torch.set_num_threads
         self._tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
         self._batches = Batches()  # touched by the model thread only
         self._thread: threading.Thread | None = None
@@ -132,6 +136,26 @@ class ModelThread:
         """Hand a generation to the running batch of `key` (made by `make` if none runs); it
         streams on `request.updates` (core/decoding.py)."""
         self._submit(Task(lambda: self._batches.join(key, make, request)))
+
+    def training_started(self, threads: int) -> None:
+        """A training process of this server runs with `threads` threads: from its next work, the
+        model thread uses the cores it leaves (core/cpu_threads.py says why)."""
+        self._training_threads += threads
+
+    def training_ended(self, threads: int) -> None:
+        self._training_threads -= threads
+
+    def _fit_threads(self) -> None:
+        """On the model thread, between two pieces of work: torch's thread count for the cores
+        that training leaves now (unless the person set OMP_NUM_THREADS)."""
+        from core.cpu_threads import server_threads, threads_set_by_person
+
+        wanted = server_threads(self.cores, max(0, self._training_threads))
+        if wanted != self._threads_set and not threads_set_by_person():
+            import torch
+
+            torch.set_num_threads(wanted)
+            self._threads_set = wanted
 
     def rows_generating(self) -> int:
         """Rows of every running batch (asked on the model thread, so between two steps)."""
@@ -183,10 +207,12 @@ class ModelThread:
     def _serve(self) -> None:
         while True:
             if self._batches.busy:  # one step of every running batch, work asked meanwhile between
+                self._fit_threads()
                 self._run_waiting_work()
                 self._batches.step_all(between=self._run_waiting_work)
             else:
                 first = self._tasks.get()
+                self._fit_threads()
                 self._run([first, *self._waiting_now()])
 
 
