@@ -1,15 +1,19 @@
-"""Compiled decoding: what transformers' static cache and torch.compile would add to generation
-here, and what the compilation costs.
+"""Compiled decoding: what transformers' static cache and torch.compile would add to the app's
+generation here, and what compiling costs.
 
-Measured side by side in one run, greedy, one sequence, one thread, on the packaged SmolLM2 in
-bf16 and in float32:
-- the app's path (a dynamic cache, eager; in bf16 with its packed weights, core/packed_weights.py)
-  against eager with a static cache (transformers' StaticCache), and
-- the same step under torch.compile (inductor, static shapes): seconds to compile, steps/s,
-  and whether the greedy tokens are the same.
-The app keeps the eager path: see bench/RESULTS.md for the figures this writes and why.
+Measured side by side in one run, greedy, one sequence, on the packaged SmolLM2 in float32 and
+bf16, with the process's thread count given by --threads (1: the issue's setting; the app uses
+every core unless a run trains):
+- the app's path: a dynamic cache, eager, and in bf16 its packed weights (core/packed_weights.py);
+- eager with transformers' StaticCache;
+- one decoding step under torch.compile (inductor, static shapes), plain and with inductor's
+  `freezing` (weights packed for oneDNN, as the app packs them, and constant-folded):
+  seconds to compile, steps/s, whether the greedy tokens are the same.
+Each compiled step writes into one static cache of its own (frozen, it must stay the same
+object), emptied between runs. Inductor writes its CPU kernels for the thread count at compile
+time, so each is compiled under the thread count it is measured with.
 
-    .venv/bin/python bench/compiled_decoding.py [--repeats 3] [--smoke]
+    .venv/bin/python bench/compiled_decoding.py [--repeats 3] [--smoke]   (about 6 minutes)
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 
 from common import parse_args, record, table
 
-CACHE_LENGTH = 256
+CACHE_POSITIONS = (256, 512)
 
 
 def main() -> None:
@@ -40,10 +44,19 @@ def main() -> None:
     tokenizer = float32.tokenizer
     prompt = tokenizer(GENERATION_PROMPT)["input_ids"]
     tokens = 8 if args.smoke else 64
+    positions = (64,) if args.smoke else CACHE_POSITIONS
 
-    def static_run(model, step) -> tuple[float, list[int]]:
-        """(seconds for the decoding steps, the greedy tokens) with a static cache."""
-        cache = StaticCache(config=model.config, max_cache_len=CACHE_LENGTH)
+    def static_step(model, length: int):
+        """(one decoding step writing into a static cache of its own, that cache)."""
+        cache = StaticCache(config=model.config, max_cache_len=length)
+
+        def step(last, position):
+            return model(input_ids=last, past_key_values=cache, use_cache=True, cache_position=position).logits
+        return step, cache
+
+    def static_run(model, step, cache) -> tuple[float, list[int]]:
+        """(seconds for the decoding steps, the greedy tokens) through `step`."""
+        cache.reset()
         ids = torch.tensor([prompt])
         with torch.no_grad():
             logits = model(input_ids=ids, past_key_values=cache, use_cache=True,
@@ -51,12 +64,9 @@ def main() -> None:
             chosen = [int(logits[0, -1].argmax())]
             started = time.perf_counter()
             for position in range(ids.shape[1], ids.shape[1] + tokens - 1):
-                logits = step(model, torch.tensor([[chosen[-1]]]), cache, torch.tensor([position]))
+                logits = step(torch.tensor([[chosen[-1]]]), torch.tensor([position]))
                 chosen.append(int(logits[0, -1].argmax()))
         return time.perf_counter() - started, chosen
-
-    def eager_step(model, last, cache, position):
-        return model(input_ids=last, past_key_values=cache, use_cache=True, cache_position=position).logits
 
     def measure():
         threads = torch.get_num_threads()
@@ -65,34 +75,50 @@ def main() -> None:
         plain = copy.deepcopy(float32.model).to(torch.bfloat16)
         packed = copy.deepcopy(plain)
         pack_linear_weights(packed)
-        # The compiler lowers oneDNN's packed products only for weights it packed itself (under
-        # its `freezing` option), so the compiled and static columns run bf16 with plain weights.
+        # The compiler cannot lower products of weights packed outside it: the static and
+        # compiled ways run bf16 with plain weights (frozen, the compiler packs them itself).
         for name, app_model, model in (("float32", float32.model, float32.model), ("bf16", packed, plain)):
-            compiled = torch.compile(eager_step, dynamic=False)
-            started = time.perf_counter()
-            _, compiled_tokens = static_run(model, compiled)  # the first run compiles
-            compile_seconds = time.perf_counter() - started
-            _, eager_tokens = static_run(model, eager_step)
-            app, static, fast = [], [], []
-            for _ in range(repeats):  # in turns
-                app.append(decoding_speed(app_model, tokenizer, 1, tokens)[1])
-                static.append((tokens - 1) / static_run(model, eager_step)[0])
-                fast.append((tokens - 1) / static_run(model, compiled)[0])
-            app_rate, static_rate, fast_rate = (statistics.median(v) for v in (app, static, fast))
-            rows.append([name, f"{app_rate:.1f}", f"{static_rate:.1f}", f"{fast_rate:.1f}",
-                         f"{fast_rate / app_rate:.2f}x", f"{compile_seconds:.0f} s",
-                         "yes" if compiled_tokens == eager_tokens else "no"])
+            for length in positions:
+                eager, eager_cache = static_step(model, length)
+                ways = {"static cache, eager": (eager, eager_cache)}
+                compile_seconds = {}
+                for way, frozen in (("compiled", False), ("compiled, frozen", True)):
+                    step, cache = static_step(model, length)
+                    compiled = torch.compile(step, dynamic=False)
+                    started = time.perf_counter()
+                    # The first run compiles. Freezing is read from inductor's config as it
+                    # compiles (torch.compile's `options` did not turn it on: measured no faster).
+                    with torch._inductor.config.patch(freezing=frozen):
+                        static_run(model, compiled, cache)
+                    compile_seconds[way] = time.perf_counter() - started
+                    ways[way] = (compiled, cache)
+                expected = static_run(model, eager, eager_cache)[1]
+                rates = {"app": []} | {way: [] for way in ways}
+                same = {way: static_run(model, *ways[way])[1] == expected for way in ways}
+                for _ in range(repeats):  # in turns
+                    rates["app"].append(decoding_speed(app_model, tokenizer, 1, tokens)[1])
+                    for way, (step, cache) in ways.items():
+                        rates[way].append((tokens - 1) / static_run(model, step, cache)[0])
+                rate = {way: statistics.median(values) for way, values in rates.items()}
+                best = max(("compiled", "compiled, frozen"), key=lambda way: rate[way])
+                rows.append([name, length, f"{rate['app']:.1f}", f"{rate['static cache, eager']:.1f}",
+                             f"{rate['compiled']:.1f} ({compile_seconds['compiled']:.0f} s)",
+                             f"{rate['compiled, frozen']:.1f} ({compile_seconds['compiled, frozen']:.0f} s)",
+                             f"{rate[best] / rate['app']:.2f}x", "yes" if all(same.values()) else
+                             "no: " + ", ".join(way for way, ok in same.items() if not ok)])
+                torch._dynamo.reset()  # each compiled step stands alone
         torch.set_num_threads(threads)
         return rows
 
     rows = MODEL_THREAD.run_model_work(measure)
-    body = table(["precision", "app (dynamic cache, eager, bf16 packed): steps/s", "static cache, eager", "static cache, compiled",
-                  "ratio compiled / app", "first run (compiling)", "same greedy tokens"], rows)
+    body = table(["precision", "static positions", "app (eager; bf16 packed): steps/s", "static cache, eager",
+                  "compiled (first run)", "compiled, frozen (first run)", "ratio best compiled / app",
+                  "same greedy tokens"], rows)
     body += (f"\n\n{generator}, greedy, one sequence of {tokens} tokens, one thread, medians of {repeats} runs "
-             f"in turns. Compiled: torch.compile (inductor) of one decoding step with a static cache of "
-             f"{CACHE_LENGTH} positions and one row; another row count or cache length compiles again. The "
-             f"static and compiled columns run bf16 with plain weights: the compiler lowers oneDNN's packed "
-             f"products only for weights it packed itself.")
+             f"in turns; steps/s, and in brackets the first run's seconds, compiling included (inductor's "
+             f"cache on disk shortens a compile it has seen). Static positions: the length of the static "
+             f"cache, which every step attends over; prompt and tokens must fit it, and another length or "
+             f"row count compiles again.")
     record("Compiled decoding: static cache and torch.compile", body, args.smoke)
 
 

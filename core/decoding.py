@@ -107,6 +107,7 @@ class DecodingBatch:
         self.step_seconds: float | None = None  # running average of one decoding step
         self.joinable = True  # False once the cache has layers rows cannot be merged into
         self.told_waiting = 0.0  # when the queued requests last heard their place
+        self.static = None  # the compiled step (core/compiled_step.py) whose cache holds the one row
 
     # ----- what the model thread calls ---------------------------------------------------------
     def add(self, request: DecodingRequest) -> None:
@@ -141,6 +142,7 @@ class DecodingBatch:
         for request in [*_requests_of(self.rows), *self.waiting]:
             request.updates.put(last)
         self.rows, self.waiting, self.cache, self.mask = [], deque(), None, None
+        self._release_static()
 
     # ----- admission ----------------------------------------------------------------------------
     def _admit(self) -> None:
@@ -190,6 +192,12 @@ class DecodingBatch:
         first token, and merge its cache into the batch's."""
         import torch
 
+        if not self.rows and request.rows == 1:
+            from core.compiled_step import compiled_step_for
+
+            step = compiled_step_for(self.model)  # the first ask starts compiling it, in the background
+            if step is not None and step.fits(len(request.prompts[0]), request.max_new_tokens):
+                return self._join_static(step, request)
         longest = max(len(ids) for ids in request.prompts)
         input_ids = torch.tensor([[self.pad_id] * (longest - len(ids)) + ids for ids in request.prompts])
         mask = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in request.prompts])
@@ -211,9 +219,32 @@ class DecodingBatch:
         self._merge(cache, mask.to(self.model.device), rows)
         self._emit(rows, first)
 
+    def _join_static(self, step, request: DecodingRequest) -> None:
+        """A request alone at an empty batch, decoded by the model's compiled step."""
+        import torch
+
+        prompt = request.prompts[0]
+        with torch.no_grad():
+            logits = step.prefill(prompt).float()
+        rows = [_Row(request, 0, prompt, torch.Generator().manual_seed(request.seeds[0]))]
+        first = self._choose(rows, logits)
+        step.in_use = True
+        self.static, self.rows, self.joinable = step, rows, True
+        self.mask = torch.ones((1, len(prompt)), dtype=torch.long, device=self.model.device)
+        self._emit(rows, first)
+
+    def _release_static(self) -> None:
+        if self.static is not None:
+            self.static.in_use = False
+            self.static = None
+
     def _merge(self, cache, mask, rows: list[_Row]) -> None:
         import torch
         from transformers.cache_utils import DynamicLayer
+
+        if self.static is not None:  # someone joins the compiled row: its cache becomes an ordinary one
+            self.cache = self.static.as_dynamic_cache(self.mask.shape[1])
+            self._release_static()
 
         layers = getattr(cache, "layers", None)
         self.joinable = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
@@ -245,15 +276,19 @@ class DecodingBatch:
         last = torch.tensor([[row.written[-1]] for row in self.rows], device=device)
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
         past = self.mask.shape[1] - 1
-        kwargs = {}
-        if self.takes_positions:
-            kwargs["position_ids"] = torch.tensor([[row.length] for row in self.rows], device=device)
         with torch.no_grad():
-            out = self.model(input_ids=last, attention_mask=self.mask, past_key_values=self.cache, use_cache=True,
-                             cache_position=torch.tensor([past], device=device), **kwargs)
+            if self.static is not None:
+                logits = self.static.step(self.rows[0].written[-1], self.rows[0].length)
+            else:
+                kwargs = {}
+                if self.takes_positions:
+                    kwargs["position_ids"] = torch.tensor([[row.length] for row in self.rows], device=device)
+                logits = self.model(input_ids=last, attention_mask=self.mask, past_key_values=self.cache,
+                                    use_cache=True, cache_position=torch.tensor([past], device=device),
+                                    **kwargs).logits[:, -1, :]
         for row in self.rows:
             row.length += 1
-        self._emit(self.rows, self._choose(self.rows, out.logits[:, -1, :].float()))
+        self._emit(self.rows, self._choose(self.rows, logits.float()))
         seconds = time.perf_counter() - started
         self.step_seconds = seconds if self.step_seconds is None else (
             (1 - STEP_TIME_SMOOTHING) * self.step_seconds + STEP_TIME_SMOOTHING * seconds)
@@ -328,6 +363,7 @@ class DecodingBatch:
         if not self.rows:
             self.cache = self.mask = None
             self.joinable = True
+            self._release_static()
             return
         if len(keep) < self.mask.shape[0]:
             index = torch.tensor(keep, device=self.mask.device)

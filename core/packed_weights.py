@@ -55,6 +55,8 @@ def pack_linear_weights(model) -> int:
 def _packed_forward(self, input):
     import torch
 
-    if torch.is_grad_enabled() or input.dtype != torch.bfloat16:
+    # Under torch.compile the plain product is traced: the compiler packs weights itself
+    # (core/compiled_step.py) and cannot lower a product of weights packed outside it.
+    if torch.is_grad_enabled() or input.dtype != torch.bfloat16 or torch.compiler.is_compiling():
         return torch.nn.functional.linear(input, self.weight, self.bias)
     return torch.ops.mkldnn._linear_pointwise(input, getattr(self, PACKED_ATTRIBUTE), self.bias, "none", [], "")

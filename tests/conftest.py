@@ -34,6 +34,10 @@ os.environ.pop("HF_TOKEN", None)
 # Packaged models are converted into a cache of this test session, as on a fresh machine; the
 # app servers the tests start inherit it.
 os.environ["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="workbench-test-cache-")
+# bf16 generation compiles its decoding step in the background (core/compiled_step.py): each
+# app server a test starts would compile again, on the suite's two cores. Off here; the tests
+# of the compiled step turn it on (test_core_compiled_step.py).
+os.environ["WORKBENCH_COMPILE"] = "0"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))

@@ -1,0 +1,132 @@
+"""A compiled decoding step for one row in bf16: the common case of one person generating.
+
+Why: an eager decoding step of a small model on a CPU spends much of its time outside the matrix
+products, in some fifteen hundred small operations (norms, rotary positions, views, casts), each
+paying torch's per-call cost. torch.compile (inductor) with its `freezing` option fuses them and
+packs the weights for oneDNN. Measured on SmolLM2-135M in bf16 (bench/compiled_decoding.py), a
+frozen compiled step with a static cache of 256 positions against the eager step with packed
+weights (core/packed_weights.py), with the same greedy tokens. In float32 it gained about 1.1x,
+not worth a compile that could change float32's greedy text; so it serves one row in bf16.
+
+How: the step is compiled for one row and a static cache of STATIC_POSITIONS positions (static
+shapes compile once; every step attends over the whole cache, so a longer one is slower). It
+compiles in a thread of its own after the model's first generation, which decodes eagerly
+meanwhile: no request waits for it (about 35 s of the machine here; inductor keeps compiled code
+on disk for the next start). Inductor writes its CPU kernels for the thread count at compile
+time, so a step serves only at the model thread's thread count it was compiled under
+(core/cpu_threads.py changes it while a run trains). Once ready, a request that arrives at an
+empty batch, alone, with room for its prompt and tokens, decodes through it; if someone else
+joins, its cache becomes an ordinary dynamic cache (core/decoding.py merges it with theirs) and
+the batch goes on eagerly. A compile that fails leaves the eager path, which is always there.
+"""
+
+from __future__ import annotations
+
+import threading
+
+STATIC_POSITIONS = 256  # prompt + new tokens that fit the compiled step's cache
+COMPILED_ATTRIBUTE = "_workbench_compiled_steps"  # on the model: {thread count: CompiledStep}
+_making = threading.Lock()
+
+
+class CompiledStep:
+    """One model's compiled decoding step for one thread count, and the static cache it writes
+    into (frozen, the compiled step keeps this very cache)."""
+
+    def __init__(self, model, threads: int) -> None:
+        import torch
+        from transformers import StaticCache
+
+        self.model, self.threads = model, threads
+        self.cache = StaticCache(config=model.config, max_cache_len=STATIC_POSITIONS)
+        self.ready = threading.Event()  # compiled: steps may use it
+        self.done = threading.Event()  # the compile ended, ready or failed
+        self.failure: BaseException | None = None
+        self.in_use = False  # a generation's row is in the cache
+        self._compiled = torch.compile(self._eager_step, dynamic=False)
+
+    def _eager_step(self, token, position):
+        return self.model(input_ids=token, past_key_values=self.cache, use_cache=True,
+                          cache_position=position).logits
+
+    def compile(self) -> None:
+        """Compile (the first call does) on a dummy prompt, with the thread count it serves."""
+        import torch
+
+        try:
+            torch.set_num_threads(self.threads)
+            # Freezing is read from inductor's config while it compiles (torch.compile's
+            # `options` did not turn it on).
+            with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+                self.prefill([0, 0])
+                self.step(0, 2)
+            self.ready.set()
+        except Exception as error:  # noqa: BLE001 - the eager path serves instead
+            self.failure = error
+        finally:
+            self.done.set()
+
+    def fits(self, prompt_length: int, new_tokens: int) -> bool:
+        return not self.in_use and prompt_length + new_tokens <= STATIC_POSITIONS
+
+    def prefill(self, prompt: list[int]):
+        """Read the prompt (eagerly) into the emptied static cache: the last position's logits."""
+        import torch
+
+        self.cache.reset()
+        device = self.model.device
+        return self.model(input_ids=torch.tensor([prompt], device=device), past_key_values=self.cache,
+                          use_cache=True, logits_to_keep=1,
+                          cache_position=torch.arange(len(prompt), device=device)).logits[:, -1, :]
+
+    def step(self, token: int, position: int):
+        """One compiled step: the logits after `token`, written at `position`."""
+        import torch
+
+        device = self.model.device
+        return self._compiled(torch.tensor([[token]], device=device), torch.tensor([position], device=device))[:, -1, :]
+
+    def as_dynamic_cache(self, length: int):
+        """The first `length` positions as a DynamicCache (copies), for a batch others join."""
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=[(layer.keys[..., :length, :].clone(), layer.values[..., :length, :].clone())
+                                            for layer in self.cache.layers])
+
+
+def compiled_step_for(model) -> CompiledStep | None:
+    """On the model thread: the model's compiled step for the thread count in use, if it is
+    ready; None otherwise. The first ask for a bf16 model that can be compiled starts compiling
+    it in the background."""
+    import torch
+
+    if not compilable(model):
+        return None
+    threads = torch.get_num_threads()
+    with _making:
+        steps = model.__dict__.setdefault(COMPILED_ATTRIBUTE, {})
+        step = steps.get(threads)
+        if step is None:
+            step = steps[threads] = CompiledStep(model, threads)
+            # A thread of its own, which ends with the compile: model work on a long-lived
+            # second thread would keep a second OpenMP pool (core/threads.py says why).
+            threading.Thread(target=step.compile, name="compile", daemon=True).start()
+    return step if step.ready.is_set() else None
+
+
+def wait_until_compiled(model, timeout: float) -> bool:
+    """Wait for every compile started for `model` to end; True if all are ready. For benches
+    and tests, which measure or compare the compiled step itself."""
+    steps = list(model.__dict__.get(COMPILED_ATTRIBUTE, {}).values())
+    return bool(steps) and all(step.done.wait(timeout) and step.ready.is_set() for step in steps)
+
+
+def compilable(model) -> bool:
+    """A bf16 model on the CPU that transformers can compile whole, unless WORKBENCH_COMPILE=0
+    (the test suite sets it: each server process it starts would compile again)."""
+    import os
+
+    import torch
+
+    return (os.environ.get("WORKBENCH_COMPILE", "1") != "0" and model.dtype == torch.bfloat16 and model.device.type == "cpu"
+            and getattr(model, "_can_compile_fullgraph", False) and not hasattr(model, "get_base_model"))

@@ -1,0 +1,124 @@
+"""The compiled decoding step (core/compiled_step.py): it compiles in the background while the
+first generation decodes eagerly, then a lone bf16 request decodes through it and writes the
+same greedy text as the eager path; someone joining moves the batch to the eager path with both
+texts unchanged; a request too long for its cache, or a thread count it was not compiled for,
+decodes eagerly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.compiled_step import STATIC_POSITIONS, wait_until_compiled
+from core.decoding import DecodingBatch, DecodingRequest
+from core.models import TEXT_GENERATION, ModelRegistry
+from core.threads import MODEL_THREAD
+
+PROMPTS = ["The history of the city begins in", "The capital of France is", "Once upon a time, a small robot",
+           "The best way to learn a language is"]
+
+
+@pytest.fixture
+def compiling(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_COMPILE", "1")
+
+
+def request(tokenizer, prompt: str, tokens: int) -> DecodingRequest:
+    return DecodingRequest(prompts=[tokenizer(prompt)["input_ids"]], sequences=1, max_new_tokens=tokens,
+                           temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0, seeds=[0])
+
+
+def text_of(asked: DecodingRequest) -> str:
+    chunks = []
+    while not asked.updates.empty():
+        update = asked.updates.get()
+        if isinstance(update, BaseException):
+            raise update
+        if isinstance(update, list):
+            chunks.append(update[0])
+    return "".join(chunks)
+
+
+def generate(model, tokenizer, prompts: list[str], tokens: int) -> tuple[list[str], list[bool]]:
+    """Each prompt alone through a decoding batch: (texts, whether each ran compiled)."""
+    texts, compiled = [], []
+    for prompt in prompts:
+        batch = DecodingBatch(model, tokenizer, end_ids=set())
+        asked = request(tokenizer, prompt, tokens)
+        batch.add(asked)
+        compiled.append(batch.static is not None)
+        while not batch.idle:
+            batch.step()
+        texts.append(text_of(asked))
+    return texts, compiled
+
+
+def eager_then_compiled(model, tokenizer, prompts: list[str], tokens: int, monkeypatch):
+    """The eager texts of `prompts` (compiling off), then one generation that starts the
+    compile, and the wait for it: (eager texts, whether that generation ran compiled)."""
+    monkeypatch.setenv("WORKBENCH_COMPILE", "0")
+    eager, _ = generate(model, tokenizer, prompts, tokens)
+    monkeypatch.setenv("WORKBENCH_COMPILE", "1")
+    _, compiled = generate(model, tokenizer, prompts[:1], 2)
+    assert wait_until_compiled(model, timeout=600)
+    return eager, compiled
+
+
+def test_a_lone_request_decodes_compiled_with_the_text_of_the_eager_path(models_dir, compiling, monkeypatch):
+    pipe = ModelRegistry(models_dir).get(TEXT_GENERATION, "tiny-gpt2", "bf16")
+    model, tokenizer = pipe.model, pipe.tokenizer
+
+    def run():
+        eager, compiled = eager_then_compiled(model, tokenizer, PROMPTS[:2], 12, monkeypatch)
+        assert compiled == [False]  # the first ask starts the compile, and decodes eagerly
+        again, compiled = generate(model, tokenizer, PROMPTS[:2], 12)
+        assert compiled == [True, True] and again == eager
+        # Too long for the static cache: eager.
+        monkeypatch.setattr("core.compiled_step.STATIC_POSITIONS", 16)
+        _, compiled = generate(model, tokenizer, PROMPTS[:1], 12)
+        assert compiled == [False]
+        monkeypatch.setattr("core.compiled_step.STATIC_POSITIONS", STATIC_POSITIONS)
+        # Someone joins the compiled row: the batch goes on eagerly and each text is its text alone.
+        batch = DecodingBatch(model, tokenizer, end_ids=set())
+        first, second = request(tokenizer, PROMPTS[0], 12), request(tokenizer, PROMPTS[1], 12)
+        batch.add(first)
+        assert batch.static is not None
+        for _ in range(4):
+            batch.step()
+        batch.add(second)
+        assert batch.static is None
+        while not batch.idle:
+            batch.step()
+        assert [text_of(first), text_of(second)] == eager
+        # Compiled for this thread count only: another count decodes eagerly (and compiles its own).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads + 1)
+        try:
+            _, compiled = generate(model, tokenizer, PROMPTS[:1], 4)
+            assert compiled == [False]
+            assert wait_until_compiled(model, timeout=300)
+        finally:
+            torch.set_num_threads(threads)
+
+    MODEL_THREAD.run_model_work(run)
+
+
+def test_float32_is_never_compiled(models_dir, compiling):
+    pipe = ModelRegistry(models_dir).get(TEXT_GENERATION, "tiny-gpt2", "fp32")
+    _, compiled = MODEL_THREAD.run_model_work(lambda: generate(pipe.model, pipe.tokenizer, PROMPTS[:1], 4))
+    assert compiled == [False] and not wait_until_compiled(pipe.model, timeout=1)
+
+
+@pytest.mark.real
+def test_compiled_smollm2_writes_the_greedy_text_of_the_eager_path(models_dir, smollm2_folder, compiling,
+                                                                  monkeypatch):
+    pipe = ModelRegistry(models_dir).get(TEXT_GENERATION, "packaged:SmolLM2-135M-Instruct", "bf16")
+
+    def run():
+        eager, compiled = eager_then_compiled(pipe.model, pipe.tokenizer, PROMPTS, 24, monkeypatch)
+        assert compiled == [False]
+        again, compiled = generate(pipe.model, pipe.tokenizer, PROMPTS, 24)
+        assert compiled == [True] * 4
+        assert again == eager and all(len(text) > 30 for text in again)
+
+    MODEL_THREAD.run_model_work(run)
