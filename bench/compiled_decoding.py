@@ -46,13 +46,18 @@ def main() -> None:
     tokens = 8 if args.smoke else 64
     positions = (64,) if args.smoke else CACHE_POSITIONS
 
-    def static_step(model, length: int):
-        """(one decoding step writing into a static cache of its own, that cache)."""
+    def static_step(model, length: int, frozen: bool = False):
+        """(one decoding step writing into a static cache of its own, that cache). The frozen
+        step is a function of its own: dynamo keeps compiled graphs per function, and the same
+        function compiled again with freezing on would reuse the plain graph (its guards pass)."""
         cache = StaticCache(config=model.config, max_cache_len=length)
 
         def step(last, position):
             return model(input_ids=last, past_key_values=cache, use_cache=True, cache_position=position).logits
-        return step, cache
+
+        def frozen_step(last, position):
+            return model(input_ids=last, past_key_values=cache, use_cache=True, cache_position=position).logits
+        return (frozen_step if frozen else step), cache
 
     def static_run(model, step, cache) -> tuple[float, list[int]]:
         """(seconds for the decoding steps, the greedy tokens) through `step`."""
@@ -83,7 +88,7 @@ def main() -> None:
                 ways = {"static cache, eager": (eager, eager_cache)}
                 compile_seconds = {}
                 for way, frozen in (("compiled", False), ("compiled, frozen", True)):
-                    step, cache = static_step(model, length)
+                    step, cache = static_step(model, length, frozen)
                     compiled = torch.compile(step, dynamic=False)
                     started = time.perf_counter()
                     # The first run compiles. Freezing is read from inductor's config as it

@@ -3,10 +3,13 @@
 Why: an eager decoding step of a small model on a CPU spends much of its time outside the matrix
 products, in some fifteen hundred small operations (norms, rotary positions, views, casts), each
 paying torch's per-call cost. torch.compile (inductor) with its `freezing` option fuses them and
-packs the weights for oneDNN. Measured on SmolLM2-135M in bf16 (bench/compiled_decoding.py), a
-frozen compiled step with a static cache of 256 positions against the eager step with packed
-weights (core/packed_weights.py), with the same greedy tokens. In float32 it gained about 1.1x,
-not worth a compile that could change float32's greedy text; so it serves one row in bf16.
+packs the weights for oneDNN. Measured on SmolLM2-135M in bf16, one row (bench/infer.py, "against
+the memory bound"): 1.6x the steps/s of the plain eager step, 1.25x to 1.4x the eager step with
+packed weights (core/packed_weights.py), with 1 or 2 threads, and the same greedy text. Every
+step attends over the whole static cache, so a longer one is slower (bench/compiled_decoding.py:
+24.7 steps/s with 256 positions, 22.7 with 512); in float32 compiling gained about 1.15x, not
+worth a compile that could change float32's greedy text. So it serves one row in bf16, with
+prompt and tokens within 256 positions.
 
 How: the step is compiled for one row and a static cache of STATIC_POSITIONS positions (static
 shapes compile once; every step attends over the whole cache, so a longer one is slower). It
@@ -43,11 +46,11 @@ class CompiledStep:
         self.done = threading.Event()  # the compile ended, ready or failed
         self.failure: BaseException | None = None
         self.in_use = False  # a generation's row is in the cache
-        self._compiled = torch.compile(self._eager_step, dynamic=False)
+        def eager_step(token, position):
+            return self.model(input_ids=token, past_key_values=self.cache, use_cache=True,
+                              cache_position=position).logits
 
-    def _eager_step(self, token, position):
-        return self.model(input_ids=token, past_key_values=self.cache, use_cache=True,
-                          cache_position=position).logits
+        self._compiled = torch.compile(eager_step, dynamic=False)
 
     def compile(self) -> None:
         """Compile (the first call does) on a dummy prompt, with the thread count it serves."""
@@ -56,7 +59,10 @@ class CompiledStep:
         try:
             torch.set_num_threads(self.threads)
             # Freezing is read from inductor's config while it compiles (torch.compile's
-            # `options` did not turn it on).
+            # `options` did not turn it on). Its caches of compiled graphs stay off: a frozen
+            # graph holds the weights it was compiled with, and a cached one was handed to
+            # another model of the same shapes, which then computed with the first one's
+            # weights (seen in a test).
             with torch.no_grad(), torch._inductor.config.patch(freezing=True):
                 self.prefill([0, 0])
                 self.step(0, 2)
@@ -128,5 +134,6 @@ def compilable(model) -> bool:
 
     import torch
 
-    return (os.environ.get("WORKBENCH_COMPILE", "1") != "0" and model.dtype == torch.bfloat16 and model.device.type == "cpu"
+    return (os.environ.get("WORKBENCH_COMPILE", "1") != "0" and model.dtype == torch.bfloat16
+            and model.device.type == "cpu"
             and getattr(model, "_can_compile_fullgraph", False) and not hasattr(model, "get_base_model"))

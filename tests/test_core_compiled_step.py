@@ -103,6 +103,33 @@ def test_a_lone_request_decodes_compiled_with_the_text_of_the_eager_path(models_
     MODEL_THREAD.run_model_work(run)
 
 
+def test_two_models_of_the_same_shapes_each_compute_with_their_own_weights(models_dir, tmp_path, compiling,
+                                                                          monkeypatch):
+    import transformers
+
+    # A second tiny GPT-2 with other weights (a fine-tuned copy has the same shapes too).
+    other = transformers.AutoModelForCausalLM.from_pretrained(models_dir / "tiny-gpt2")
+    with torch.no_grad():
+        for weight in other.parameters():
+            weight.mul_(1.5)
+    other.save_pretrained(tmp_path / "other-gpt2")
+    transformers.AutoTokenizer.from_pretrained(models_dir / "tiny-gpt2").save_pretrained(tmp_path / "other-gpt2")
+    first = ModelRegistry(models_dir).get(TEXT_GENERATION, "tiny-gpt2", "bf16")
+    second = ModelRegistry(tmp_path).get(TEXT_GENERATION, "other-gpt2", "bf16")
+
+    def run():
+        texts = {}
+        for pipe in (first, second):
+            eager, _ = eager_then_compiled(pipe.model, pipe.tokenizer, PROMPTS[:2], 12, monkeypatch)
+            texts[id(pipe)] = eager
+        assert texts[id(first)] != texts[id(second)]
+        for pipe in (first, second, first):
+            compiled_texts, compiled = generate(pipe.model, pipe.tokenizer, PROMPTS[:2], 12)
+            assert compiled == [True, True] and compiled_texts == texts[id(pipe)]
+
+    MODEL_THREAD.run_model_work(run)
+
+
 def test_float32_is_never_compiled(models_dir, compiling):
     pipe = ModelRegistry(models_dir).get(TEXT_GENERATION, "tiny-gpt2", "fp32")
     _, compiled = MODEL_THREAD.run_model_work(lambda: generate(pipe.model, pipe.tokenizer, PROMPTS[:1], 4))
