@@ -25,11 +25,23 @@ the batch goes on eagerly. A compile that fails leaves the eager path, which is 
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 STATIC_POSITIONS = 256  # prompt + new tokens that fit the compiled step's cache
 COMPILED_ATTRIBUTE = "_workbench_compiled_steps"  # on the model: {thread count: CompiledStep}
+EXIT_WAIT_SECONDS = 120  # how long a process that exits waits for a compile to end
 _making = threading.Lock()
+_compiling: set = set()  # steps whose compile runs now
+
+
+@atexit.register
+def _let_compiles_end() -> None:
+    """A process that exits while a thread runs a torch op aborts ("terminate called without an
+    active exception"): one that exits during a compile (a short script that generated once, a
+    server stopped within its first minute) waits for it to end first."""
+    for step in list(_compiling):
+        step.done.wait(EXIT_WAIT_SECONDS)
 
 
 class CompiledStep:
@@ -56,6 +68,7 @@ class CompiledStep:
         """Compile (the first call does) on a dummy prompt, with the thread count it serves."""
         import torch
 
+        _compiling.add(self)
         try:
             torch.set_num_threads(self.threads)
             # Freezing is read from inductor's config while it compiles (torch.compile's
@@ -70,6 +83,7 @@ class CompiledStep:
         except Exception as error:  # noqa: BLE001 - the eager path serves instead
             self.failure = error
         finally:
+            _compiling.discard(self)
             self.done.set()
 
     def fits(self, prompt_length: int, new_tokens: int) -> bool:

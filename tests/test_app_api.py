@@ -253,7 +253,8 @@ def test_the_precision_flag_is_what_the_panels_models_compute_in(models_dir, fla
             "print(registry.precision_note('text-generation', 'tiny-gpt2'))")
     out = subprocess.run([sys.executable, "-c", code, "--models-dir", str(models_dir), "--precision", flag],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                         env={"GRADIO_ANALYTICS_ENABLED": "False", "PATH": "", "HF_HUB_OFFLINE": "1"})
+                         env={"GRADIO_ANALYTICS_ENABLED": "False", "PATH": "", "HF_HUB_OFFLINE": "1",
+                              "WORKBENCH_COMPILE": "0"})  # as the suite's other processes (conftest.py)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == forced_precision(flag, detected_hardware())[1]
     assert out.stdout.strip().splitlines()[-1].startswith({"fp32": "float32, as asked", "bf16": "bf16, as asked"}[flag])
