@@ -273,13 +273,13 @@ class DecodingBatch:
 
         started = time.perf_counter()
         device = self.model.device
-        last = torch.tensor([[row.written[-1]] for row in self.rows], device=device)
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
-        past = self.mask.shape[1] - 1
         with torch.no_grad():
             if self.static is not None:
                 logits = self.static.step(self.rows[0].written[-1], self.rows[0].length)
             else:
+                last = torch.tensor([[row.written[-1]] for row in self.rows], device=device)
+                past = self.mask.shape[1] - 1
                 kwargs = {}
                 if self.takes_positions:
                     kwargs["position_ids"] = torch.tensor([[row.length] for row in self.rows], device=device)
