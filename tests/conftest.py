@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -27,15 +28,18 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 _DEAD_HUB = socket.socket()
 _DEAD_HUB.bind(("127.0.0.1", 0))
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_DEAD_HUB.getsockname()[1]}"
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="workbench-test-hf-home-")
-os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="workbench-test-trackio-")  # runs logged to trackio
+_SESSION_FOLDERS = [tempfile.mkdtemp(prefix=f"workbench-test-{kind}-") for kind in ("hf-home", "trackio", "cache")]
+# Removed when the session ends: the converted SmolLM2 alone is some 270 MB a session.
+atexit.register(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in _SESSION_FOLDERS])
+os.environ["HF_HOME"] = _SESSION_FOLDERS[0]
+os.environ["TRACKIO_DIR"] = _SESSION_FOLDERS[1]  # runs logged to trackio
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.pop("HF_TOKEN", None)
 # Packaged models are converted into a cache of this test session, as on a fresh machine; the
 # app servers the tests start inherit it.
-os.environ["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="workbench-test-cache-")
-# bf16 generation compiles its decoding step in the background (core/compiled_step.py): each
-# app server a test starts would compile again, on the suite's two cores. Off here; the tests
+os.environ["WORKBENCH_CACHE_DIR"] = _SESSION_FOLDERS[2]
+# Compiling the bf16 decoding step is opt-in (core/compiled_step.py); off here even if the
+# developer's shell turns it on, or each app server a test starts would compile again. The tests
 # of the compiled step turn it on (test_core_compiled_step.py).
 os.environ["WORKBENCH_COMPILE"] = "0"
 
