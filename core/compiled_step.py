@@ -12,15 +12,20 @@ worth a compile that could change float32's greedy text. So it serves one row in
 prompt and tokens within 256 positions.
 
 How: the step is compiled for one row and a static cache of STATIC_POSITIONS positions (static
-shapes compile once; every step attends over the whole cache, so a longer one is slower). It
-compiles in a thread of its own after the model's first generation, which decodes eagerly
-meanwhile: no request waits for it (about 35 s of the machine here; inductor keeps compiled code
-on disk for the next start). Inductor writes its CPU kernels for the thread count at compile
-time, so a step serves only at the model thread's thread count it was compiled under
-(core/cpu_threads.py changes it while a run trains). Once ready, a request that arrives at an
-empty batch, alone, with room for its prompt and tokens, decodes through it; if someone else
-joins, its cache becomes an ordinary dynamic cache (core/decoding.py merges it with theirs) and
-the batch goes on eagerly. A compile that fails leaves the eager path, which is always there.
+shapes compile once; every step attends over the whole cache, so a longer one is slower).
+Compiling is opt-in (WORKBENCH_COMPILE=1) and runs on the model thread once it is idle after
+the model's first generation: about 35 s here, during which requests wait for it. It cannot run
+beside generations: inductor traces with torch.fx, which patches torch.nn.Module.__call__ for the
+whole process while it traces, so a generation stepping in another thread failed ("module is not
+installed as a submodule"); and on 2 cores the compile's Python work starved that generation
+of the interpreter lock (64 tokens took 50 s instead of 2.6). Compiling in a child process and
+loading the result (AOTInductor) was measured and left out: 1.12x the packed eager step, not
+1.25x to 1.4x, as it left the bf16 matrix products unpacked (README, Speed). Inductor writes its CPU kernels for the thread count at compile
+time, so a step serves only at the thread count it was compiled under (core/cpu_threads.py
+changes it while a run trains). Once ready, a request that arrives at an empty batch, alone,
+with room for its prompt and tokens, decodes through it; if someone else joins, its cache
+becomes an ordinary dynamic cache (core/decoding.py merges it with theirs) and the batch goes
+on eagerly. A compile that fails leaves the eager path, which is always there.
 """
 
 from __future__ import annotations
@@ -49,28 +54,36 @@ class CompiledStep:
     into (frozen, the compiled step keeps this very cache)."""
 
     def __init__(self, model, threads: int) -> None:
-        import torch
         from transformers import StaticCache
 
         self.model, self.threads = model, threads
         self.cache = StaticCache(config=model.config, max_cache_len=STATIC_POSITIONS)
         self.ready = threading.Event()  # compiled: steps may use it
+        self.started = threading.Event()  # the compile began
         self.done = threading.Event()  # the compile ended, ready or failed
         self.failure: BaseException | None = None
         self.in_use = False  # a generation's row is in the cache
-        def eager_step(token, position):
-            return self.model(input_ids=token, past_key_values=self.cache, use_cache=True,
-                              cache_position=position).logits
+        self._compiled = None  # made by compile(): torch.compile's first use imports for 0.7 s
 
-        self._compiled = torch.compile(eager_step, dynamic=False)
+    def _eager_step(self, token, position):
+        return self.model(input_ids=token, past_key_values=self.cache, use_cache=True,
+                          cache_position=position).logits
 
     def compile(self) -> None:
-        """Compile (the first call does) on a dummy prompt, with the thread count it serves."""
+        """On the idle model thread: compile (the first call does) on a dummy prompt, if the
+        thread still runs with the thread count this step serves (else a later ask compiles
+        one for the count then in use)."""
         import torch
 
+        if torch.get_num_threads() != self.threads:
+            self.failure = RuntimeError("the thread count changed before the compile began")
+            self.model.__dict__.get(COMPILED_ATTRIBUTE, {}).pop(self.threads, None)
+            self.done.set()
+            return
         _compiling.add(self)
+        self.started.set()
         try:
-            torch.set_num_threads(self.threads)
+            self._compiled = torch.compile(self._eager_step, dynamic=False)
             # Freezing is read from inductor's config while it compiles (torch.compile's
             # `options` did not turn it on). Its caches of compiled graphs stay off: a frozen
             # graph holds the weights it was compiled with, and a cached one was handed to
@@ -116,8 +129,8 @@ class CompiledStep:
 
 def compiled_step_for(model) -> CompiledStep | None:
     """On the model thread: the model's compiled step for the thread count in use, if it is
-    ready; None otherwise. The first ask for a bf16 model that can be compiled starts compiling
-    it in the background."""
+    ready; None otherwise. The first ask for a bf16 model that can be compiled has the model
+    thread compile it once it is idle."""
     import torch
 
     if not compilable(model):
@@ -128,10 +141,16 @@ def compiled_step_for(model) -> CompiledStep | None:
         step = steps.get(threads)
         if step is None:
             step = steps[threads] = CompiledStep(model, threads)
-            # A thread of its own, which ends with the compile: model work on a long-lived
-            # second thread would keep a second OpenMP pool (core/threads.py says why).
-            threading.Thread(target=step.compile, name="compile", daemon=True).start()
+            from core.threads import MODEL_THREAD
+
+            MODEL_THREAD.run_when_idle(step.compile)
     return step if step.ready.is_set() else None
+
+
+def compiling_now(model) -> bool:
+    """Whether the model thread is compiling a step of `model` now (work asked waits for it)."""
+    return any(step.started.is_set() and not step.done.is_set()
+               for step in list(model.__dict__.get(COMPILED_ATTRIBUTE, {}).values()))
 
 
 def wait_until_compiled(model, timeout: float) -> bool:
@@ -142,12 +161,12 @@ def wait_until_compiled(model, timeout: float) -> bool:
 
 
 def compilable(model) -> bool:
-    """A bf16 model on the CPU that transformers can compile whole, unless WORKBENCH_COMPILE=0
-    (the test suite sets it: each server process it starts would compile again)."""
+    """A bf16 model on the CPU that transformers can compile whole, when WORKBENCH_COMPILE=1
+    (opt-in: requests wait while it compiles)."""
     import os
 
     import torch
 
-    return (os.environ.get("WORKBENCH_COMPILE", "1") != "0" and model.dtype == torch.bfloat16
+    return (os.environ.get("WORKBENCH_COMPILE", "0") == "1" and model.dtype == torch.bfloat16
             and model.device.type == "cpu"
             and getattr(model, "_can_compile_fullgraph", False) and not hasattr(model, "get_base_model"))

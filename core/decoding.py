@@ -38,10 +38,12 @@ WAIT_NOTE_SECONDS = 1.0  # how often a queued request hears its place and wait a
 @dataclass
 class Waiting:
     """Sent to a request while the batch is full: how many queued requests are ahead of it and
-    about how long until it starts (from the batch's measured step time)."""
+    about how long until it starts (from the batch's measured step time). `compiling`: it waits
+    instead for the model's decoding step to compile (core/compiled_step.py)."""
 
     ahead: int
     seconds: float
+    compiling: bool = False
 
 
 @dataclass

@@ -30,6 +30,7 @@ from core.limits import (
 )
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
 from core.decoding import DecodingBatch, DecodingRequest, Waiting
+from core.compiled_step import compiling_now
 from core.threads import MODEL_THREAD
 
 STOP_POLL_SECONDS = 0.1  # how often a waiting request checks should_stop() while nothing arrives
@@ -166,6 +167,8 @@ def generation_updates(
     tokenizer, model = pipe.tokenizer, pipe.model
     if settings.use_chat_template and not getattr(tokenizer, "chat_template", None):
         raise WorkbenchError(f"'{model_name}' has no chat template: turn off chat mode.")
+    if compiling_now(model):  # the model thread is busy compiling: the person hears why nothing comes
+        yield Waiting(ahead=0, seconds=0, compiling=True)
     # On the model thread: there the batch decodes with this tokenizer, and a fast tokenizer
     # used by two threads at once can fail ("Already borrowed").
     encoded = _run_model(model_name, lambda: [_prompt_ids(tokenizer, model, prompt, settings) for prompt in prompts])

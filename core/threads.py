@@ -18,6 +18,9 @@ So inference runs on a single thread that keeps one pool, and schedules all mode
 - `join_batch(key, make, request)`: a generation joins the running batch of its model
   (core/decoding.py: continuous batching); the thread steps every model's batch in turn while
   any has rows, and runs short work between steps.
+- `run_when_idle(f)`: long work that must not run beside other model work (compiling a
+  decoding step, core/compiled_step.py): it runs once no batch runs and no work waits; work
+  asked meanwhile waits for it.
 
 Loading a model takes seconds and must not stall a generation: it runs in a thread of its own
 that ends with it (`run_in_own_thread`). Training does not run in the server at all: each job is
@@ -115,6 +118,7 @@ class ModelThread:
         self._training_threads = 0  # threads of training processes this server started, running now
         self._threads_set: int | None = None  # what this thread last gave torch.set_num_threads
         self._tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
+        self._idle_work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._batches = Batches()  # touched by the model thread only
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
@@ -136,6 +140,12 @@ class ModelThread:
         """Hand a generation to the running batch of `key` (made by `make` if none runs); it
         streams on `request.updates` (core/decoding.py)."""
         self._submit(Task(lambda: self._batches.join(key, make, request)))
+
+    def run_when_idle(self, function: Callable[[], None]) -> None:
+        """Run `function` on the model thread once it is idle (no batch running, no work
+        waiting); return at once. An error it raises is dropped: it records its own outcome."""
+        self._idle_work.put(function)
+        self._submit(Task(lambda: None))  # wakes an idle thread to look at it
 
     def training_started(self, threads: int) -> None:
         """A training process of this server runs with `threads` threads: from its next work, the
@@ -210,6 +220,9 @@ class ModelThread:
                 self._fit_threads()
                 self._run_waiting_work()
                 self._batches.step_all(between=self._run_waiting_work)
+            elif self._tasks.empty() and not self._idle_work.empty():
+                self._fit_threads()
+                Task(self._idle_work.get_nowait()).run()  # an error stays in the Task: the thread goes on
             else:
                 first = self._tasks.get()
                 self._fit_threads()

@@ -84,8 +84,12 @@ def _session_of(request: gr.Request) -> Mapping:
     return (scope.get("session") or {}) if isinstance(scope, dict) else {}
 
 
-def waiting_text(ahead: int, seconds: float) -> str:
+def waiting_text(ahead: int, seconds: float, compiling: bool = False) -> str:
     """A queued person's place and expected wait, as the page shows it."""
+    if compiling:
+        return ("Waiting for this model's faster decoding step to be compiled for this machine "
+                "(once per model after the server starts, as WORKBENCH_COMPILE=1 asks): your text starts "
+                "when it is ready.")
     place = "You are next" if ahead == 0 else f"{ahead} ahead of you"
     return f"Waiting for a place in the model's batch: {place}, about {max(1, round(seconds))} s."
 

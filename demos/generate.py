@@ -152,8 +152,8 @@ def build(ctx: AppContext) -> None:
                                                        precision=precision, batch_rows=ctx.batch_rows,
                                                        max_waiting=ctx.queue_size):
                 if isinstance(update, Waiting):
-                    yield shown[0], shown[1], "\n\n".join(filter(None, [waiting_text(update.ahead, update.seconds),
-                                                                          _note(notes)])), seed
+                    waiting = waiting_text(update.ahead, update.seconds, update.compiling)
+                    yield shown[0], shown[1], "\n\n".join(filter(None, [waiting, _note(notes)])), seed
                     continue
                 per_prompt = update
                 for (_, slot), texts in zip(jobs, per_prompt):

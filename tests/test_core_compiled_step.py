@@ -1,5 +1,6 @@
-"""The compiled decoding step (core/compiled_step.py): it compiles in the background while the
-first generation decodes eagerly, then a lone bf16 request decodes through it, computing what
+"""The compiled decoding step (core/compiled_step.py), opt-in: the first generation decodes
+eagerly and has the model thread compile once idle (a request asked meanwhile waits, and gets
+the eager path's text); then a lone bf16 request decodes through it, computing what
 the eager path computes (the same greedy text on SmolLM2; within bf16 rounding on a tiny model); someone joining moves the batch to the eager path with both
 texts unchanged; a request too long for its cache, or a thread count it was not compiled for,
 decodes eagerly."""
@@ -40,7 +41,12 @@ def text_of(asked: DecodingRequest) -> str:
 
 
 def generate(model, tokenizer, prompts: list[str], tokens: int) -> tuple[list[str], list[bool]]:
-    """Each prompt alone through a decoding batch: (texts, whether each ran compiled)."""
+    """On the model thread, each prompt alone through a decoding batch: (texts, whether each ran
+    compiled). The thread is idle again after it, so a compile this started can run."""
+    return MODEL_THREAD.run_model_work(lambda: _generate(model, tokenizer, prompts, tokens))
+
+
+def _generate(model, tokenizer, prompts: list[str], tokens: int) -> tuple[list[str], list[bool]]:
     texts, compiled = [], []
     for prompt in prompts:
         batch = DecodingBatch(model, tokenizer, end_ids=set())
@@ -68,6 +74,10 @@ def compiled_agrees(compiled_model, eager_model, tokenizer, prompt: str, steps: 
     """Teacher-forced on the same tokens: the compiled step's next-token log-probabilities at each
     step are within bf16 rounding of the eager model's. (On a tiny model, greedy texts in bf16
     can part at a near-tie: fused kernels round differently; seen on a fresh machine.)"""
+    return MODEL_THREAD.run_model_work(lambda: _compiled_agrees(compiled_model, eager_model, tokenizer, prompt, steps))
+
+
+def _compiled_agrees(compiled_model, eager_model, tokenizer, prompt: str, steps: int) -> bool:
     from core.compiled_step import compiled_step_for
 
     step = compiled_step_for(compiled_model)
@@ -86,18 +96,18 @@ def test_a_lone_request_decodes_compiled_with_the_text_of_the_eager_path(models_
     pipe = ModelRegistry(models_dir).get(TEXT_GENERATION, "tiny-gpt2", "bf16")
     model, tokenizer = pipe.model, pipe.tokenizer
 
-    def run():
-        eager, compiled = eager_then_compiled(model, tokenizer, PROMPTS[:2], 12, monkeypatch)
-        assert compiled == [False]  # the first ask starts the compile, and decodes eagerly
-        again, compiled = generate(model, tokenizer, PROMPTS[:2], 12)
-        assert compiled == [True, True] and all(again)
-        assert all(compiled_agrees(model, model, tokenizer, prompt) for prompt in PROMPTS[:2])
-        # Too long for the static cache: eager.
-        monkeypatch.setattr("core.compiled_step.STATIC_POSITIONS", 16)
-        _, compiled = generate(model, tokenizer, PROMPTS[:1], 12)
-        assert compiled == [False]
-        monkeypatch.setattr("core.compiled_step.STATIC_POSITIONS", STATIC_POSITIONS)
-        # Someone joins the compiled row: the batch goes on eagerly, and both get their tokens.
+    eager, compiled = eager_then_compiled(model, tokenizer, PROMPTS[:2], 12, monkeypatch)
+    assert compiled == [False]  # the first ask has the compile start later, and decodes eagerly
+    again, compiled = generate(model, tokenizer, PROMPTS[:2], 12)
+    assert compiled == [True, True] and all(again)
+    assert all(compiled_agrees(model, model, tokenizer, prompt) for prompt in PROMPTS[:2])
+    # Too long for the static cache: eager.
+    monkeypatch.setattr("core.compiled_step.STATIC_POSITIONS", 16)
+    _, compiled = generate(model, tokenizer, PROMPTS[:1], 12)
+    assert compiled == [False]
+    monkeypatch.setattr("core.compiled_step.STATIC_POSITIONS", STATIC_POSITIONS)
+
+    def someone_joins():  # the compiled row: the batch goes on eagerly, and both get their tokens
         batch = DecodingBatch(model, tokenizer, end_ids=set())
         first, second = request(tokenizer, PROMPTS[0], 12), request(tokenizer, PROMPTS[1], 12)
         batch.add(first)
@@ -109,17 +119,44 @@ def test_a_lone_request_decodes_compiled_with_the_text_of_the_eager_path(models_
         while not batch.idle:
             batch.step()
         assert batch.idle and text_of(first) and text_of(second)
-        # Compiled for this thread count only: another count decodes eagerly (and compiles its own).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(threads + 1)
-        try:
-            _, compiled = generate(model, tokenizer, PROMPTS[:1], 4)
-            assert compiled == [False]
-            assert wait_until_compiled(model, timeout=300)
-        finally:
-            torch.set_num_threads(threads)
 
-    MODEL_THREAD.run_model_work(run)
+    MODEL_THREAD.run_model_work(someone_joins)
+    # Compiled for this thread count only: another count decodes eagerly (and compiles its own).
+    threads = MODEL_THREAD.run_model_work(torch.get_num_threads)
+    MODEL_THREAD.run_model_work(lambda: torch.set_num_threads(threads + 1))
+    try:
+        _, compiled = generate(model, tokenizer, PROMPTS[:1], 4)
+        assert compiled == [False]
+        assert wait_until_compiled(model, timeout=300)
+    finally:
+        MODEL_THREAD.run_model_work(lambda: torch.set_num_threads(threads))
+
+
+def test_a_request_asked_while_the_step_compiles_waits_for_it(models_dir, compiling):
+    """The compile runs on the idle model thread, never beside a generation: inductor's tracing
+    patches torch.nn.Module.__call__ for the whole process, and a generation stepping meanwhile
+    in another thread failed."""
+    from core.decoding import Waiting
+    from core.inference import GenerationSettings, generate_stream, generation_updates
+
+    registry = ModelRegistry(models_dir)
+    settings = GenerationSettings(max_new_tokens=12, temperature=0)
+    model = registry.get(TEXT_GENERATION, "tiny-gpt2", "bf16").model
+    first = list(generate_stream(registry, "tiny-gpt2", PROMPTS[0], settings, precision="bf16"))[-1]
+    (step,) = model.__dict__["_workbench_compiled_steps"].values()  # (not asked of the model thread: it compiles)
+    assert step.started.wait(60)  # the first generation's end left the thread idle: it compiles now
+    updates, compiled_at_each_text = [], []
+    for update in generation_updates(registry, "tiny-gpt2", [PROMPTS[0]], settings, precision="bf16"):
+        updates.append(update)
+        if not isinstance(update, Waiting):
+            compiled_at_each_text.append(step.done.is_set())
+    assert updates[0] == Waiting(ahead=0, seconds=0, compiling=True)  # the page says what it waits for
+    assert compiled_at_each_text and all(compiled_at_each_text)  # it waited for the compile, not beside it
+    meanwhile = updates[-1][0]
+    assert step.ready.is_set(), step.failure
+    # It then decoded through the compiled step: its text is within bf16 rounding of the eager
+    # one (compiled_agrees), not always the same on a tiny model.
+    assert len(meanwhile[0]) > len(PROMPTS[0]) and len(first[0]) > len(PROMPTS[0])
 
 
 def test_two_models_of_the_same_shapes_each_compute_with_their_own_weights(models_dir, tmp_path, compiling,
@@ -136,24 +173,21 @@ def test_two_models_of_the_same_shapes_each_compute_with_their_own_weights(model
     first = ModelRegistry(models_dir).get(TEXT_GENERATION, "tiny-gpt2", "bf16")
     second = ModelRegistry(tmp_path).get(TEXT_GENERATION, "other-gpt2", "bf16")
 
-    def run():
-        texts = {}
-        for pipe in (first, second):
-            eager, _ = eager_then_compiled(pipe.model, pipe.tokenizer, PROMPTS[:2], 12, monkeypatch)
-            texts[id(pipe)] = eager
-        assert texts[id(first)] != texts[id(second)]
-        for pipe in (first, second, first):
-            _, compiled = generate(pipe.model, pipe.tokenizer, PROMPTS[:2], 12)
-            assert compiled == [True, True]
-            assert compiled_agrees(pipe.model, pipe.model, pipe.tokenizer, PROMPTS[0])
-        assert not compiled_agrees(second.model, first.model, first.tokenizer, PROMPTS[0])
-
-    MODEL_THREAD.run_model_work(run)
+    texts = {}
+    for pipe in (first, second):
+        eager, _ = eager_then_compiled(pipe.model, pipe.tokenizer, PROMPTS[:2], 12, monkeypatch)
+        texts[id(pipe)] = eager
+    assert texts[id(first)] != texts[id(second)]
+    for pipe in (first, second, first):
+        _, compiled = generate(pipe.model, pipe.tokenizer, PROMPTS[:2], 12)
+        assert compiled == [True, True]
+        assert compiled_agrees(pipe.model, pipe.model, pipe.tokenizer, PROMPTS[0])
+    assert not compiled_agrees(second.model, first.model, first.tokenizer, PROMPTS[0])
 
 
 def test_float32_is_never_compiled(models_dir, compiling):
     pipe = ModelRegistry(models_dir).get(TEXT_GENERATION, "tiny-gpt2", "fp32")
-    _, compiled = MODEL_THREAD.run_model_work(lambda: generate(pipe.model, pipe.tokenizer, PROMPTS[:1], 4))
+    _, compiled = generate(pipe.model, pipe.tokenizer, PROMPTS[:1], 4)
     assert compiled == [False] and not wait_until_compiled(pipe.model, timeout=1)
 
 
@@ -162,11 +196,8 @@ def test_compiled_smollm2_writes_the_greedy_text_of_the_eager_path(models_dir, s
                                                                   monkeypatch):
     pipe = ModelRegistry(models_dir).get(TEXT_GENERATION, "packaged:SmolLM2-135M-Instruct", "bf16")
 
-    def run():
-        eager, compiled = eager_then_compiled(pipe.model, pipe.tokenizer, PROMPTS, 24, monkeypatch)
-        assert compiled == [False]
-        again, compiled = generate(pipe.model, pipe.tokenizer, PROMPTS, 24)
-        assert compiled == [True] * 4
-        assert again == eager and all(len(text) > 30 for text in again)
-
-    MODEL_THREAD.run_model_work(run)
+    eager, compiled = eager_then_compiled(pipe.model, pipe.tokenizer, PROMPTS, 24, monkeypatch)
+    assert compiled == [False]
+    again, compiled = generate(pipe.model, pipe.tokenizer, PROMPTS, 24)
+    assert compiled == [True] * 4
+    assert again == eager and all(len(text) > 30 for text in again)
