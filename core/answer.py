@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from core import chat_spans
 from core.errors import WorkbenchError
 from core.words import whole_words
-from core.inference import _require_text, _run_model, _run_model_batched
+from core.inference import require_text, run_model, run_model_batched
 from core.limits import (MAX_ANSWER_TOKENS, MAX_ANSWER_TOP_K, MAX_CONTEXT_CHARS, MAX_PROMPT_CHARS,
                          MAX_QUESTION_CHARS, QA_STRIDE_TOKENS, QA_WINDOW_TOKENS)
 from core.models import QUESTION_ANSWERING, TEXT_GENERATION, ModelRegistry
@@ -55,8 +55,8 @@ def answer_steps(registry: ModelRegistry, model_name: str, context: str, questio
                  precision: str | None = None) -> Iterator[str | Answer]:
     """`answer` step by step: progress lines a person reads, then (last) the Answer. Closing
     the iterator between steps stops the work (the panel's Stop button)."""
-    context = _require_text(context, "The context", MAX_CONTEXT_CHARS)
-    question = _require_text(question, "The question", MAX_QUESTION_CHARS)
+    context = require_text(context, "The context", MAX_CONTEXT_CHARS)
+    question = require_text(question, "The question", MAX_QUESTION_CHARS)
     if not 1 <= int(top_k) <= MAX_ANSWER_TOP_K:
         raise WorkbenchError(f"Answers to list must be from 1 to {MAX_ANSWER_TOP_K} (got {top_k}).")
     if registry.task_of(model_name) == TEXT_GENERATION:
@@ -80,7 +80,7 @@ def _extract(loaded, model_name: str, context: str, question: str, top_k: int) -
                              f"placed in the context.")
     # Tokenized on the model thread: a fast tokenizer fails ("Already borrowed") when two threads
     # use it at once, and the panels' pipelines use it there.
-    encoded = _run_model(model_name, lambda: _windows(model, tokenizer, model_name, context, question))
+    encoded = run_model(model_name, lambda: _windows(model, tokenizer, model_name, context, question))
     context_index = 1 if tokenizer.padding_side == "right" else 0
     candidates: dict[tuple[int, int], float] = {}
     no_answer = None
@@ -98,7 +98,7 @@ def _extract(loaded, model_name: str, context: str, question: str, top_k: int) -
         chosen = list(range(first_window, min(count, first_window + WINDOWS_PER_PASS)))
         yield (f"Reading the context: windows {chosen[0] + 1}–{chosen[-1] + 1} of {count}…" if count > 1 else
                "Reading the context…")
-        for spans, null_score in _run_model_batched(model_name, ("qa", id(model)), (encoded, chosen, top_k),
+        for spans, null_score in run_model_batched(model_name, ("qa", id(model)), (encoded, chosen, top_k),
                                                     read_together):
             for span, value in spans:
                 candidates[span] = max(candidates.get(span, 0.0), value)
@@ -199,7 +199,7 @@ def _chat_span_answer(registry: ModelRegistry, model_name: str, context: str, qu
                              f"placed in the context.")
     found = []
     for found in chat_spans.best_spans(loaded.model, loaded.tokenizer, context, question, top_k,
-                                       run=lambda work: _run_model(model_name, work)):
+                                       run=lambda work: run_model(model_name, work)):
         if isinstance(found, str):
             yield found
     spans = [AnswerSpan(context[span.start:span.end], span.start, span.end, span.probability) for span in found]

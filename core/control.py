@@ -21,6 +21,8 @@ import json
 import os
 from pathlib import Path
 
+from core import atomic
+
 EVENT_PREFIX = "@@workbench "
 STOP_FILE = "stop"
 COMMAND_FILE = "command.json"
@@ -56,9 +58,7 @@ class ControlFolder:
         return (self.path / STOP_FILE).exists()
 
     def send(self, action: str, **fields) -> None:
-        temporary = self.path / f".{COMMAND_FILE}.{os.getpid()}"
-        temporary.write_text(json.dumps({"action": action, **fields}), encoding="utf-8")
-        os.replace(temporary, self.path / COMMAND_FILE)
+        atomic.write_text(self.path / COMMAND_FILE, json.dumps({"action": action, **fields}))
 
     def take(self) -> dict | None:
         """The waiting command, removed so that it runs once; None when there is none."""
@@ -102,16 +102,15 @@ class StopRequest:
         return self.signalled or self.orphaned or (self.folder is not None and self.folder.stop_requested())
 
 
-def hold_until_saved(result, target, folder: ControlFolder | None, emit, stop: StopRequest,
+def hold_until_saved(save, target, folder: ControlFolder | None, emit, stop: StopRequest,
                      on_saved=lambda: None, poll_seconds: float = 0.2) -> int:
-    """Keep a trained model (core.training.TrainResult) in this process until it is saved or
-    discarded: save it to `target` if given, then follow the control folder's commands. A failed
-    save (disk full, a name taken meanwhile) is reported and the model waits for the next
-    command. Returns the process's exit code."""
+    """Keep a trained model in this process until it is saved or discarded: `save(folder)` it to
+    `target` if given, then follow the control folder's commands. A failed save (disk full, a
+    name taken meanwhile) is reported and the model waits for the next command. Returns the
+    process's exit code. (The caller passes `save`: this protocol knows nothing of training.)"""
     import time
 
     from core.errors import WorkbenchError
-    from core.training import save_model
 
     if folder is None:
         raise WorkbenchError("--hold-until-saved needs --control-dir: the folder its commands arrive in.")
@@ -119,7 +118,7 @@ def hold_until_saved(result, target, folder: ControlFolder | None, emit, stop: S
         if target:
             emit("saving", output_dir=str(target))
             try:
-                save_model(result, target)
+                save(target)
             except Exception as error:  # the model stays here; the reason goes to the runner
                 reason = str(error) if isinstance(error, WorkbenchError) else f"{type(error).__name__}: {error}"
                 emit("save_failed", reason=reason, output_dir=str(target))

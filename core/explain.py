@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from core.decoding import pad_id
 from core.errors import WorkbenchError
-from core.inference import _end_ids, _require_text, _run_model, _run_model_batched, class_names
+from core.inference import end_ids, require_text, run_model, run_model_batched, class_names
 from core.limits import (ATTRIBUTION_STEPS, MAX_ATTENTION_TOKENS, MAX_EXPLAIN_CHARS, MAX_PROBABILITY_TOKENS,
                          MAX_PROBABILITY_TOP_K)
 from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
@@ -108,7 +108,7 @@ class AttentionMap:
 def attention(registry: ModelRegistry, task: str, model_name: str, text: str, layer: int = 1,
               head: int = MEAN_OVER_HEADS) -> AttentionMap:
     """The attention weights of one layer (and one head, or their mean) over the text's tokens."""
-    text = _require_text(text, "The text", MAX_EXPLAIN_CHARS)
+    text = require_text(text, "The text", MAX_EXPLAIN_CHARS)
     pipe = registry.get(task, model_name, EXPLAIN_PRECISION)
     model, tokenizer = pipe.model, pipe.tokenizer
     layers = getattr(model.config, "num_hidden_layers", None)
@@ -124,7 +124,7 @@ def attention(registry: ModelRegistry, task: str, model_name: str, text: str, la
 
     # Asked at the same moment, the texts of one model share a forward pass (it returns every
     # layer, so their layers and heads may differ).
-    tokens, truncated, weights = _run_model_batched(
+    tokens, truncated, weights = run_model_batched(
         model_name, ("attention", id(model)), (text, int(layer), int(head)),
         lambda asks: _attention_maps(model, tokenizer, model_name, asks))
     return AttentionMap(tokens=tokens, weights=weights,
@@ -170,7 +170,7 @@ def token_probabilities(registry: ModelRegistry, model_name: str, prompt: str, c
     """Each token of a continuation of `prompt` with its probability and the top-k alternatives at
     that step. With no `continuation` the model writes one greedily (`max_new_tokens`). The
     probabilities are the model's own (softmax of its logits, no temperature or top-k filter)."""
-    prompt = _require_text(prompt, "The prompt", MAX_EXPLAIN_CHARS)
+    prompt = require_text(prompt, "The prompt", MAX_EXPLAIN_CHARS)
     if not 1 <= int(max_new_tokens) <= MAX_PROBABILITY_TOKENS:
         raise WorkbenchError(f"Tokens to write must be from 1 to {MAX_PROBABILITY_TOKENS} (got {max_new_tokens}).")
     if not 1 <= int(top_k) <= MAX_PROBABILITY_TOP_K:
@@ -179,7 +179,7 @@ def token_probabilities(registry: ModelRegistry, model_name: str, prompt: str, c
     model, tokenizer = pipe.model, pipe.tokenizer
     given = continuation if (continuation or "").strip() else None
     # Asked at the same moment, the prompts of one model are written and scored together.
-    choices = _run_model_batched(model_name, ("token-probabilities", id(model)),
+    choices = run_model_batched(model_name, ("token-probabilities", id(model)),
                                  (prompt, given, int(max_new_tokens), int(top_k)),
                                  lambda asks: _token_choices(model, tokenizer, asks))
     if not choices:
@@ -236,7 +236,7 @@ def _greedy_continuations(model, tokenizer, prompts: list[list[int]], lengths: l
         # as shown; and a penalty on tokens already in a row would also count its padding.
         out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=max(lengths), pad_token_id=pad,
                              temperature=None, top_k=None, top_p=None, repetition_penalty=1.0, no_repeat_ngram_size=0)
-    ends = _end_ids(model)
+    ends = end_ids(model)
     written = []
     for row, length in zip(out[:, ids.shape[1]:].tolist(), lengths):
         row = row[:length]
@@ -277,7 +277,7 @@ def attributions(registry: ModelRegistry, model_name: str, text: str, label: str
     import torch
     from captum.attr import LayerIntegratedGradients
 
-    text = _require_text(text, "The text", MAX_EXPLAIN_CHARS)
+    text = require_text(text, "The text", MAX_EXPLAIN_CHARS)
     pipe = registry.get(TEXT_CLASSIFICATION, model_name, EXPLAIN_PRECISION)
     model, tokenizer = pipe.model, pipe.tokenizer
     classes = class_names(registry, model_name, EXPLAIN_PRECISION)
@@ -309,7 +309,7 @@ def attributions(registry: ModelRegistry, model_name: str, text: str, label: str
         peak = float(per_token.abs().max()) or 1.0
         return tokens, truncated, probabilities.tolist(), target, (per_token / peak).tolist(), float(delta.abs().max())
 
-    tokens, truncated, probabilities, target, scores, delta = _run_model(model_name, run)
+    tokens, truncated, probabilities, target, scores, delta = run_model(model_name, run)
     predicted = max(range(len(probabilities)), key=probabilities.__getitem__)
     return Attribution(tokens=tokens, scores=scores,
                        label=classes[target], probability=float(probabilities[target]),

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 from pathlib import Path
+
+from core import atomic
 
 HISTORY_FILE = ".runs.json"
 MAX_RUNS = 500  # the oldest entries go beyond this: the file stays quick to read at every page tick
@@ -74,10 +75,7 @@ class RunHistory:
             self._write(runs)
 
     def _write(self, runs: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(runs, indent=1), encoding="utf-8")
-        os.replace(temporary, self.path)
+        atomic.write_text(self.path, json.dumps(runs, indent=1))
 
 
 def run_entry(run_id: str, config, model_name: str, state: str, message: str, started_at: float,

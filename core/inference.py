@@ -72,7 +72,7 @@ def random_seed() -> int:
     return random.SystemRandom().randrange(2**31)
 
 
-def _require_text(text: str | None, what: str, limit: int) -> str:
+def require_text(text: str | None, what: str, limit: int) -> str:
     if text is None or not str(text).strip():
         raise WorkbenchError(f"{what} is empty: type some text first.")
     text = str(text)
@@ -81,12 +81,12 @@ def _require_text(text: str | None, what: str, limit: int) -> str:
     return text
 
 
-def _run_model(model_name: str, call):
+def run_model(model_name: str, call):
     """Run one model call on the model thread (core/threads.py says why)."""
     return _failure_named(model_name, lambda: MODEL_THREAD.run_model_work(call))
 
 
-def _run_model_batched(model_name: str, key, item, run_many):
+def run_model_batched(model_name: str, key, item, run_many):
     """Run one input on the model thread, in one call with the other inputs of `key` asked at the
     same moment (`run_batchable` in core/threads.py)."""
     return _failure_named(model_name, lambda: MODEL_THREAD.run_batchable(key, item, run_many))
@@ -161,7 +161,7 @@ def generation_updates(
     registry's own). `batch_rows`: the most rows the model's batch takes, `max_waiting` the requests
     that may wait for a place (both set by whoever starts the batch).
     """
-    prompts = [_require_text(prompt, "The prompt" if index == 0 else "The second prompt", MAX_PROMPT_CHARS)
+    prompts = [require_text(prompt, "The prompt" if index == 0 else "The second prompt", MAX_PROMPT_CHARS)
                for index, prompt in enumerate(prompts)]
     pipe = registry.get(TEXT_GENERATION, model_name, precision)
     tokenizer, model = pipe.tokenizer, pipe.model
@@ -171,7 +171,7 @@ def generation_updates(
         yield Waiting(ahead=0, seconds=0, compiling=True)
     # On the model thread: there the batch decodes with this tokenizer, and a fast tokenizer
     # used by two threads at once can fail ("Already borrowed").
-    encoded = _run_model(model_name, lambda: [_prompt_ids(tokenizer, model, prompt, settings) for prompt in prompts])
+    encoded = run_model(model_name, lambda: [_prompt_ids(tokenizer, model, prompt, settings) for prompt in prompts])
     n = settings.num_sequences
     base = settings.seed if settings.seed is not None else random_seed()
     request = DecodingRequest(
@@ -196,7 +196,7 @@ def generation_updates(
 def _decoded(model, tokenizer, request: DecodingRequest, should_stop: Callable[[], bool], batch_rows: int,
              max_waiting: int):
     """Hand the request to the model's running batch and pass on what it sends back."""
-    make = lambda: DecodingBatch(model, tokenizer, _end_ids(model), batch_rows, max_waiting)  # noqa: E731
+    make = lambda: DecodingBatch(model, tokenizer, end_ids(model), batch_rows, max_waiting)  # noqa: E731
     MODEL_THREAD.join_batch(id(model), make, request)
     ended = False
     try:
@@ -260,7 +260,7 @@ def _prompt_ids(tokenizer, model, prompt: str, settings: GenerationSettings) -> 
     return list(ids), max_new_tokens
 
 
-def _end_ids(model) -> set[int]:
+def end_ids(model) -> set[int]:
     """The tokens generate ends a row on: after one, what it adds to that row is padding."""
     ends = getattr(model.generation_config, "eos_token_id", None)
     return set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
@@ -269,9 +269,9 @@ def _end_ids(model) -> set[int]:
 # ----- sentiment / text classification ----------------------------------------------------------
 def classify(registry: ModelRegistry, model_name: str, text: str, precision: str | None = None) -> dict[str, float]:
     """Every class of the model with its probability, highest first (`precision`: the registry's)."""
-    text = _require_text(text, "The text", MAX_TEXT_CHARS)
+    text = require_text(text, "The text", MAX_TEXT_CHARS)
     pipe = registry.get(TEXT_CLASSIFICATION, model_name, precision)
-    scores = _run_model_batched(model_name, ("classify", id(pipe)), text,
+    scores = run_model_batched(model_name, ("classify", id(pipe)), text,
                                 lambda texts: pipe(texts, top_k=None, truncation=True, batch_size=len(texts)))
     if scores and isinstance(scores[0], list):  # some versions nest per input
         scores = scores[0]
@@ -309,7 +309,7 @@ def classify_batch(registry: ModelRegistry, model_name: str, texts: list[str],
     pipe = registry.get(TEXT_CLASSIFICATION, model_name, precision)
     # Empty rows are kept in place (so the table lines up with the file) but not scored.
     to_score = [i for i, text in enumerate(cleaned) if text.strip()]
-    results = _run_model(model_name, lambda: pipe([cleaned[i] for i in to_score], batch_size=CLASSIFY_BATCH_SIZE,
+    results = run_model(model_name, lambda: pipe([cleaned[i] for i in to_score], batch_size=CLASSIFY_BATCH_SIZE,
                                                   truncation=True))
     scored = [ScoredText(text, "", float("nan")) for text in cleaned]
     for i, result in zip(to_score, results):
@@ -335,7 +335,7 @@ def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 
               precision: str | None = None) -> list[list[MaskPrediction]]:
     """For each mask in `text` (written [MASK] or <mask>), the top-k predictions (`precision`:
     the registry's)."""
-    text = _require_text(text, "The text", MAX_TEXT_CHARS)
+    text = require_text(text, "The text", MAX_TEXT_CHARS)
     require_number(top_k, 1, MAX_FILL_MASK_TOP_K, "Top-k", integer=True)
     masks = len(_MASK_SPELLINGS.findall(text))
     if masks == 0:
@@ -347,10 +347,10 @@ def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 
     model_text = _MASK_SPELLINGS.sub(lambda _: mask_token, text)
     # On the model thread: the pipeline uses this tokenizer there, and a fast tokenizer used by two
     # threads at once can fail ("Already borrowed").
-    input_ids = _run_model(model_name, lambda: pipe.tokenizer(model_text, truncation=True)["input_ids"])
+    input_ids = run_model(model_name, lambda: pipe.tokenizer(model_text, truncation=True)["input_ids"])
     if input_ids.count(pipe.tokenizer.mask_token_id) < masks:
         raise WorkbenchError("The text is too long for this model: a mask falls after its last token.")
-    raw = _run_model_batched(model_name, ("fill-mask", id(pipe), int(top_k)), model_text,
+    raw = run_model_batched(model_name, ("fill-mask", id(pipe), int(top_k)), model_text,
                              lambda texts: _as_list(pipe(texts, top_k=int(top_k), batch_size=len(texts),
                                                          tokenizer_kwargs={"truncation": True}), len(texts)))
     per_mask = [raw] if masks == 1 else raw

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core import checkpoints, history
+from core import atomic, checkpoints, history
 from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM
 from core.errors import WorkbenchError
 from core.limits import HELD_MODEL_GRACE_SECONDS
 from core.ownership import COMMAND_LINE, ModelOwners, Person, refuse_unless_owner
+from core.model_folders import free_name, new_model_folder
 from core.models import (
     FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, get_registry, is_valid_local_name,
     packaged_choice,
@@ -162,7 +163,7 @@ class JobRunner:
     def _start_now(self, config, model_name: str, owner: str) -> JobStatus:
         """With the lock held: check the name and the run folder, then launch."""
         models_dir = get_registry().models_dir
-        target = _target_folder(models_dir, model_name)
+        target = new_model_folder(models_dir, model_name)
         run_folder = _run_folder(models_dir, target.name)
         waiting = _interrupted_run(run_folder)
         if waiting:
@@ -189,7 +190,7 @@ class JobRunner:
 
     def _enqueue(self, config, model_name: str, person: Person) -> JobStatus:
         """With the lock held: put a run in line, after the checks a start would make now."""
-        target = _target_folder(get_registry().models_dir, model_name)
+        target = new_model_folder(get_registry().models_dir, model_name)
         if any(queued.model_name == target.name for queued in self._queue) or target.name == self._status.model_name:
             raise WorkbenchError(f"A run that saves as '{target.name}' is already training or in line: choose "
                                  "another name.")
@@ -269,7 +270,7 @@ class JobRunner:
             record = checkpoints.read_run_record(run_folder)
             owner = record.get("owner", "")  # a run recorded before owners were kept: the admin's
             refuse_unless_owner(person, owner, f"The interrupted run of '{model_name}'", "resume")
-            target = _target_folder(models_dir, waiting.model_name)
+            target = new_model_folder(models_dir, waiting.model_name)
             fields = _upgraded_record(record["config"])
             config = TrainConfig(**{**fields, "output_dir": str(target), "models_dir": str(models_dir),
                                     "checkpoint_dir": str(run_folder), "resume": True})
@@ -337,7 +338,7 @@ class JobRunner:
                 raise WorkbenchError("There is no trained model waiting to be saved.")
             refuse_unless_owner(person, self._status.owner, f"The run of '{self._status.model_name}'", "save")
             name = (model_name or "").strip() or self._status.model_name
-            target = _target_folder(get_registry().models_dir, name)  # a bad or taken name: refused
+            target = new_model_folder(get_registry().models_dir, name)  # a bad or taken name: refused
             self._cancel_hold()  # its owner is here (a failed save holds it again)
             self._status.state, self._status.model_name = SAVING, target.name
             self._status.message = f"Saving as '{target.name}'…"
@@ -563,8 +564,6 @@ class JobRunner:
     def _end_hold(self, timer: threading.Timer) -> None:
         """The held model's time is up: save it under its name (or the next free one); if even
         the command cannot be given (a full disk), drop it so that the line moves on."""
-        from core.model_folders import free_name
-
         with self._lock:
             if self._hold_timer is not timer:
                 return
@@ -573,7 +572,7 @@ class JobRunner:
                 return
             try:
                 name = free_name(get_registry().models_dir, self._status.model_name)
-                self._process.control.send("save", output_dir=str(_target_folder(get_registry().models_dir, name)))
+                self._process.control.send("save", output_dir=str(new_model_folder(get_registry().models_dir, name)))
             except (OSError, WorkbenchError) as error:
                 self._discard_held(f"It could not be saved for its owner ({error}) while others waited to train: "
                                    "the trained model was discarded.")
@@ -752,13 +751,12 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 
 
 def remove_interrupted_saves(models_dir) -> list[str]:
-    """Delete the hidden `.<name>.saving-<pid>` folders of saves cut off by a crash (kill -9, power
-    loss); the registry never lists them, this only frees the disk. Returns what was removed."""
+    """Delete the hidden folders of saves cut off by a crash (kill -9, power loss; core/atomic.py
+    names them); the registry never lists them, this only frees the disk. Returns what was removed."""
     removed = []
-    # (and `.<name>.deleting-<pid>`: a deletion cut off after its rename, see core/model_folders.py)
-    for folder in [*Path(models_dir).glob(".*.saving-*"), *Path(models_dir).glob(".*.deleting-*")]:
-        pid = folder.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+    # (and the deletions cut off after their rename, see core/model_folders.py)
+    for folder, pid in [*atomic.leftovers(models_dir, "saving"), *atomic.leftovers(models_dir, "deleting")]:
+        if not _process_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
@@ -861,18 +859,6 @@ def _upgraded_record(fields: dict) -> dict:
 def _resumable_note(config) -> str:
     latest = checkpoints.latest_checkpoint(config.checkpoint_dir)
     return f" It can resume from its checkpoint at step {latest[0]}." if latest else ""
-
-
-def _target_folder(models_dir: Path, model_name: str) -> Path:
-    name = (model_name or "").strip()
-    if not is_valid_local_name(name):
-        raise WorkbenchError(
-            "Name the new model with letters, digits, '.', '_' or '-' (up to 100 characters, "
-            "starting with a letter or digit).")
-    target = Path(models_dir) / name
-    if target.exists():
-        raise WorkbenchError(f"A model named '{name}' already exists: choose another name.")
-    return target
 
 
 _runner = JobRunner()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core import atomic
+
 MEASUREMENTS_FILE = Path(__file__).resolve().parent.parent / "data" / "measurements.json"
 
 
@@ -30,6 +32,4 @@ def save(name: str, figures: dict, path: Path = MEASUREMENTS_FILE) -> None:
     except (OSError, ValueError):
         everything = {}
     everything[name] = figures
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    atomic.write_text(path, json.dumps(everything, indent=2, sort_keys=True) + "\n")

@@ -13,6 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
+from core import atomic
 from core.errors import WorkbenchError
 from core.history import RunHistory
 from core.models import ModelRegistry, adapter_base, is_adapter_folder, is_valid_local_name
@@ -39,12 +40,24 @@ def free_name(models_dir: str | Path, wanted: str) -> str:
     return candidate
 
 
+def new_model_folder(models_dir: str | Path, model_name: str) -> Path:
+    """The folder a new model named `model_name` takes (a save, a rename); WorkbenchError if the
+    name is not valid or is taken."""
+    name = (model_name or "").strip()
+    if not is_valid_local_name(name):
+        raise WorkbenchError(
+            "Name the new model with letters, digits, '.', '_' or '-' (up to 100 characters, "
+            "starting with a letter or digit).")
+    target = Path(models_dir) / name
+    if target.exists():
+        raise WorkbenchError(f"A model named '{name}' already exists: choose another name.")
+    return target
+
+
 def check_rename(registry: ModelRegistry, runner, name: str, new_name: str, person: Person = COMMAND_LINE) -> Path:
     """The folder of `name`, if `person` may rename it to `new_name`; else WorkbenchError saying why."""
-    from core.jobs import _target_folder
-
     folder = _managed_folder(registry, runner, name, person)
-    _target_folder(registry.models_dir, new_name)  # a bad or taken name: refused
+    new_model_folder(registry.models_dir, new_name)  # a bad or taken name: refused
     return folder
 
 
@@ -65,7 +78,7 @@ def rename_model(registry: ModelRegistry, runner, name: str, new_name: str, pers
 
 def delete_model(registry: ModelRegistry, runner, name: str, person: Person = COMMAND_LINE) -> None:
     folder = check_delete(registry, runner, name, person)
-    doomed = folder.with_name(f".{folder.name}.deleting-{os.getpid()}")
+    doomed = atomic.temporary_beside(folder, "deleting")  # gone from the listing at once
     os.rename(folder, doomed)
     registry.forget(folder.name)
     RunHistory(registry.models_dir).model_deleted(folder.name)

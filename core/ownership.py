@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from core import atomic
 
 OWNERS_FILE = ".owners.json"  # in the models folder: saved model -> owner id
 
@@ -87,9 +88,7 @@ class ModelOwners:
         with self._lock:
             owners = self._read()
             change(owners)
-            partial = self.path.with_name(self.path.name + ".partial")
-            partial.write_text(json.dumps(owners, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(partial, self.path)  # never half-written
+            atomic.write_text(self.path, json.dumps(owners, indent=1, sort_keys=True))
 
 
 class Visitors:

@@ -23,12 +23,12 @@ import copy
 import importlib.metadata
 import importlib.util
 import os
-import shutil
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import atomic
 from core.errors import WorkbenchError
 
 PACKAGED_PREFIX = "packaged:"
@@ -132,9 +132,7 @@ def _repair_converted(folder: Path, report) -> None:
     if (config.get("quantization_config") or {}).get("quant_method") != "gguf":
         return
     del config["quantization_config"]
-    temporary = folder / f".config.json.repairing-{os.getpid()}"
-    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, config_file)
+    atomic.write_text(config_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
     report(f"Repaired {folder.name}: removed the GGUF quantization settings from its config.")
 
 
@@ -148,10 +146,8 @@ def _convert_gguf(gguf_file: Path, target: Path, report) -> None:
 
     started = time.monotonic()
     report(f"Converting {gguf_file.name} into a transformers folder (once; about half a minute)…")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".{target.name}.converting-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
+    # Another process converting at the same time may finish first: theirs is as good as ours.
+    with atomic.written_folder(target, "converting", keep_theirs=True) as temporary:
         folder, file_name = str(gguf_file.parent), gguf_file.name
         report("  1/3 reading the tokenizer and chat template")
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
@@ -169,13 +165,6 @@ def _convert_gguf(gguf_file: Path, target: Path, report) -> None:
         report("  3/3 saving")
         model.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
-        try:
-            os.rename(temporary, target)
-        except OSError:  # another process finished first: theirs is as good as ours
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     report(f"Converted into {target} in {time.monotonic() - started:.0f} s.")
 
 

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from core import atomic
 from core import checkpoints
 from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM, TRAIN_TASKS, TrainingData
 from core.errors import WorkbenchError, first_line, require_number
@@ -828,10 +828,7 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
     target = Path(output_dir)
     if target.exists():
         raise WorkbenchError(f"A model named '{target.name}' already exists: choose another name.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".{target.name}.saving-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
+    with atomic.written_folder(target, "saving") as temporary:
         result.model.save_pretrained(temporary, safe_serialization=True)
         if is_adapter(result.model):
             # The base's config (labels included) beside peft's adapter files: the folder lists
@@ -849,10 +846,6 @@ def save_model(result: TrainResult, output_dir: str | Path) -> Path:
                    "untrained_head": result.untrained_head}
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         (temporary / "README.md").write_text(_model_card(result), encoding="utf-8")
-        os.rename(temporary, target)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
     result.output_dir = str(target)
     return target
 
@@ -1033,8 +1026,9 @@ def main(argv: list[str] | None = None) -> int:
          sized=result.sized,
          precision=result.precision, kept=result.kept, early_stopped=result.early_stopped, **summary)
     if hold:
-        return control.hold_until_saved(result, None if result.stopped else config.output_dir, folder, emit,
-                                        stop, on_saved=lambda: checkpoints.remove_checkpoints(config.checkpoint_dir))
+        return control.hold_until_saved(lambda target: save_model(result, target),
+                                        None if result.stopped else config.output_dir, folder, emit, stop,
+                                        on_saved=lambda: checkpoints.remove_checkpoints(config.checkpoint_dir))
     return 0
 
 

@@ -237,7 +237,7 @@ def example_model(choices: list[tuple[str, str]], value: str | None) -> str:
 MODEL_API_HINT = "a model name: a Hub id, a packaged model or a folder in the models folder (see /models)"
 
 
-def _picker_state(registry: ModelRegistry, task: str, current: str | None = None):
+def picker_state(registry: ModelRegistry, task: str, current: str | None = None):
     """(choices, value, offline note) from one reading of the task's choices: the models folder
     re-read; the person's pick (even a typed Hub id) kept, else the first model ready offline."""
     choices = registry.choices(task)
@@ -298,7 +298,7 @@ def pickers_refresh(ctx: AppContext) -> dict:
 
 def task_options(ctx: AppContext, task: str) -> Callable:
     """A picker's options for `task`: its models, the first ready one, the offline note."""
-    return lambda current, *_: _picker_state(ctx.registry, task)
+    return lambda current, *_: picker_state(ctx.registry, task)
 
 
 def model_picker(ctx: AppContext, task: str) -> OpenDropdown:
@@ -306,7 +306,7 @@ def model_picker(ctx: AppContext, task: str) -> OpenDropdown:
     or not; any Hub id may be typed), a refresh button that re-reads the models directory into
     every picker of the page (new models appear without a restart), and a note saying what to do
     when nothing is ready."""
-    choices, value, offline_note = _picker_state(ctx.registry, task)
+    choices, value, offline_note = picker_state(ctx.registry, task)
     # The picker takes the whole width (a phone shows the model's name, not a button beside it).
     dropdown = open_dropdown(
         MODEL_API_HINT, api_example=example_model(choices, value), choices=choices, value=value, label="Model",
@@ -329,7 +329,7 @@ def compare_picker(ctx: AppContext, task: str) -> OpenDropdown:
     choices as the model picker (following the models folder with it; any name may be typed),
     "none" by default."""
     def options(current, *_):
-        choices, _, _ = _picker_state(ctx.registry, task)
+        choices, _, _ = picker_state(ctx.registry, task)
         return [NO_COMPARISON, *choices], "", None
 
     dropdown = open_dropdown(f"{MODEL_API_HINT}; empty: no second model", choices=options(None)[0], value="",
@@ -414,7 +414,7 @@ def precision_text(registry: ModelRegistry, task: str, precision: str | None, *n
 
 def refreshed_picker(registry: ModelRegistry, task: str, current: str | None) -> tuple[dict, dict]:
     """A picker's fresh choices (keeping `current`, if given) and its offline note."""
-    choices, value, note = _picker_state(registry, task, current)
+    choices, value, note = picker_state(registry, task, current)
     return gr.update(choices=choices, value=value), _note_update(note)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from core import explain
 from core.limits import MAX_PROBABILITY_TOKENS, MAX_PROBABILITY_TOP_K
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION
-from demos.common import (MODEL_API_HINT, AppContext, _picker_state, add_picker, busy_click, example_model,
+from demos.common import (MODEL_API_HINT, AppContext, picker_state, add_picker, busy_click, example_model,
                           model_picker, open_dropdown, refreshed_picker, setting_slider, show_errors)
 
 ATTENTION_KINDS = [("Text generation (a decoder: masked attention)", TEXT_GENERATION),
@@ -120,7 +120,7 @@ def _attention_section(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column():
             kind = gr.Radio(ATTENTION_KINDS, value=TEXT_GENERATION, label="Kind of model")
-            choices, value, _ = _picker_state(ctx.registry, TEXT_GENERATION)
+            choices, value, _ = picker_state(ctx.registry, TEXT_GENERATION)
             model = open_dropdown(MODEL_API_HINT, api_example=example_model(choices, value), choices=choices,
                                   value=value, label="Model", info="Any model of that kind: packaged, local or a Hub id.")
             text = gr.Textbox(label="Text", lines=2, value="The cat sat on the mat because it was tired.")
@@ -140,7 +140,7 @@ def _attention_section(ctx: AppContext) -> None:
 
     kind.input(switch_kind, kind, model, api_visibility="private", show_progress="hidden")
     # It follows the models folder with every other picker, listing the kind chosen now.
-    add_picker(ctx, model, lambda current, task: _picker_state(ctx.registry, task), depends_on=(kind,))
+    add_picker(ctx, model, lambda current, task: picker_state(ctx.registry, task), depends_on=(kind,))
 
     @show_errors
     def show_attention(text, model, task=TEXT_GENERATION, layer=1, head=explain.MEAN_OVER_HEADS):

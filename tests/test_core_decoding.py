@@ -10,7 +10,7 @@ import pytest
 
 from core.decoding import Batches, DecodingBatch, DecodingRequest, PerPersonLimit, Waiting
 from core.errors import WorkbenchError
-from core.inference import _end_ids
+from core.inference import end_ids
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def request(tokenizer, *prompts, sequences=1, max_new_tokens=30, temperature=0.0
 
 def batch_of(gpt2, rows=32):
     model, tokenizer = gpt2
-    return DecodingBatch(model, tokenizer, _end_ids(model), max_rows=rows)
+    return DecodingBatch(model, tokenizer, end_ids(model), max_rows=rows)
 
 
 def drain(asked: DecodingRequest) -> tuple[list[str] | None, list, bool]:

@@ -56,7 +56,7 @@ def test_model_owners_follow_renames_and_deletions_and_are_written_whole(tmp_pat
     owners.forget("weather-2")
     assert owners.owner_of("weather-2") is None
     assert json.loads((tmp_path / ".owners.json").read_text()) == {}
-    assert not list(tmp_path.glob("*.partial"))
+    assert [path.name for path in tmp_path.iterdir()] == [".owners.json"]  # no temporary left beside it
 
 
 def test_others_see_a_run_without_its_file_name():
