@@ -18,12 +18,12 @@ use_persistent_storage()  # before gradio and huggingface_hub read HF_HOME (on a
 import gradio as gr  # noqa: E402
 
 from core.decoding import PerPersonLimit  # noqa: E402
-from core.jobs import get_runner, remove_interrupted_saves, remove_stale_runs  # noqa: E402
+from core.jobs import JobRunner, remove_interrupted_saves, remove_stale_runs  # noqa: E402
 from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE  # noqa: E402
-from core.models import configure, models_dir_from_env  # noqa: E402
+from core.models import ModelRegistry, models_dir_from_env  # noqa: E402
 from core.precision import INFERENCE_PRECISIONS  # noqa: E402
 from demos import classify, fill_mask, finetune, generate, inside, question_answering  # noqa: E402
-from demos.common import IDLE_POLL_SECONDS, AppContext, list_models, watch_job, wire_pickers  # noqa: E402
+from demos.common import IDLE_POLL_SECONDS, AppContext, models_lister, watch_job, wire_pickers  # noqa: E402
 
 PANELS = (
     ("Text generation", generate),
@@ -38,13 +38,17 @@ PANELS = (
 def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_SIZE,
               precision: str = "auto", per_person: int = GENERATIONS_PER_PERSON,
               batch_rows: int = MAX_DECODING_ROWS, shared: bool = False, admins: tuple[str, ...] = (),
-              logins: int = 0, hf_admins: tuple[str, ...] = ()) -> gr.Blocks:
+              logins: int = 0, hf_admins: tuple[str, ...] = (), train_processes: int = 1) -> gr.Blocks:
     """The whole page. `shared`: people other than the server's owner reach it (a share link, a
     Space, a network address): each may change only their own runs and models, `admins` (logins)
     everyone's. With more than one login a person is their login, else their Hugging Face login
     (on a Space that offers sign-in: `hf_admins` and the Space's owner act on everything), else
-    their browser."""
-    registry = configure(models_dir or models_dir_from_env(), precision)
+    their browser. `train_processes`: processes per fine-tuning job.
+
+    It makes the services the panels share (the model registry, the training job runner) and
+    hands them to each panel in one AppContext."""
+    registry = ModelRegistry(models_dir or models_dir_from_env(), precision=precision)
+    runner = JobRunner(registry.models_dir, processes=train_processes)
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
               file=sys.stderr, flush=True)
@@ -61,7 +65,7 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
         if hf_sign_in:  # your runs and models follow you to any browser you sign in from
             gr.LoginButton(value="Sign in with Hugging Face to keep your runs and models on any device",
                            logout_value="Signed in as {} (sign out)", size="sm")
-        ctx = AppContext(registry=registry, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS),
+        ctx = AppContext(registry=registry, runner=runner, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS),
                          generations=PerPersonLimit(per_person), batch_rows=batch_rows, queue_size=queue_size,
                          shared=shared,
                          admins=frozenset(admins), by_login=logins > 1,
@@ -74,7 +78,8 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
         watch_job(ctx)  # after every panel: it drives what each shows of the training job
         wire_pickers(ctx)  # and every model picker follows the models folder
         # Listed last on the "Use via API" page, after the panels' own endpoints.
-        gr.api(list_models, api_name="models")
+        gr.api(models_lister(registry), api_name="models")
+    demo.workbench = ctx  # the services the page was built on, for a script that drives them
     # A full queue answers "Queue is full, try again later" at once instead of making people wait
     # without end; each event's own concurrency limit keeps a long generation from blocking others.
     demo.queue(max_size=queue_size)
@@ -187,10 +192,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--train-processes must be at least 1")
     if args.per_person < 1 or args.batch_rows < 1:
         raise SystemExit("--per-person and --batch-rows must be at least 1")
-    get_runner().processes = args.train_processes
     demo = build_app(args.models_dir, args.queue_size, args.precision, args.per_person, args.batch_rows,
                      shared=has_visitors(args), admins=tuple(login_admins),
-                     logins=len(logins), hf_admins=tuple(hf_admins))
+                     logins=len(logins), hf_admins=tuple(hf_admins), train_processes=args.train_processes)
     if logins:
         note_login_in_api_docs(demo, logins[0][0])
     # A thread per request that waits on the model thread (a generation in a batch): room for a

@@ -33,13 +33,13 @@ def main() -> None:
     import torch
     from transformers import StaticCache
 
-    from core.models import TEXT_GENERATION, configure
+    from core.models import TEXT_GENERATION, ModelRegistry
     from core.packed_weights import pack_linear_weights
     from core.threads import MODEL_THREAD, run_in_own_thread
     from infer import GENERATION_PROMPT, decoding_speed, prepare_models
 
     folder, _, generator = run_in_own_thread(lambda: prepare_models(args.smoke))
-    registry = configure(folder)
+    registry = ModelRegistry(folder)
     float32 = registry.get(TEXT_GENERATION, generator, "fp32")
     tokenizer = float32.tokenizer
     prompt = tokenizer(GENERATION_PROMPT)["input_ids"]

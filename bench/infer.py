@@ -98,7 +98,7 @@ def main() -> None:
     os.environ["WORKBENCH_COMPILE"] = "0"
 
     from core import inference
-    from core.models import TEXT_CLASSIFICATION, configure
+    from core.models import TEXT_CLASSIFICATION, ModelRegistry
     from core.threads import MODEL_THREAD, run_in_own_thread
 
     # Ours are called from this thread, as the app calls them from its request threads, and hand
@@ -112,7 +112,7 @@ def main() -> None:
         return median_seconds(run, times)[0]
 
     folder, classifier, generator = run_in_own_thread(lambda: prepare_models(args.smoke))
-    registry = configure(folder)  # the process-wide one: the starter job saves into its folder
+    registry = ModelRegistry(folder)  # the starter job saves into its folder
     rows = []
 
     cold = timed(lambda: registry.get(TEXT_CLASSIFICATION, classifier), 1)
@@ -335,7 +335,7 @@ def starter_accuracy(registry, folder: Path, smoke: bool) -> str:
     config = dataclasses.replace(starter_config(), models_dir=str(folder))
     if smoke:
         config = dataclasses.replace(config, base_model="tiny-bert-sentiment", epochs=1)
-    runner = JobRunner()
+    runner = JobRunner(folder)
     runner.start(config, STARTER_NAME)
     job = runner.wait()
     if job.state != FINISHED:

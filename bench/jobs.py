@@ -52,7 +52,7 @@ def in_a_child_process(config) -> float:
     reaches the server (the status, polled every 10 ms)."""
     from core.jobs import FINISHED, JobRunner
 
-    runner = JobRunner()
+    runner = JobRunner(config.models_dir)
     began = time.perf_counter()
     runner.start(dataclasses.replace(config, output_dir=None), Path(config.output_dir).name)
     first = None
@@ -77,11 +77,9 @@ def main() -> None:
     import torch  # noqa: F401  (the server has these imported already: not what is measured)
     import transformers  # noqa: F401
 
-    from core import models
     from core.starter import starter_config
 
     models_dir = Path(tempfile.mkdtemp(prefix="workbench-bench-"))
-    models.configure(models_dir)
     config = dataclasses.replace(starter_config(), epochs=1, models_dir=str(models_dir))
     jobs = 2 if args.smoke else args.jobs
     if args.smoke:

@@ -20,15 +20,13 @@ from common import parse_args, record, table
 
 def main() -> None:
     args, _ = parse_args(None, __doc__)
-    from core import models
     from core.jobs import FINISHED, JobRunner
     from core.starter import STARTER_NAME, starter_config
 
-    models.configure(Path(tempfile.mkdtemp(prefix="workbench-bench-")))
     config = starter_config()
     if args.smoke:
         config = dataclasses.replace(config, epochs=1)
-    runner = JobRunner()
+    runner = JobRunner(Path(tempfile.mkdtemp(prefix="workbench-bench-")))
     started = time.perf_counter()
     runner.start(config, STARTER_NAME)
     job = runner.wait()

@@ -54,14 +54,14 @@ def main() -> None:
     import torch
 
     from core.cpu_threads import server_threads, training_threads, usable_cores
-    from core.models import TEXT_GENERATION, configure
+    from core.models import TEXT_GENERATION, ModelRegistry
     from core.threads import MODEL_THREAD, run_in_own_thread
 
     sys.path.insert(0, str(ROOT / "bench"))
     from infer import decoding_speed, prepare_models
 
     folder, _, generator = run_in_own_thread(lambda: prepare_models(args.smoke))
-    registry = configure(folder)
+    registry = ModelRegistry(folder)
     pipe = registry.get(TEXT_GENERATION, generator)
     tokens = 8 if args.smoke else 32
     cores = usable_cores()

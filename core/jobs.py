@@ -40,7 +40,7 @@ from core.limits import HELD_MODEL_GRACE_SECONDS
 from core.ownership import COMMAND_LINE, ModelOwners, Person, refuse_unless_owner
 from core.model_folders import free_name, new_model_folder
 from core.models import (
-    FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, get_registry, is_valid_local_name,
+    FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, ModelRegistry, is_valid_local_name,
     packaged_choice,
 )
 
@@ -123,7 +123,8 @@ class JobRunner:
 
     Thread-safe: pages read `status()` while the follower thread applies the child's events."""
 
-    def __init__(self, processes: int = 1) -> None:
+    def __init__(self, models_dir: str | Path, processes: int = 1) -> None:
+        self.models_dir = Path(models_dir)  # where runs save, checkpoint and are recorded
         self.processes = processes  # training processes per job (torchrun above 1)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified at every state change
@@ -151,7 +152,7 @@ class JobRunner:
         itself in its turn; the returned status says its place); otherwise it is refused."""
         from core.training import check_base_model
 
-        models_dir = get_registry().models_dir
+        models_dir = self.models_dir
         # Before anything starts: "running", then a failure a minute later, would say less.
         check_base_model(replace(config, models_dir=str(models_dir)))
         with self._lock:
@@ -162,7 +163,7 @@ class JobRunner:
 
     def _start_now(self, config, model_name: str, owner: str) -> JobStatus:
         """With the lock held: check the name and the run folder, then launch."""
-        models_dir = get_registry().models_dir
+        models_dir = self.models_dir
         target = new_model_folder(models_dir, model_name)
         run_folder = _run_folder(models_dir, target.name)
         waiting = _interrupted_run(run_folder)
@@ -190,7 +191,7 @@ class JobRunner:
 
     def _enqueue(self, config, model_name: str, person: Person) -> JobStatus:
         """With the lock held: put a run in line, after the checks a start would make now."""
-        target = new_model_folder(get_registry().models_dir, model_name)
+        target = new_model_folder(self.models_dir, model_name)
         if any(queued.model_name == target.name for queued in self._queue) or target.name == self._status.model_name:
             raise WorkbenchError(f"A run that saves as '{target.name}' is already training or in line: choose "
                                  "another name.")
@@ -260,7 +261,7 @@ class JobRunner:
         """Continue an interrupted run from its newest checkpoint."""
         from core.training import TrainConfig
 
-        models_dir = get_registry().models_dir
+        models_dir = self.models_dir
         run_folder = _run_folder(models_dir, model_name)
         with self._lock:
             self._refuse_while_busy()
@@ -280,7 +281,7 @@ class JobRunner:
 
     def interrupted_runs(self) -> list[InterruptedRun]:
         """Runs that can resume, except the one training now."""
-        root = Path(get_registry().models_dir) / CHECKPOINTS_FOLDER
+        root = Path(self.models_dir) / CHECKPOINTS_FOLDER
         if not root.is_dir():
             return []
         with self._lock:
@@ -290,7 +291,7 @@ class JobRunner:
         return [run for run in runs if run]
 
     def discard_interrupted(self, model_name: str, person: Person = COMMAND_LINE) -> None:
-        run_folder = _run_folder(get_registry().models_dir, model_name)
+        run_folder = _run_folder(self.models_dir, model_name)
         if not _interrupted_run(run_folder):
             raise WorkbenchError(f"There is no interrupted run of '{model_name}' to discard.")
         refuse_unless_owner(person, checkpoints.read_run_record(run_folder).get("owner", ""),
@@ -338,7 +339,7 @@ class JobRunner:
                 raise WorkbenchError("There is no trained model waiting to be saved.")
             refuse_unless_owner(person, self._status.owner, f"The run of '{self._status.model_name}'", "save")
             name = (model_name or "").strip() or self._status.model_name
-            target = new_model_folder(get_registry().models_dir, name)  # a bad or taken name: refused
+            target = new_model_folder(self.models_dir, name)  # a bad or taken name: refused
             self._cancel_hold()  # its owner is here (a failed save holds it again)
             self._status.state, self._status.model_name = SAVING, target.name
             self._status.message = f"Saving as '{target.name}'…"
@@ -361,7 +362,7 @@ class JobRunner:
             self._process.control.send("discard")
         except OSError:  # the command cannot be written (a full disk): the process goes without it
             self._process.child.kill()
-        shutil.rmtree(_run_folder(get_registry().models_dir, self._process.run_name), ignore_errors=True)
+        shutil.rmtree(_run_folder(self.models_dir, self._process.run_name), ignore_errors=True)
         self._status.state = IDLE
         self._status.message = message
         self._record_end(DISCARDED)
@@ -475,8 +476,8 @@ class JobRunner:
             self._status.state = SAVING
             self._status.message = f"Saving as '{Path(event['output_dir']).name}'…"
         elif kind == "saved":
-            shutil.rmtree(_run_folder(get_registry().models_dir, process.run_name), ignore_errors=True)
-            ModelOwners(get_registry().models_dir).claim(Path(event["output_dir"]).name, self._status.owner)
+            shutil.rmtree(_run_folder(self.models_dir, process.run_name), ignore_errors=True)
+            ModelOwners(self.models_dir).claim(Path(event["output_dir"]).name, self._status.owner)
             from core.training import tracking_hint
 
             message = _saved_message(process.result, Path(event["output_dir"]).name)
@@ -493,7 +494,7 @@ class JobRunner:
     def _fail(self, process: "TrainingProcess", reason: str) -> None:
         if not checkpoints.latest_checkpoint(process.config.checkpoint_dir):
             # Nothing to resume from: the run record and its copy of the uploads go too.
-            shutil.rmtree(_run_folder(get_registry().models_dir, process.run_name), ignore_errors=True)
+            shutil.rmtree(_run_folder(self.models_dir, process.run_name), ignore_errors=True)
         self._finish(FAILED, reason + _resumable_note(process.config))
 
     def _lost_what(self) -> str:
@@ -571,8 +572,8 @@ class JobRunner:
             if not (self._status.awaiting_save and self._queue):
                 return
             try:
-                name = free_name(get_registry().models_dir, self._status.model_name)
-                self._process.control.send("save", output_dir=str(new_model_folder(get_registry().models_dir, name)))
+                name = free_name(self.models_dir, self._status.model_name)
+                self._process.control.send("save", output_dir=str(new_model_folder(self.models_dir, name)))
             except (OSError, WorkbenchError) as error:
                 self._discard_held(f"It could not be saved for its owner ({error}) while others waited to train: "
                                    "the trained model was discarded.")
@@ -593,7 +594,7 @@ class JobRunner:
         history that cannot be written (disk full) never fails the run itself."""
         status, process = self._status, self._process
         try:
-            history.RunHistory(get_registry().models_dir).record(history.run_entry(
+            history.RunHistory(self.models_dir).record(history.run_entry(
                 self._run_id, process.config, process.run_name, state, status.message, status.started_at,
                 status.finished_at or time.time(), process.result, status.loss_curve, status.metrics_before,
                 status.metrics_after, saved_as=status.model_name if state == FINISHED else None, owner=status.owner))
@@ -791,11 +792,10 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def base_model_choices(task: str) -> list[ModelChoice]:
+def base_model_choices(registry: ModelRegistry, task: str) -> list[ModelChoice]:
     """Models to fine-tune for `task`: packaged (offline) first, then local, then Hub ids."""
     from core.packaged import packaged_models
 
-    registry = get_registry()
     packaged = [packaged_choice(model) if task not in model.untrained_head_for else
                 ModelChoice(model.name, f"{model.short_name} (offline; {task} head untrained)", True)
                 for model in packaged_models().values() if task in model.train_tasks]
@@ -859,11 +859,3 @@ def _upgraded_record(fields: dict) -> dict:
 def _resumable_note(config) -> str:
     latest = checkpoints.latest_checkpoint(config.checkpoint_dir)
     return f" It can resume from its checkpoint at step {latest[0]}." if latest else ""
-
-
-_runner = JobRunner()
-
-
-def get_runner() -> JobRunner:
-    """The server's one job runner."""
-    return _runner

@@ -673,25 +673,3 @@ def _check_fits_task(name: str, model_task: str | None, task: str) -> None:
         f"Cannot load '{name}' for {_TASK_NAMES[task]}: it is a {_TASK_NAMES[model_task]} model. "
         f"Pick it in the {_TASK_NAMES[model_task]} panel."
     )
-
-
-_registry: ModelRegistry | None = None
-_registry_lock = threading.Lock()
-
-
-def get_registry() -> ModelRegistry:
-    """The process-wide registry (models dir from WORKBENCH_MODELS_DIR unless configured)."""
-    global _registry
-    with _registry_lock:
-        if _registry is None:
-            _registry = ModelRegistry()
-        return _registry
-
-
-def configure(models_dir: str | Path, precision: str = "auto") -> ModelRegistry:
-    """Point the process-wide registry at `models_dir`, its models computing in `precision`
-    unless a request asks otherwise (called once by app.py)."""
-    global _registry
-    with _registry_lock:
-        _registry = ModelRegistry(models_dir, precision=precision)
-        return _registry

@@ -208,24 +208,22 @@ class TrainResult:
 def base_model_source(name: str, models_dir: str | None = None) -> tuple[str, bool]:
     """Where to load a base model from: (folder or Hub id, local_files_only). Packaged models
     ("packaged:...") come from their PyPI package; other names go through the registry's checks."""
-    from core.models import ModelRegistry, get_registry
+    from core.models import ModelRegistry
     from core.packaged import is_packaged_name, model_folder
 
     if is_packaged_name(name):
         return str(model_folder(name)), True
-    registry = ModelRegistry(models_dir) if models_dir else get_registry()
-    return registry.source_for(name)
+    return ModelRegistry(models_dir).source_for(name)  # (no models_dir: WORKBENCH_MODELS_DIR's)
 
 
 def check_base_model(config: TrainConfig) -> None:
     """Refuse, before anything starts, a base model that cannot load (no such folder, a broken
     one, a Hub id with no Hub or no cache) or cannot learn the task (a masked LM's words from a
     decoder, text generation from an encoder)."""
-    from core.models import TEXT_GENERATION, ModelRegistry, get_registry
+    from core.models import TEXT_GENERATION, ModelRegistry
 
     base_model_source(config.base_model, config.models_dir)  # WorkbenchError saying why it cannot load
-    registry = ModelRegistry(config.models_dir) if config.models_dir else get_registry()
-    known = registry.task_of(config.base_model)
+    known = ModelRegistry(config.models_dir).task_of(config.base_model)
     if config.task == CAUSAL_LM and known not in (None, TEXT_GENERATION):
         raise WorkbenchError(f"'{config.base_model}' is not a text-generation model: a causal LM is fine-tuned from "
                              f"one (the packaged SmolLM2, a GPT-2, or a model trained here as a causal LM).")
@@ -1033,4 +1031,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m core.training` runs this file as `__main__`, a second copy beside the
+    # `core.training` that other modules import. Run the imported one's main, so that there is
+    # one copy of each function and class in the process (what a test's injected fault patches).
+    from core.training import main as imported_main
+
+    sys.exit(imported_main())

@@ -14,7 +14,7 @@ import pandas as pd
 from core import inference
 from core.data import added_column_names, csv_safe, read_text_table
 from core.errors import WorkbenchError
-from core.jobs import FINISHED, describe_progress, get_runner
+from core.jobs import FINISHED, describe_progress
 from core.limits import MAX_BATCH_ROWS
 from core.metrics import evaluate_labelled
 from core.models import TEXT_CLASSIFICATION
@@ -115,7 +115,7 @@ def build(ctx: AppContext) -> None:
     @show_errors
     def train_starter(request: gr.Request = None):
         """Fine-tune the starter sentiment model (packaged MiniLM, data that ships with the app)."""
-        job = start_starter(get_runner(), ctx.registry.models_dir, ctx.person(request))
+        job = start_starter(ctx.runner, ctx.registry.models_dir, ctx.person(request))
         return f"**{STARTER_NAME}**: {as_text(job.message)}"
 
     starter_button.click(train_starter, None, starter_status, api_name="train_starter", show_progress="hidden",

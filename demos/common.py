@@ -19,7 +19,7 @@ from gradio.components.number import Number
 from core.decoding import PerPersonLimit
 from core.errors import WorkbenchError, first_line
 from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE
-from core.jobs import get_runner
+from core.jobs import JobRunner
 from core.models import TASKS, ModelRegistry
 from core.ownership import COMMAND_LINE, Person, Visitors
 from core.spaces import hf_username
@@ -39,7 +39,11 @@ class JobView:
 
 @dataclass
 class AppContext:
+    """What the panels share: the services build_app made (the registry of models, the runner of
+    training jobs) and the page's own wiring."""
+
     registry: ModelRegistry
+    runner: JobRunner
     demo: gr.Blocks  # the page, for events that run when it loads
     # Every model picker of the page, so a newly saved model can be shown in all of them at once.
     pickers: list["Picker"] = field(default_factory=list)
@@ -418,16 +422,19 @@ def refreshed_picker(registry: ModelRegistry, task: str, current: str | None) ->
     return gr.update(choices=choices, value=value), _note_update(note)
 
 
-def list_models(task: Literal["text-generation", "text-classification", "fill-mask", "question-answering"]
-                ) -> list[dict]:
-    """The models each picker offers now, for API users: name, label (with readiness) and
-    whether it is ready without the network."""
-    from core.models import get_registry
+def models_lister(registry: ModelRegistry):
+    """The `/models` API endpoint, answering from `registry`."""
 
-    if task not in TASKS:
-        raise refusal(f"Unknown task '{task}': choose one of {', '.join(TASKS)}.", "list_models")
-    return [{"name": choice.name, "label": choice.label, "ready": choice.ready}
-            for choice in get_registry().choices(task)]
+    def list_models(task: Literal["text-generation", "text-classification", "fill-mask", "question-answering"]
+                    ) -> list[dict]:
+        """The models each picker offers now, for API users: name, label (with readiness) and
+        whether it is ready without the network."""
+        if task not in TASKS:
+            raise refusal(f"Unknown task '{task}': choose one of {', '.join(TASKS)}.", "list_models")
+        return [{"name": choice.name, "label": choice.label, "ready": choice.ready}
+                for choice in registry.choices(task)]
+
+    return list_models
 
 
 # ----- watching the training job ------------------------------------------------------------------
@@ -445,7 +452,7 @@ def watch_job(ctx: AppContext) -> None:
     make it tick often at once (`job_timer_on`). Only outputs whose content changed are sent,
     without progress animations, so nothing flickers. When the job ends, every model picker and
     its offline note re-read the models folder (the new model appears everywhere)."""
-    runner = get_runner()
+    runner = ctx.runner
     outputs = [output for view in ctx.job_views for output in view.outputs]
     shown = gr.State({})  # this page's last sent fingerprint per output
     ended = gr.State(None)  # when the last job ended, as this page saw it

@@ -21,7 +21,7 @@ import pandas as pd
 
 from core import data as training_data
 from core.errors import WorkbenchError
-from core.jobs import FINISHED, QUEUED, SAVE_FAILED, base_model_choices, describe_progress, get_runner
+from core.jobs import FINISHED, QUEUED, SAVE_FAILED, base_model_choices, describe_progress
 from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION,
                          MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY,
                          MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
@@ -59,12 +59,12 @@ MINILM_MLM_NOTE = (
     "predictions, fine-tune a Hub masked LM such as distilbert/distilroberta-base.")
 
 
-def _base_choices(task: str) -> list[tuple[str, str]]:
-    return [(choice.label, choice.name) for choice in base_model_choices(task)]
+def _base_choices(ctx: AppContext, task: str) -> list[tuple[str, str]]:
+    return [(choice.label, choice.name) for choice in base_model_choices(ctx.registry, task)]
 
 
 def build(ctx: AppContext) -> None:
-    runner = get_runner()
+    runner = ctx.runner
     gr.Markdown("Upload your own data, fine-tune a model on this machine, and use it at once in "
                 "the other tabs. Training continues if you close the page; come back to watch it.")
     with gr.Row():
@@ -80,12 +80,12 @@ def build(ctx: AppContext) -> None:
                                              label="Label column", choices=[])
             preview_button = gr.Button("Preview data")
         with gr.Column():
-            initial = _base_choices(training_data.CLASSIFICATION)
+            initial = _base_choices(ctx, training_data.CLASSIFICATION)
             base_model = open_dropdown(MODEL_API_HINT, choices=initial, value=initial[0][1], label="Base model",
                                        api_example=initial[0][1])
             # A model trained here can be fine-tuned further: the list follows the models folder.
             def base_options(current, task_value):
-                choices = _base_choices(task_value)
+                choices = _base_choices(ctx, task_value)
                 return choices, choices[0][1], None
 
             add_picker(ctx, base_model, base_options, depends_on=(task,))
@@ -235,7 +235,7 @@ def build(ctx: AppContext) -> None:
 
     # ----- choosing the data ----------------------------------------------------------------------
     def task_changed(task_value):
-        choices = _base_choices(task_value)
+        choices = _base_choices(ctx, task_value)
         chosen = choices[0][1]
         return (gr.update(choices=choices, value=chosen),
                 gr.update(visible=task_value == training_data.CLASSIFICATION),

@@ -13,7 +13,7 @@ from core import model_folders
 from core.errors import WorkbenchError
 from core.data import MIB
 from core.history import RunHistory, as_seen_by
-from core.jobs import CANCELLED, DISCARDED, FAILED, FINISHED, SAVE_FAILED, get_runner
+from core.jobs import CANCELLED, DISCARDED, FAILED, FINISHED, SAVE_FAILED
 from demos.common import AppContext, JobView, as_text, open_dropdown, show_errors
 
 # One hue per run, lighter for its training loss. The series keep these names whichever runs are
@@ -26,7 +26,7 @@ MAX_COMPARED = 2
 
 
 def build(ctx: AppContext) -> None:
-    runner = get_runner()
+    runner = ctx.runner
     history = RunHistory(ctx.registry.models_dir)
     with gr.Accordion("Run history and saved models", open=False, elem_id="runs"):
         # Filled for each page by the job timer's first tick, as its person may see it.

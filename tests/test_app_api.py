@@ -246,9 +246,10 @@ def test_importing_the_app_loads_no_model_library():
 def test_the_precision_flag_is_what_the_panels_models_compute_in(models_dir, flag):
     from core.precision import detected_hardware, forced_precision
 
-    code = ("import sys, app; from core import inference; from core.models import get_registry; "
-            "args = app.parse_args(sys.argv[1:]); app.build_app(args.models_dir, precision=args.precision); "
-            "registry = get_registry(); settings = inference.GenerationSettings(max_new_tokens=3); "
+    code = ("import sys, app; from core import inference; "
+            "args = app.parse_args(sys.argv[1:]); "
+            "registry = app.build_app(args.models_dir, precision=args.precision).workbench.registry; "
+            "settings = inference.GenerationSettings(max_new_tokens=3); "
             "list(inference.generate_stream(registry, 'tiny-gpt2', 'The cat', settings)); "
             "print(registry.precision_note('text-generation', 'tiny-gpt2'))")
     out = subprocess.run([sys.executable, "-c", code, "--models-dir", str(models_dir), "--precision", flag],

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import separable_csv
-from core import jobs, models
+from core import jobs
 from core.cpu_threads import server_threads, training_threads
 from core.jobs import JobRunner
 from core.threads import MODEL_THREAD
@@ -38,7 +38,6 @@ def machine_of(monkeypatch, models_dir, tmp_path):
     """The model thread believes the machine has the given cores; afterwards it has its own again."""
     folder = tmp_path / "models"
     shutil.copytree(models_dir / "tiny-bert-sentiment", folder / "tiny-bert-sentiment")
-    monkeypatch.setattr(models, "_registry", models.ModelRegistry(folder))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     own = MODEL_THREAD.cores
 
@@ -63,7 +62,7 @@ def long_run(tmp_path) -> TrainConfig:
 
 def test_while_a_run_trains_the_server_uses_the_cores_it_leaves(machine_of, tmp_path):
     machine_of(3)
-    runner = JobRunner()
+    runner = JobRunner(tmp_path / "models")
     runner.start(long_run(tmp_path), "threads")
     runner.wait_until(lambda status: status.last_training_step is not None, timeout=120)
     assert child_environment(runner.training_pid())["OMP_NUM_THREADS"] == "2"  # 3 cores, one left
@@ -79,7 +78,7 @@ def test_a_persons_own_thread_count_is_left_alone(machine_of, tmp_path, monkeypa
     machine_of(3)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = MODEL_THREAD.run_model_work(torch.get_num_threads)
-    runner = JobRunner()
+    runner = JobRunner(tmp_path / "models")
     runner.start(long_run(tmp_path), "theirs")
     runner.wait_until(lambda status: status.last_training_step is not None, timeout=120)
     assert child_environment(runner.training_pid())["OMP_NUM_THREADS"] == "1"  # theirs, passed on

@@ -23,11 +23,10 @@ from core.training import TrainConfig
 
 
 @pytest.fixture
-def own_models(models_dir, tmp_path, monkeypatch):
-    """A models folder of this test, as the process-wide registry's."""
+def own_models(models_dir, tmp_path):
+    """A models folder of this test, for the runner it builds."""
     folder = tmp_path / "models"
     shutil.copytree(models_dir / "tiny-bert-sentiment", folder / "tiny-bert-sentiment")
-    monkeypatch.setattr(models, "_registry", models.ModelRegistry(folder))
     return folder
 
 
@@ -51,7 +50,7 @@ def fault(monkeypatch):
 
 def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models, tmp_path, fault):
     fault("disk-full-once")
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     runner.start(small_run(tmp_path), "kept")
     failed = runner.wait(300)
     assert failed.state == jobs.SAVE_FAILED and failed.awaiting_save, failed
@@ -69,7 +68,7 @@ def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models,
 
 def test_a_waiting_model_can_be_discarded_with_its_checkpoints(own_models, tmp_path, fault):
     fault("disk-full")
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     runner.start(small_run(tmp_path, epochs=3, checkpoint_every=2), "unsaved")
     assert runner.wait(300).state == jobs.SAVE_FAILED
     assert checkpoints.latest_checkpoint(own_models / ".checkpoints" / "unsaved")  # still resumable
@@ -83,7 +82,7 @@ def test_a_waiting_model_can_be_discarded_with_its_checkpoints(own_models, tmp_p
 
 
 def test_a_training_process_killed_midway_is_reported_and_leaves_nothing_half_saved(own_models, tmp_path):
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     runner.start(small_run(tmp_path, epochs=20, batch_size=2), "killed")
     while runner.status().last_training_step is None:  # until it trains
         assert runner.status().active, runner.status()
@@ -100,7 +99,7 @@ def test_a_training_process_killed_midway_is_reported_and_leaves_nothing_half_sa
 
 def test_a_process_killed_while_saving_leaves_no_listed_model_and_the_run_resumes(own_models, tmp_path, fault):
     fault("killed-while-saving")
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     runner.start(small_run(tmp_path, epochs=2, checkpoint_every=2), "cut")
     ended = runner.wait(300)
     assert ended.state == jobs.FAILED and "killed by SIGKILL" in ended.message, ended
@@ -138,7 +137,7 @@ def test_run_folders_that_no_run_can_use_are_removed_at_start(own_models):
     saved = write_run_folder(own_models, "saved-then-cut", with_checkpoint=True)
     shutil.copytree(own_models / "tiny-bert-sentiment", own_models / "saved-then-cut")
     write_run_folder(own_models, "training-elsewhere", with_checkpoint=False, server_pid=os.getppid())
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     assert [run.model_name for run in runner.interrupted_runs()] == ["resumable"]
     assert saved.is_dir()  # listing runs deleted nothing
     assert sorted(remove_stale_runs(own_models)) == ["failed-early", "saved-then-cut"]
@@ -149,7 +148,7 @@ def test_run_folders_that_no_run_can_use_are_removed_at_start(own_models):
 def test_a_job_started_from_a_request_thread_outlives_that_thread(own_models, tmp_path):
     """Web requests run on worker threads that may end at any time; the job must not end with
     the thread that started it (Linux's parent-death signal follows the thread, not the process)."""
-    runner = JobRunner()
+    runner = JobRunner(own_models)
 
     def request() -> None:  # starts the job, stays until it trains, then ends
         runner.start(small_run(tmp_path, epochs=20, batch_size=2), "outlives")
@@ -169,7 +168,7 @@ def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_c
     from core.ownership import ModelOwners, Person
 
     ann, bob = Person("browser:ann"), Person("browser:bob")
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     runner.start(small_run(tmp_path, epochs=20, batch_size=2), "anns", ann, queue=True)
     queued = runner.start(small_run(tmp_path), "bobs", bob, queue=True)
     assert queued.state == jobs.QUEUED and "your run is next" in queued.message and "'anns' is training" in queued.message
@@ -190,7 +189,7 @@ def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_c
     assert runner.queued_for(bob) is None
     assert runner.wait(300).state == jobs.FINISHED
     assert ModelOwners(own_models).owner_of("bobs") == bob.id
-    registry = models.get_registry()
+    registry = models.ModelRegistry(own_models)
     with pytest.raises(WorkbenchError, match="The model 'bobs' is someone else's"):
         model_folders.delete_model(registry, runner, "bobs", ann)
     model_folders.rename_model(registry, runner, "bobs", "bobs-weather", bob)
@@ -201,7 +200,7 @@ def test_a_held_model_whose_owner_left_is_saved_for_them_so_that_the_line_moves_
     from core.ownership import ModelOwners, Person
 
     ann, bob = Person("browser:ann"), Person("browser:bob")
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     runner.held_model_grace = 1.0
     runner.start(small_run(tmp_path, epochs=20, batch_size=2), "anns", ann)
     runner.cancel(ann)
@@ -226,7 +225,7 @@ def test_a_held_model_that_cannot_be_saved_for_its_owner_is_dropped_so_that_the_
 
     fault("disk-full")
     ann, bob = Person("browser:ann"), Person("browser:bob")
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     runner.held_model_grace = 1.0
     runner.start(small_run(tmp_path), "anns", ann)
     assert runner.wait(300).state == jobs.SAVE_FAILED
@@ -246,7 +245,7 @@ def test_a_save_for_the_line_that_fails_after_the_line_emptied_holds_the_model_f
 
     fault("disk-full")
     ann, bob, cat = Person("browser:ann"), Person("browser:bob"), Person("browser:cat")
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     runner.held_model_grace = 0.5
     runner.start(small_run(tmp_path), "anns", ann)
     assert runner.wait(300).state == jobs.SAVE_FAILED
@@ -269,7 +268,7 @@ def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(ow
     from test_app_finetune import wait_for_checkpoint
 
     ann, bob = Person("browser:ann"), Person("browser:bob")
-    runner = JobRunner()
+    runner = JobRunner(own_models)
     runner.start(small_run(tmp_path, epochs=20, batch_size=2, checkpoint_every=2), "annes", ann)
     wait_for_checkpoint(own_models, "annes")
     os.kill(runner.training_pid(), signal.SIGKILL)  # as a server that dies mid-run leaves it
