@@ -167,6 +167,13 @@ class TrainConfig:
         self.eval_steps, self.early_stopping_patience = int(self.eval_steps), int(self.early_stopping_patience)
 
 
+def config_defaults() -> dict[str, Any]:
+    """Each TrainConfig field's default: the one place the Fine-tune tab, its API and the command
+    line take them from (None: chosen when the run starts, e.g. sized to the data)."""
+    return {item.name: item.default for item in dataclasses.fields(TrainConfig)
+            if item.default is not dataclasses.MISSING}
+
+
 @dataclass
 class Progress:
     phase: str  # evaluating-before | training | evaluating-after | saving | done
@@ -239,12 +246,12 @@ def _load_tokenizer(source: str, local_only: bool):
                                                       trust_remote_code=False)
 
 
-def base_tokenizer(name: str, models_dir: str | None = None):
+def base_tokenizer(name: str, models_dir: str | None):
     """The tokenizer of a base model (for the data preview's token-length statistics)."""
     return _load_tokenizer(*base_model_source(name, models_dir))
 
 
-def base_context_length(name: str, tokenizer, models_dir: str | None = None) -> int:
+def base_context_length(name: str, tokenizer, models_dir: str | None) -> int:
     """How many tokens the base model reads at once (a language model's longest block)."""
     import transformers
 

@@ -9,9 +9,9 @@ import inspect
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import gradio as gr
 from gradio.components.number import Number
@@ -142,6 +142,39 @@ def show_errors(handler):
         except WorkbenchError as error:
             raise _toast(error, handler.__name__) from None
     return wrapper
+
+
+def form_handler(required: Sequence[str], optional: Sequence[str], defaults: Mapping[str, Any]):
+    """Give `handler(request=None, **values)` the parameters `(*required, *optional=default,
+    request=None)`, each default taken from `defaults` (a config's own, core.training's
+    `config_defaults`), so that no handler restates them. Gradio builds the API's parameters
+    from this signature and fills them by name from `inputs_kwargs`; the handler gets them all
+    as keywords."""
+    parameter = inspect.Parameter
+    signature = inspect.Signature(
+        [parameter(name, parameter.POSITIONAL_OR_KEYWORD) for name in required]
+        + [parameter(name, parameter.POSITIONAL_OR_KEYWORD, default=defaults[name]) for name in optional]
+        + [parameter("request", parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+
+    def decorate(handler):
+        def values_of(args, kwargs) -> dict:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return bound.arguments
+
+        if inspect.isgeneratorfunction(handler):  # Gradio streams a generator function's yields
+            @functools.wraps(handler)
+            def call(*args, **kwargs):
+                yield from handler(**values_of(args, kwargs))
+        else:
+            @functools.wraps(handler)
+            def call(*args, **kwargs):
+                return handler(**values_of(args, kwargs))
+        call.__signature__ = signature
+        call.__annotations__ = {"request": gr.Request}  # Gradio passes the request by this type
+        return call
+
+    return decorate
 
 
 # ----- settings ---------------------------------------------------------------------------------

@@ -31,10 +31,10 @@ from core.models import is_valid_local_name
 from core.ownership import ModelOwners, refuse_unless_owner
 from core.precision import BF16_AUTO_MIN_PARAMETERS
 from core.run_plan import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, LM_TARGET_STEPS, describe_estimate, plan_run
-from core.training import DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES, base_context_length
+from core.training import DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES, base_context_length, config_defaults
 from demos import runs
 from demos.common import (MODEL_API_HINT, AppContext, JobView, add_picker, as_text, busy_click, confusion_html,
-                          job_timer_on, local_file, open_dropdown, setting_slider, show_errors)
+                          form_handler, job_timer_on, local_file, open_dropdown, setting_slider, show_errors)
 
 TASK_CHOICES = [
     ("Classification (e.g. sentiment): CSV/TSV/JSONL with text and label columns", training_data.CLASSIFICATION),
@@ -42,6 +42,16 @@ TASK_CHOICES = [
     ("Masked LM (fill-mask): TXT/MD or a text column", training_data.MASKED_LM),
 ]
 UPLOAD_TYPES = [".csv", ".tsv", ".jsonl", ".txt", ".md"]
+# What the API's /finetune_preview and /finetune take after their leading parameters, in their
+# order (positional API calls rely on it); each default is DEFAULTS'.
+PREVIEW_SETTINGS = ("validation_file", "text_column", "label_column", "validation_share", "seed", "epochs",
+                    "batch_size", "gradient_accumulation_steps", "max_length", "precision", "lora", "lora_rank",
+                    "freeze_embeddings")
+RUN_SETTINGS = ("validation_file", "text_column", "label_column", "epochs", "learning_rate", "batch_size",
+                "gradient_accumulation_steps", "max_length", "warmup_ratio", "weight_decay", "seed",
+                "validation_share", "mlm_probability", "whole_word_masking", "precision", "lora", "checkpoint_every",
+                "freeze_embeddings", "eval_steps", "best_metric", "early_stopping_patience", "lora_rank",
+                "lora_alpha", "lora_dropout", "lora_target_modules", "lora_save", "report_to")
 SIZED = 0  # Epochs and Batch size: 0 (or left out through the API) is sized to the data
 EPOCHS_INFO = (f"0: sized to the data (a classifier {DEFAULT_EPOCHS[training_data.CLASSIFICATION]} epochs of "
                f"{DEFAULT_BATCH_SIZES[training_data.CLASSIFICATION]}; a language model {LM_TARGET_STEPS} optimizer "
@@ -51,6 +61,9 @@ BATCH_INFO = f"0: sized to the data, with the epochs. Up to {MAX_BATCH_SIZE}."
 MAX_WAIT_SECONDS = 600  # /finetune_wait returns the status by then, whatever it is
 WAITS_AT_ONCE = 8  # /finetune_wait calls served at once
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
+# The form's defaults are TrainConfig's (no value restated here), but for checkpoints: a run
+# started from the page can resume after a restart; one from the command line asks for them.
+DEFAULTS = {**config_defaults(), "checkpoint_every": DEFAULT_CHECKPOINT_EVERY}
 # Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
 MINILM_MLM_NOTE = (
     "all-MiniLM-L6-v2 was trained for sentence embeddings and has no masked-LM head: it starts "
@@ -101,61 +114,66 @@ def build(ctx: AppContext) -> None:
                                           info="above 0, at most 1")
                 batch_size = gr.Number(value=SIZED, precision=0, label="Batch size", info=BATCH_INFO,
                                        elem_id="finetune-tab-batch")
-                accumulation = setting_slider(1, MAX_GRADIENT_ACCUMULATION, "Gradient accumulation steps", value=1,
+                accumulation = setting_slider(1, MAX_GRADIENT_ACCUMULATION, "Gradient accumulation steps",
+                                              value=DEFAULTS["gradient_accumulation_steps"],
                                               step=1)
-                max_length = setting_slider(MIN_LENGTH, MAX_LENGTH, "Max length / block size (tokens)", value=128,
+                max_length = setting_slider(MIN_LENGTH, MAX_LENGTH, "Max length / block size (tokens)",
+                                            value=DEFAULTS["max_length"],
                                             step=8)
-                warmup = setting_slider(0, MAX_WARMUP_RATIO, "Warmup (share of steps)", value=0.1, step=0.05)
-                weight_decay = setting_slider(0, MAX_WEIGHT_DECAY, "Weight decay", value=0.01, step=0.01)
-                seed = gr.Number(value=42, precision=0, label="Seed",
+                warmup = setting_slider(0, MAX_WARMUP_RATIO, "Warmup (share of steps)", value=DEFAULTS["warmup_ratio"], step=0.05)
+                weight_decay = setting_slider(0, MAX_WEIGHT_DECAY, "Weight decay", value=DEFAULTS["weight_decay"], step=0.01)
+                seed = gr.Number(value=DEFAULTS["seed"], precision=0, label="Seed",
                                  info="The validation split and the training order follow it")
-                validation_share = setting_slider(0.05, MAX_VALIDATION_SHARE, "Validation share", value=0.2,
+                validation_share = setting_slider(0.05, MAX_VALIDATION_SHARE, "Validation share",
+                                                  value=DEFAULTS["validation_share"],
                                                   step=0.05)
                 with gr.Group(visible=False) as masked_options:
-                    mlm_probability = setting_slider(0.05, MAX_MLM_PROBABILITY, "Masking probability", value=0.15,
+                    mlm_probability = setting_slider(0.05, MAX_MLM_PROBABILITY, "Masking probability",
+                                                     value=DEFAULTS["mlm_probability"],
                                                      step=0.05)
-                    whole_word = gr.Checkbox(value=False, label="Whole-word masking")
-                lora = gr.Checkbox(value=False, label="LoRA adapters (trains small adapters instead of every weight)",
+                    whole_word = gr.Checkbox(value=DEFAULTS["whole_word_masking"], label="Whole-word masking")
+                lora = gr.Checkbox(value=DEFAULTS["lora"], label="LoRA adapters (trains small adapters instead of every weight)",
                                    info=f"Sets LoRA's learning rate ({LORA_LEARNING_RATES['classification']:g}; "
                                         f"{LORA_LEARNING_RATES['causal-lm']:g} for causal LM) unless you changed "
                                         f"it.")
                 with gr.Group(visible=False) as lora_options:
-                    lora_rank = setting_slider(1, MAX_LORA_RANK, "LoRA rank", value=8, step=1)
-                    lora_alpha = setting_slider(1, MAX_LORA_ALPHA, "LoRA alpha", value=16, step=1)
-                    lora_dropout = setting_slider(0, MAX_LORA_DROPOUT, "LoRA dropout", value=0.05, step=0.01)
-                    lora_targets = gr.Textbox(label="LoRA target modules", value="",
+                    lora_rank = setting_slider(1, MAX_LORA_RANK, "LoRA rank", value=DEFAULTS["lora_rank"], step=1)
+                    lora_alpha = setting_slider(1, MAX_LORA_ALPHA, "LoRA alpha", value=DEFAULTS["lora_alpha"], step=1)
+                    lora_dropout = setting_slider(0, MAX_LORA_DROPOUT, "LoRA dropout", value=DEFAULTS["lora_dropout"], step=0.01)
+                    lora_targets = gr.Textbox(label="LoRA target modules", value=DEFAULTS["lora_target_modules"],
                                               info="Comma-separated; empty: the usual ones for the model "
                                                    "(query,value for BERT; c_attn for GPT-2; q_proj,v_proj for "
                                                    "Llama)")
                     lora_save = gr.Radio(
                         [("Merged into the model's weights", "merged"),
                          ("Adapter only (a small download; the panels load it with its base model)", "adapter")],
-                        value="merged", label="Save the LoRA model")
+                        value=DEFAULTS["lora_save"], label="Save the LoRA model")
                 precision = gr.Dropdown(
                     [("Automatic", "auto"), ("float32", "fp32"), ("bf16 mixed precision", "bf16"),
-                     ("fp16 mixed precision (GPU)", "fp16")], value="auto",
+                     ("fp16 mixed precision (GPU)", "fp16")], value=DEFAULTS["precision"],
                     label="Precision", info="Automatic: on a GPU bf16 (fp16 where it has no bf16); on a CPU "
                     f"bf16 where it has AMX or AVX512-BF16, for models of "
                     f"{BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights or more (faster there), else float32.")
-                freeze = gr.Checkbox(value=False, label="Freeze the word embeddings (faster on a CPU)")
+                freeze = gr.Checkbox(value=DEFAULTS["freeze_embeddings"], label="Freeze the word embeddings (faster on a CPU)")
                 report_to = gr.Dropdown(
                     [("Nowhere", "none"), ("trackio (a local dashboard: trackio show)", "trackio"),
                      ("TensorBoard (event files in the models folder's .tensorboard)", "tensorboard")],
-                    value="none", label="Also log the run to a dashboard",
+                    value=DEFAULTS["report_to"], label="Also log the run to a dashboard",
                     info="Through Accelerate's trackers; the status says how to open it when the run is done.")
                 checkpoint_every = gr.Number(
-                    value=DEFAULT_CHECKPOINT_EVERY, precision=0, label="Checkpoint every N steps",
+                    value=DEFAULTS["checkpoint_every"], precision=0, label="Checkpoint every N steps",
                     info="0: never. A run with checkpoints can resume after a crash or a restart.")
             with gr.Accordion("Evaluation and best model", open=False):
                 gr.Markdown("The validation split is measured at each epoch's end; the weights of the best "
                             "measurement are the ones saved.")
-                eval_steps = gr.Number(value=0, precision=0, label="Also evaluate every N steps",
+                eval_steps = gr.Number(value=DEFAULTS["eval_steps"], precision=0, label="Also evaluate every N steps",
                                        info="0: at each epoch's end only")
                 best_metric = gr.Dropdown(
                     [("Automatic: macro-F1 (classification), loss (language models)", "auto"),
                      ("Validation loss", "loss"), ("Accuracy (classification)", "accuracy"),
-                     ("Macro-F1 (classification)", "macro_f1")], value="auto", label="Keep the best by")
-                patience = gr.Number(value=0, precision=0, label="Early stopping patience",
+                     ("Macro-F1 (classification)", "macro_f1")], value=DEFAULTS["best_metric"],
+                    label="Keep the best by")
+                patience = gr.Number(value=DEFAULTS["early_stopping_patience"], precision=0, label="Early stopping patience",
                                      info=f"Stop after this many evaluations without a better one (at most "
                                           f"{MAX_EARLY_STOPPING_PATIENCE}); 0: never")
             with gr.Row():
@@ -286,28 +304,28 @@ def build(ctx: AppContext) -> None:
                 [preview_summary, planned, model_name, proposed_name], api_visibility="private",
                 show_progress="hidden", queue=False)
 
+    @form_handler(("task", "train_file", "base_model"), PREVIEW_SETTINGS, DEFAULTS)
     @show_errors
-    def preview(task, train_file, base_model, validation_file=None, text_column=None, label_column=None,
-                validation_share=0.2, seed=42, epochs=None, batch_size=None,
-                gradient_accumulation_steps=1, max_length=128, precision="auto", lora=False, lora_rank=8,
-                freeze_embeddings=False):
+    def preview(task, train_file, base_model, validation_file, text_column, label_column, validation_share, seed,
+                epochs, batch_size, gradient_accumulation_steps, max_length, precision, lora, lora_rank,
+                freeze_embeddings, request=None):
         """The split that will train (same seed), with counts, token lengths and warnings; then
         what the run will be (examples, epochs, batch size, optimizer steps; epochs and batch size
         left out, or 0, are sized to the data) and its time on this machine, from a few real steps timed
         now."""
-        loaded = _load(task, train_file, validation_file, text_column, label_column, validation_share, seed)
-        tokenizer = _tokenizer_or_none(base_model)
-        summary = training_data.preview_training_data(loaded, tokenizer=tokenizer)
-        shown, frame = _preview_markdown(summary), _preview_frame(summary)
-        # A state, not in the API: it shows the first rows and, in the two boxes left empty, what
-        # the sizing came to; `shown_at` makes every preview a change.
-        previewed = {"shown_at": time.monotonic()}
         config = _train_config(task=task, train_file=train_file, base_model=base_model,
                                validation_file=validation_file, text_column=text_column, label_column=label_column,
                                validation_share=validation_share, seed=seed, epochs=epochs,
                                batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
                                max_length=max_length, precision=precision, lora=lora, lora_rank=lora_rank,
                                freeze_embeddings=freeze_embeddings, models_dir=str(ctx.registry.models_dir))
+        loaded = _load(config)
+        tokenizer = _tokenizer_or_none(base_model, config.models_dir)
+        summary = training_data.preview_training_data(loaded, tokenizer=tokenizer)
+        shown, frame = _preview_markdown(summary), _preview_frame(summary)
+        # A state, not in the API: it shows the first rows and, in the two boxes left empty, what
+        # the sizing came to; `shown_at` makes every preview a change.
+        previewed = {"shown_at": time.monotonic()}
         try:
             if tokenizer is None:
                 raise WorkbenchError(f"'{base_model}' cannot be loaded here.")
@@ -352,32 +370,18 @@ def build(ctx: AppContext) -> None:
                    show_progress="hidden", queue=False)
 
     # ----- the job ----------------------------------------------------------------------------------
+    @form_handler(("task", "train_file", "base_model", "model_name"), RUN_SETTINGS, DEFAULTS)
     @show_errors
-    def start(task, train_file, base_model, model_name, validation_file=None, text_column=None,
-              label_column=None, epochs=None, learning_rate=None, batch_size=None,
-              gradient_accumulation_steps=1, max_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42,
-              validation_share=0.2, mlm_probability=0.15, whole_word_masking=False, precision="auto", lora=False,
-              checkpoint_every=DEFAULT_CHECKPOINT_EVERY, freeze_embeddings=False, eval_steps=0, best_metric="auto",
-              early_stopping_patience=0, lora_rank=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules="",
-              lora_save="merged", report_to="none", request: gr.Request = None):
+    def start(model_name, request=None, **settings):
         """Start fine-tuning in the background; follow it with /finetune_status. `epochs` and
         `batch_size` left out (or 0) are sized to the data (/finetune_preview says what they come to).
         While another run trains, the run waits in line and starts by itself in its turn."""
-        if not train_file:
+        if not settings["train_file"]:
             raise WorkbenchError("Upload a training file first.")
-        config = _train_config(
-            task=task, base_model=base_model, train_file=train_file, validation_file=validation_file,
-            text_column=text_column, label_column=label_column, epochs=epochs,
-            learning_rate=learning_rate, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-            max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
-            validation_share=validation_share, mlm_probability=mlm_probability, whole_word_masking=whole_word_masking,
-            precision=precision, lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-            lora_target_modules=lora_target_modules, lora_save=lora_save, checkpoint_every=checkpoint_every,
-            freeze_embeddings=freeze_embeddings, eval_steps=eval_steps, best_metric=best_metric,
-            early_stopping_patience=early_stopping_patience, report_to=report_to)
+        config = _train_config(**settings)
         # Checked now, so a bad upload is refused before anything starts (the training process
         # reads it again).
-        _load(task, train_file, validation_file, text_column, label_column, config.validation_share, config.seed)
+        _load(config)
         return _status_markdown(runner.start(config, model_name, ctx.person(request), queue=True))
 
     follows(busy_click(
@@ -537,29 +541,30 @@ def _saved_folder(ctx: AppContext, name: str | None) -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
-def _load(task_value, path, validation_path, text_col, label_col, share, seed):
-    if not path:
+def _load(config):
+    """The run's data, read as the training process will read it."""
+    if not config.train_file:
         raise WorkbenchError("Upload a training file first.")
     return training_data.load_training_data(
-        task_value, path, validation_path or None, text_column=text_col or None,
-        label_column=label_col or None, validation_share=share, seed=42 if seed is None else int(seed))
+        config.task, config.train_file, config.validation_file, text_column=config.text_column,
+        label_column=config.label_column, validation_share=config.validation_share, seed=config.seed)
 
 
-def _train_config(*, seed=42, text_column=None, label_column=None, lora=False, lora_save="merged",
-                  lora_target_modules="", checkpoint_every=0, eval_steps=0, best_metric="auto",
-                  early_stopping_patience=0, report_to="none", whole_word_masking=False, freeze_embeddings=False,
-                  epochs=None, batch_size=None, **settings):
-    """The TrainConfig of the form's values (empty fields left to their defaults)."""
+def _train_config(**values):
+    """The TrainConfig of the form's values: a field left empty (None, "") takes TrainConfig's
+    default; Epochs and Batch size at 0 are sized to the data, as left out."""
     from core.training import TrainConfig
 
-    return TrainConfig(
-        **settings, text_column=text_column or None, label_column=label_column or None,
-        epochs=epochs or None, batch_size=batch_size or None,  # 0 or left out: sized to the data
-        seed=42 if seed is None else seed, whole_word_masking=bool(whole_word_masking), lora=bool(lora),
-        lora_target_modules=lora_target_modules or "", lora_save=(lora_save or "merged") if lora else "merged",
-        checkpoint_every=checkpoint_every or 0, freeze_embeddings=bool(freeze_embeddings),
-        eval_steps=eval_steps or 0, best_metric=best_metric or "auto",
-        early_stopping_patience=early_stopping_patience or 0, report_to=report_to or "none")
+    given = {name: value for name, value in values.items() if value is not None and value != ""}
+    for sized in ("epochs", "batch_size"):
+        if not given.get(sized):
+            given.pop(sized, None)
+    if not given.get("lora"):  # how to save LoRA means nothing without it
+        given.pop("lora_save", None)
+    for flag in ("whole_word_masking", "lora", "freeze_embeddings"):
+        if flag in given:
+            given[flag] = bool(given[flag])
+    return TrainConfig(**given)
 
 
 def _plan_markdown(plan) -> str:
@@ -572,12 +577,12 @@ def _plan_markdown(plan) -> str:
     return f"The run: {examples}; {steps}{sized}." + "".join(f"\n\n⚠️ {as_text(w)}" for w in plan.warnings)
 
 
-def _tokenizer_or_none(base: str):
+def _tokenizer_or_none(base: str, models_dir: str):
     """The base model's tokenizer for token-length stats; the preview works without it."""
     from core.training import base_tokenizer
 
     try:
-        return base_tokenizer(base)
+        return base_tokenizer(base, models_dir)
     except Exception:
         return None
 
