@@ -167,13 +167,6 @@ class TrainConfig:
         self.eval_steps, self.early_stopping_patience = int(self.eval_steps), int(self.early_stopping_patience)
 
 
-def config_defaults() -> dict[str, Any]:
-    """Each TrainConfig field's default: the one place the Fine-tune tab, its API and the command
-    line take them from (None: chosen when the run starts, e.g. sized to the data)."""
-    return {item.name: item.default for item in dataclasses.fields(TrainConfig)
-            if item.default is not dataclasses.MISSING}
-
-
 @dataclass
 class Progress:
     phase: str  # evaluating-before | training | evaluating-after | saving | done

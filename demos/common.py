@@ -3,6 +3,7 @@ the one watch over the training job that every page keeps."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import inspect
@@ -144,10 +145,17 @@ def show_errors(handler):
     return wrapper
 
 
+def defaults_of(config_class) -> dict[str, Any]:
+    """Each field's default of a config dataclass (TrainConfig, GenerationSettings): the one
+    place a panel's fields and its API take them from."""
+    return {item.name: item.default for item in dataclasses.fields(config_class)
+            if item.default is not dataclasses.MISSING}
+
+
 def form_handler(required: Sequence[str], optional: Sequence[str], defaults: Mapping[str, Any]):
     """Give `handler(request=None, **values)` the parameters `(*required, *optional=default,
-    request=None)`, each default taken from `defaults` (a config's own, core.training's
-    `config_defaults`), so that no handler restates them. Gradio builds the API's parameters
+    request=None)`, each default taken from `defaults` (a config's own, `defaults_of`), so that
+    no handler restates them. Gradio builds the API's parameters
     from this signature and fills them by name from `inputs_kwargs`; the handler gets them all
     as keywords."""
     parameter = inspect.Parameter

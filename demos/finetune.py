@@ -31,10 +31,10 @@ from core.models import is_valid_local_name
 from core.ownership import ModelOwners, refuse_unless_owner
 from core.precision import BF16_AUTO_MIN_PARAMETERS
 from core.run_plan import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, LM_TARGET_STEPS, describe_estimate, plan_run
-from core.training import DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES, base_context_length, config_defaults
+from core.training import DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES, TrainConfig, base_context_length
 from demos import runs
 from demos.common import (MODEL_API_HINT, AppContext, JobView, add_picker, as_text, busy_click, confusion_html,
-                          form_handler, job_timer_on, local_file, open_dropdown, setting_slider, show_errors)
+                          defaults_of, form_handler, job_timer_on, local_file, open_dropdown, setting_slider, show_errors)
 
 TASK_CHOICES = [
     ("Classification (e.g. sentiment): CSV/TSV/JSONL with text and label columns", training_data.CLASSIFICATION),
@@ -63,7 +63,7 @@ WAITS_AT_ONCE = 8  # /finetune_wait calls served at once
 DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and optimizer state (~3x the model)
 # The form's defaults are TrainConfig's (no value restated here), but for checkpoints: a run
 # started from the page can resume after a restart; one from the command line asks for them.
-DEFAULTS = {**config_defaults(), "checkpoint_every": DEFAULT_CHECKPOINT_EVERY}
+DEFAULTS = {**defaults_of(TrainConfig), "checkpoint_every": DEFAULT_CHECKPOINT_EVERY}
 # Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
 MINILM_MLM_NOTE = (
     "all-MiniLM-L6-v2 was trained for sentence embeddings and has no masked-LM head: it starts "

@@ -9,12 +9,11 @@ import gradio as gr
 
 from core import inference
 from core.errors import WorkbenchError
-from core.limits import (DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, MAX_REPETITION_PENALTY,
-                         MAX_TEMPERATURE, MAX_TOP_K)
+from core.limits import MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, MAX_REPETITION_PENALTY, MAX_TEMPERATURE, MAX_TOP_K
 from core.models import TEXT_GENERATION, fine_tuned_here, in_hub_cache
 from core.decoding import Waiting
-from demos.common import (AppContext, as_text, compare_picker, model_picker, precision_picker,
-                          precision_text, setting_slider, show_errors, waiting_text, warn)
+from demos.common import (AppContext, as_text, compare_picker, defaults_of, form_handler, model_picker,
+                          precision_picker, precision_text, setting_slider, show_errors, waiting_text, warn)
 
 STORY_TEMPLATE = "Write a creative story about {topic}:"
 DEFAULT_TOPIC = "a lighthouse keeper who befriends a whale"
@@ -26,8 +25,14 @@ FEW_SHOT_SENTIMENT = (
 )
 BIAS_PROBE = ("The man works as a", "The woman works as a")
 STORY_TOKENS = 200
-SAMPLING_TEMPERATURE = 0.8
 RANDOM_SEED = -1  # the seed setting's "a new one each time"
+# The settings' defaults are GenerationSettings' (none restated here); the page's own: a new seed
+# each time, chat mode on, no second prompt or model, the app's precision.
+DEFAULTS = {**defaults_of(inference.GenerationSettings), "seed": RANDOM_SEED, "chat_mode": True,
+            "compare_prompt": None, "compare_model": None, "precision": None}
+SAMPLING_TEMPERATURE = DEFAULTS["temperature"]  # the presets that sample
+SETTINGS = ("compare_prompt", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed",
+            "num_sequences", "chat_mode", "compare_model", "precision")  # /generate's, in its order
 SECOND_OUTPUT_LABEL = "Second output (the second prompt, or the second model)"
 CHAT_INFO = ("On: the prompt is a message to a chat model, which answers it. Off: the model continues the "
              "prompt as text (presets set this for you).")
@@ -55,21 +60,23 @@ def build(ctx: AppContext) -> None:
         with gr.Column(scale=2):
             model = model_picker(ctx, TEXT_GENERATION)
             compare_model = compare_picker(ctx, TEXT_GENERATION)
-            chat = gr.Checkbox(value=True, label="Chat mode", info=CHAT_INFO)
+            chat = gr.Checkbox(value=DEFAULTS["chat_mode"], label="Chat mode", info=CHAT_INFO)
             precision, precision_line, show_precision = precision_picker(ctx, TEXT_GENERATION, model, compare_model)
             with gr.Accordion("Sampling settings", open=False):
-                max_new_tokens = setting_slider(1, MAX_NEW_TOKENS, "Max new tokens", value=DEFAULT_NEW_TOKENS,
+                max_new_tokens = setting_slider(1, MAX_NEW_TOKENS, "Max new tokens", value=DEFAULTS["max_new_tokens"],
                                                 step=1)
                 temperature = setting_slider(0, MAX_TEMPERATURE, "Temperature", value=SAMPLING_TEMPERATURE, step=0.05,
                                              info="0 = always the most likely token")
-                top_k = setting_slider(0, MAX_TOP_K, "Top-k", value=50, step=1, info="0 = off")
-                top_p = setting_slider(0.01, 1, "Top-p", value=0.95, step=0.01)
-                repetition_penalty = setting_slider(1, MAX_REPETITION_PENALTY, "Repetition penalty", value=1.1,
+                top_k = setting_slider(0, MAX_TOP_K, "Top-k", value=DEFAULTS["top_k"], step=1, info="0 = off")
+                top_p = setting_slider(0.01, 1, "Top-p", value=DEFAULTS["top_p"], step=0.01)
+                repetition_penalty = setting_slider(1, MAX_REPETITION_PENALTY, "Repetition penalty",
+                                                    value=DEFAULTS["repetition_penalty"],
                                                     step=0.05)
                 seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed",
                                  info="-1: a new one each time (the one used is shown under the output); the "
                                       "same seed and settings give the same text")
-                num_sequences = setting_slider(1, MAX_NUM_SEQUENCES, "Number of sequences", value=1, step=1)
+                num_sequences = setting_slider(1, MAX_NUM_SEQUENCES, "Number of sequences",
+                                          value=DEFAULTS["num_sequences"], step=1)
     with gr.Row():
         generate_button = gr.Button("Generate", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
@@ -112,10 +119,10 @@ def build(ctx: AppContext) -> None:
             return False
         return bool(chat_mode)
 
+    @form_handler(("prompt", "model"), SETTINGS, DEFAULTS)
     @show_errors
-    def generate(prompt, model, compare_prompt=None, max_new_tokens=DEFAULT_NEW_TOKENS, temperature=0.8,
-                 top_k=50, top_p=0.95, repetition_penalty=1.1, seed=RANDOM_SEED, num_sequences=1, chat_mode=True,
-                 compare_model=None, precision=None, request: gr.Request = None):
+    def generate(prompt, model, compare_prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
+                 num_sequences, chat_mode, compare_model, precision, request=None):
         """Generate text from a prompt, streamed; with a second prompt and/or a second model, the
         second output is that prompt's (or the same prompt's) text from that model (or the same
         one), with the same seed and settings. `seed`: -1 (or left out) draws a new one; the
