@@ -34,20 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic, checkpoints, history
-from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM
 from core.errors import WorkbenchError
 from core.limits import HELD_MODEL_GRACE_SECONDS
 from core.ownership import COMMAND_LINE, ModelOwners, Person, refuse_unless_owner
 from core.model_folders import free_name, new_model_folder
-from core.models import (
-    FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, ModelRegistry, is_valid_local_name,
-    packaged_choice,
-)
-
-# Which panel shows a model fine-tuned for each training task.
-PANEL_TASK = {CLASSIFICATION: TEXT_CLASSIFICATION, CAUSAL_LM: TEXT_GENERATION, MASKED_LM: FILL_MASK}
-# Encoders that take a new classification head well, for users who have the Hub.
-CLASSIFICATION_HUB_BASES = ("distilbert/distilbert-base-uncased", "google-bert/bert-base-uncased")
+from core.models import is_valid_local_name
 
 CHECKPOINTS_FOLDER = ".checkpoints"  # inside the models directory
 TENSORBOARD_FOLDER = ".tensorboard"  # inside the models directory: runs logged to TensorBoard
@@ -790,23 +781,6 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def base_model_choices(registry: ModelRegistry, task: str) -> list[ModelChoice]:
-    """Models to fine-tune for `task`: packaged (offline) first, then local, then Hub ids."""
-    from core.packaged import packaged_models
-
-    packaged = [packaged_choice(model) if task not in model.untrained_head_for else
-                ModelChoice(model.name, f"{model.short_name} (offline; {task} head untrained)", True)
-                for model in packaged_models().values() if task in model.train_tasks]
-    if task != CLASSIFICATION:
-        others = registry.choices(PANEL_TASK[task])
-    else:
-        # Any local encoder takes a new head: classifiers and masked LMs alike.
-        others = registry.local_choices(TEXT_CLASSIFICATION, FILL_MASK)
-        others += [ModelChoice(repo, repo, False, ready=False) for repo in CLASSIFICATION_HUB_BASES]
-    listed = {choice.name for choice in packaged}
-    return packaged + [choice for choice in others if choice.name not in listed]
 
 
 def describe_progress(progress, with_eta: bool = True) -> str:

@@ -21,13 +21,14 @@ import pandas as pd
 
 from core import data as training_data
 from core.errors import WorkbenchError
-from core.jobs import FINISHED, QUEUED, SAVE_FAILED, base_model_choices, describe_progress
+from core.jobs import FINISHED, QUEUED, SAVE_FAILED, describe_progress
 from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION,
                          MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY,
                          MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.history import RunHistory
 from core.model_folders import free_name
-from core.models import is_valid_local_name
+from core.models import (FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, ModelRegistry,
+                         is_valid_local_name, packaged_choice)
 from core.ownership import ModelOwners, refuse_unless_owner
 from core.precision import BF16_AUTO_MIN_PARAMETERS
 from core.run_plan import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, LM_TARGET_STEPS, describe_estimate, plan_run
@@ -70,6 +71,30 @@ MINILM_MLM_NOTE = (
     "untrained. Measured here, 10 epochs on 150 KB of text (170 steps) still gave "
     "the same top word for every test sentence. Use it to try the workflow; for real fill-mask "
     "predictions, fine-tune a Hub masked LM such as distilbert/distilroberta-base.")
+
+
+# Which panel shows a model fine-tuned for each training task.
+PANEL_TASK = {training_data.CLASSIFICATION: TEXT_CLASSIFICATION, training_data.CAUSAL_LM: TEXT_GENERATION,
+              training_data.MASKED_LM: FILL_MASK}
+# Encoders that take a new classification head well, for users who have the Hub.
+CLASSIFICATION_HUB_BASES = ("distilbert/distilbert-base-uncased", "google-bert/bert-base-uncased")
+
+
+def base_model_choices(registry: ModelRegistry, task: str) -> list[ModelChoice]:
+    """Models to fine-tune for `task`: packaged (offline) first, then local, then Hub ids."""
+    from core.packaged import packaged_models
+
+    packaged = [packaged_choice(model) if task not in model.untrained_head_for else
+                ModelChoice(model.name, f"{model.short_name} (offline; {task} head untrained)", True)
+                for model in packaged_models().values() if task in model.train_tasks]
+    if task != training_data.CLASSIFICATION:
+        others = registry.choices(PANEL_TASK[task])
+    else:
+        # Any local encoder takes a new head: classifiers and masked LMs alike.
+        others = registry.local_choices(TEXT_CLASSIFICATION, FILL_MASK)
+        others += [ModelChoice(repo, repo, False, ready=False) for repo in CLASSIFICATION_HUB_BASES]
+    listed = {choice.name for choice in packaged}
+    return packaged + [choice for choice in others if choice.name not in listed]
 
 
 def _base_choices(ctx: AppContext, task: str) -> list[tuple[str, str]]:
