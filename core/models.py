@@ -25,6 +25,7 @@ from typing import Any
 
 from core.errors import WorkbenchError, first_line
 from core.limits import HUB_CHECK_TIMEOUT_S, HUB_REACHABLE_TIMEOUT_S, MAX_LOADED_MODELS
+from core.precision import Hardware
 from core.threads import run_in_own_thread
 
 TEXT_GENERATION = "text-generation"
@@ -246,10 +247,13 @@ class ModelRegistry:
     """
 
     def __init__(self, models_dir: str | Path | None = None, max_loaded: int = MAX_LOADED_MODELS,
-                 precision: str = "auto"):
+                 precision: str = "auto", hardware: Hardware | None = None):
         self.models_dir = Path(models_dir) if models_dir else models_dir_from_env()
         self.max_loaded = max_loaded
         self.precision = precision  # what get() uses when asked for none (core.precision)
+        # What the precision choices are made for: this machine's, detected on first use (that
+        # imports torch, which the page is served before), unless given (tests describe theirs).
+        self._hardware = hardware
         self.load_count = 0  # how many pipelines were actually built (for tests and logs)
         self._lock = threading.Lock()
         # Copies keyed by (task, name, dtype: "fp32" or "bf16"); a model used in both has two.
@@ -258,6 +262,12 @@ class ModelRegistry:
         # precision asked for: "auto", "fp32" or "bf16").
         self._loading: dict[tuple[str, str, str], Future] = {}
         self._resolved: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+    @property
+    def hardware(self) -> Hardware:
+        from core.precision import detected_hardware
+
+        return self._hardware or detected_hardware()
 
     # ----- listing -------------------------------------------------------------------------
     def _scan(self) -> dict[str, tuple[str | None, str | None]]:
@@ -426,15 +436,15 @@ class ModelRegistry:
     def _held(self, asked: tuple[str, str, str]) -> tuple[str, str, str] | None:
         """The key of a loaded copy that serves `asked` (task, name, precision asked for), under
         the lock: the dtype it came to before, or the one a forced precision comes to anyway."""
-        from core.precision import choose_inference_precision, detected_hardware, forced_precision
+        from core.precision import choose_inference_precision, forced_precision
 
         task, name, requested = asked
-        if asked not in self._resolved and (forced := forced_precision(requested)):
+        if asked not in self._resolved and (forced := forced_precision(requested, self._hardware)):
             self._resolved[asked] = forced
         if asked not in self._resolved:  # "auto": a copy in any dtype tells the model's size
             copy = next((pipe for key, pipe in self._loaded.items() if key[:2] == (task, name)), None)
             if copy is not None:
-                self._resolved[asked] = choose_inference_precision(requested, copy.model, detected_hardware())
+                self._resolved[asked] = choose_inference_precision(requested, copy.model, self.hardware)
         chosen = self._resolved.get(asked, (None, None))[0]
         return (task, name, chosen) if (task, name, chosen) in self._loaded else None
 
@@ -554,7 +564,7 @@ class ModelRegistry:
         import torch
 
         from core.packed_weights import pack_linear_weights
-        from core.precision import choose_inference_precision, detected_hardware
+        from core.precision import choose_inference_precision
 
         transformers = import_transformers()
 
@@ -573,10 +583,10 @@ class ModelRegistry:
                 # Local folders must hold safetensors (no pickle); Hub models prefer them.
                 model = auto_model.from_pretrained(source, config=config, dtype=dtype,
                                                    use_safetensors=True if local_files_only else None, **common)
-            chosen, note = choose_inference_precision(precision, model, detected_hardware())
+            chosen, note = choose_inference_precision(precision, model, self.hardware)
             if chosen == "bf16":
                 model = model.to(torch.bfloat16)
-                if device == "cpu" and detected_hardware().cpu_fast_bf16:
+                if device == "cpu" and self.hardware.cpu_fast_bf16:
                     pack_linear_weights(model)  # core/packed_weights.py: faster bf16 products
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
             if task in _PIPELINE_TASKS:

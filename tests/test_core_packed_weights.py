@@ -29,9 +29,8 @@ def linear_layers(model) -> int:
 
 
 @pytest.mark.parametrize("fast_bf16", [True, False])
-def test_the_registry_packs_bf16_weights_only_where_the_cpu_computes_bf16(models_dir, monkeypatch, fast_bf16):
-    monkeypatch.setattr("core.precision._detected", Hardware(cuda=False, cpu_fast_bf16=fast_bf16))
-    registry = ModelRegistry(models_dir)
+def test_the_registry_packs_bf16_weights_only_where_the_cpu_computes_bf16(models_dir, fast_bf16):
+    registry = ModelRegistry(models_dir, hardware=Hardware(cuda=False, cpu_fast_bf16=fast_bf16))
     bf16 = registry.get(TEXT_CLASSIFICATION, "tiny-bert-sentiment", "bf16").model
     fp32 = registry.get(TEXT_CLASSIFICATION, "tiny-bert-sentiment", "fp32").model
     assert linear_layers(bf16) > 0

@@ -10,7 +10,7 @@ from core import inference
 from core.errors import WorkbenchError
 from core.inference import GenerationSettings
 from core.models import TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
-from core.precision import BF16_AUTO_MIN_PARAMETERS, Hardware, choose_inference_precision, detected_hardware
+from core.precision import BF16_AUTO_MIN_PARAMETERS, Hardware, choose_inference_precision
 
 AMX_CPU = dict(cuda=False, cpu_fast_bf16=True)
 OLD_CPU = dict(cuda=False, cpu_fast_bf16=False)  # bf16 emulated
@@ -52,8 +52,10 @@ def test_an_unknown_precision_is_refused(registry):
         registry.get(TEXT_GENERATION, "tiny-gpt2", "fp8")
 
 
-def test_a_forced_precision_is_the_dtype_the_model_computes_in(models_dir):
-    registry = ModelRegistry(models_dir)
+@pytest.mark.parametrize("hardware", [AMX_CPU, OLD_CPU])
+def test_a_forced_precision_is_the_dtype_the_model_computes_in(models_dir, hardware):
+    here = Hardware(**hardware)  # each branch, on every machine
+    registry = ModelRegistry(models_dir, hardware=here)
     as_bf16 = registry.get(TEXT_GENERATION, "tiny-gpt2", "bf16")
     as_fp32 = registry.get(TEXT_GENERATION, "tiny-gpt2", "fp32")
     assert (as_bf16.model.dtype, as_fp32.model.dtype) == (torch.bfloat16, torch.float32)
@@ -63,7 +65,6 @@ def test_a_forced_precision_is_the_dtype_the_model_computes_in(models_dir):
     assert registry.get(TEXT_GENERATION, "tiny-gpt2") is as_fp32
     assert registry.load_count == 2
     assert len([key for key in registry.loaded() if key == (TEXT_GENERATION, "tiny-gpt2")]) == 1
-    here = detected_hardware()
     assert registry.precision_note(TEXT_GENERATION, "tiny-gpt2") == (
         f"float32, automatic: a model under {BF16_AUTO_MIN_PARAMETERS // 1_000_000}M weights runs faster in "
         f"float32" if here.cpu_fast_bf16 else f"float32, automatic: {here.describe_bf16()}")
