@@ -26,6 +26,7 @@ from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
                          MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY,
                          MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
 from core.history import RunHistory
+from core.measurements import measured
 from core.model_folders import free_name
 from core.models import (FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, ModelRegistry,
                          is_valid_local_name, packaged_choice)
@@ -66,11 +67,18 @@ DEFAULT_CHECKPOINT_EVERY = 50  # optimizer steps; a checkpoint holds model and o
 # started from the page can resume after a restart; one from the command line asks for them.
 DEFAULTS = {**defaults_of(TrainConfig), "checkpoint_every": DEFAULT_CHECKPOINT_EVERY}
 # Masked LM from the packaged MiniLM: what its untrained head gives (bench/fill_mask_minilm.py).
-MINILM_MLM_NOTE = (
-    "all-MiniLM-L6-v2 was trained for sentence embeddings and has no masked-LM head: it starts "
-    "untrained. Measured here, 10 epochs on 150 KB of text (170 steps) still gave "
-    "the same top word for every test sentence. Use it to try the workflow; for real fill-mask "
-    "predictions, fine-tune a Hub masked LM such as distilbert/distilroberta-base.")
+def minilm_mlm_note(figures: dict | None) -> str:
+    """Why the packaged MiniLM makes a poor fill-mask model, with its last measurement (the
+    figures bench/fill_mask_minilm.py recorded; None: never measured, nothing quoted)."""
+    evidence = ""
+    if figures:
+        distinct = figures["distinct_top_words"]
+        gave = ("the same top word for" if distinct == 1 else f"only {distinct} different top words over")
+        evidence = (f" Measured here, {figures['epochs']:g} epochs on {figures['kilobytes']} KB of text "
+                    f"({figures['steps']} steps) still gave {gave} {figures['sentences']} different test sentences.")
+    return ("all-MiniLM-L6-v2 was trained for sentence embeddings and has no masked-LM head: it starts "
+            f"untrained.{evidence} Use it to try the workflow; for real fill-mask predictions, fine-tune a Hub "
+            "masked LM such as distilbert/distilroberta-base.")
 
 
 # Which panel shows a model fine-tuned for each training task.
@@ -127,7 +135,7 @@ def build(ctx: AppContext) -> None:
                 return choices, choices[0][1], None
 
             add_picker(ctx, base_model, base_options, depends_on=(task,))
-            minilm_note = gr.Markdown(f"⚠️ {MINILM_MLM_NOTE}", visible=False, elem_id="finetune-minilm-note")
+            minilm_note = gr.Markdown(f"⚠️ {minilm_mlm_note(measured('minilm_mlm'))}", visible=False, elem_id="finetune-minilm-note")
             model_name = gr.Textbox(label="Name of the new model", value=free_name(ctx.registry.models_dir, "my-model"),
                                     info="Saved in the models folder under this name (proposed from the file's "
                                          "name and the task; type your own).")
