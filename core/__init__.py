@@ -8,6 +8,6 @@ What runs where:
   (inference.py: every model call on the one model thread, threads.py), reading uploads
   (data.py), and the job runner (jobs.py), which only follows a training process.
 - In a training process of its own (one per job, started by the runner or from the command
-  line, several under torchrun): the training loop (training.py), its checkpoints
+  line, several under torchrun): the training loop (training/), its checkpoints
   (checkpoints.py) and the save; it talks to the runner through control.py.
 """

@@ -148,11 +148,11 @@ def test_a_few_steps_are_timed_without_saving_anything(models_dir, tmp_path):
 
 
 def test_the_command_line_leaves_epochs_and_batch_size_to_the_data_unless_given():
-    from core.training import _parse_args
+    from core.training import parse_args
 
-    config, _ = _parse_args(["--task", "classification", "--model", "tiny-bert-sentiment", "--train", "x.csv"])
+    config, _ = parse_args(["--task", "classification", "--model", "tiny-bert-sentiment", "--train", "x.csv"])
     assert (config.epochs, config.batch_size) == (None, None)  # sized to the data when it is read
-    config, _ = _parse_args(["--task", "causal-lm", "--model", "tiny-gpt2", "--train", "x.txt", "--epochs", "2"])
+    config, _ = parse_args(["--task", "causal-lm", "--model", "tiny-gpt2", "--train", "x.txt", "--epochs", "2"])
     assert (config.epochs, config.batch_size) == (2, None)
 
 
@@ -407,25 +407,25 @@ def test_the_precision_policy_for_gpus_and_cpus(requested, hardware, weights, ex
 @pytest.mark.parametrize("flags, expected", [([], "auto"), (["--precision", "bf16"], "bf16"),
                                              (["--precision", "fp32"], "fp32")])
 def test_the_command_line_leaves_precision_automatic_unless_a_flag_chooses(flags, expected):
-    from core.training import _parse_args
+    from core.training import parse_args
 
-    parsed, _ = _parse_args(["--task", "classification", "--model", "some-model", "--train", "t.csv", *flags])
+    parsed, _ = parse_args(["--task", "classification", "--model", "some-model", "--train", "t.csv", *flags])
     assert parsed.precision == expected
 
 
 def test_the_command_line_takes_every_config_field_and_a_json_file_that_flags_override(tmp_path):
-    from core.training import _parse_args
+    from core.training import parse_args
 
     settings = tmp_path / "cfg.json"
     settings.write_text(json.dumps({"task": "causal-lm", "base_model": "tiny-gpt2", "train_file": "a.txt",
                                     "learning_rate": 1e-3, "lora": True, "max_grad_norm": 0.5, "seed": 7}))
-    parsed, options = _parse_args(["--config", str(settings), "--learning-rate", "2e-4", "--report-json"])
+    parsed, options = parse_args(["--config", str(settings), "--learning-rate", "2e-4", "--report-json"])
     assert (parsed.task, parsed.base_model, parsed.train_file) == ("causal-lm", "tiny-gpt2", "a.txt")
     assert parsed.learning_rate == 2e-4  # the flag wins over the file
     assert parsed.lora is True and parsed.max_grad_norm == 0.5 and parsed.seed == 7
     assert options.report_json is True and options.control_dir is None
     with pytest.raises(WorkbenchError, match="max_grad_norm"):
-        _parse_args(["--config", str(settings), "--max-grad-norm", "-1"])
+        parse_args(["--config", str(settings), "--max-grad-norm", "-1"])
 
 
 def test_the_command_line_refuses_an_unknown_precision_with_argparse_s_message(capsys):
@@ -506,7 +506,7 @@ def _pieces_masked_apart(models_dir, tmp_path, whole_words: bool) -> tuple[int, 
     import transformers
 
     from core.data import load_training_data
-    from core.training import _tokenize
+    from core.training import tokenize_data
 
     # Long words the tiny vocabulary does not hold: the tokenizer cuts them into "##" pieces.
     text = write(tmp_path / "words.txt", "\n".join(["the farmer whitewashes extraordinarily "
@@ -515,7 +515,7 @@ def _pieces_masked_apart(models_dir, tmp_path, whole_words: bool) -> tuple[int, 
                       whole_word_masking=whole_words, mlm_probability=0.3)
     tokenizer = transformers.AutoTokenizer.from_pretrained(models_dir / "tiny-bert-mlm")
     model = transformers.AutoModelForMaskedLM.from_pretrained(models_dir / "tiny-bert-mlm")
-    train_set, _, collator = _tokenize(settings, load_training_data("masked-lm", text), tokenizer, model, [])
+    train_set, _, collator = tokenize_data(settings, load_training_data("masked-lm", text), tokenizer, model, [])
     torch.manual_seed(0)
     apart = masked = 0
     for _ in range(20):
@@ -556,13 +556,13 @@ def test_the_lines_of_a_text_file_keep_their_line_breaks_in_the_training_blocks(
     import transformers
 
     from core.data import load_training_data
-    from core.training import _tokenize
+    from core.training import tokenize_data
 
     text = write(tmp_path / "story.txt", "The farmer paints the green river every day.\nThe cat sees the red house.\n" * 20)
     settings = config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, max_length=64)
     tokenizer = transformers.AutoTokenizer.from_pretrained(models_dir / "tiny-gpt2")
     model = transformers.AutoModelForCausalLM.from_pretrained(models_dir / "tiny-gpt2")
-    train_set, _, _ = _tokenize(settings, load_training_data("causal-lm", text, seed=0), tokenizer, model, [])
+    train_set, _, _ = tokenize_data(settings, load_training_data("causal-lm", text, seed=0), tokenizer, model, [])
     blocks = "".join(tokenizer.decode(ids) for ids in train_set["input_ids"])
     assert "every day.\nThe" in blocks or "house.\nThe" in blocks
     assert "day.The" not in blocks and "house.The" not in blocks

@@ -16,7 +16,7 @@ if FAULT:
     import sys
 
     sys.path.insert(0, os.getcwd())  # the training process runs in the project's root
-    import core.training as training
+    from core.training import artifacts as training  # where a run's model is saved
 
     real_save = training.save_model
     saves = []
