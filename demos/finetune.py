@@ -253,9 +253,11 @@ def build(ctx: AppContext) -> None:
         return [
             _progress_html(job), status_text, _loss_frame(job), _metrics_frame(job),
             _confusion_html(job),
-            # Once a run saved its model, its name is taken: the next run is offered a free one
-            # (a proposal, which a new upload may replace).
-            *([free_name(ctx.registry.models_dir, job.model_name)] * 2 if job.state == FINISHED else [gr.skip()] * 2),
+            # Once your run saved its model, its name is taken: your next run is offered a free one
+            # (a proposal, which a new upload may replace). Another person's run ending leaves
+            # the name you are typing alone.
+            *([free_name(ctx.registry.models_dir, job.model_name)] * 2 if job.state == FINISHED and mine
+              else [gr.skip()] * 2),
             # Cancel: your run while it trains, or your run in line.
             gr.update(interactive=(mine and job.active and job.state != "saving") or
                       bool(queued and queued.state == QUEUED)),

@@ -248,7 +248,8 @@ def test_a_page_whose_run_waits_in_line_finds_its_place_again_after_a_reload(sha
     from test_browser import prepare_classification_run
 
     ann = person(shared_server)
-    ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv", rows_per_class=200), "anns-long", epochs=20,
+    # Long enough to outlast Bob's steps in the page on a busy machine (16,000 steps); cancelled below.
+    ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv", rows_per_class=1000), "anns-long", epochs=20,
                                 batch_size=2), api_name="/finetune")
     wait_for_live_step(ann, "anns-long")
     context = browser.new_context()
@@ -272,3 +273,31 @@ def test_a_page_whose_run_waits_in_line_finds_its_place_again_after_a_reload(sha
         ann.predict(api_name="/finetune_discard")
     expect(status).to_contain_text("saved as 'bobs-browser'", timeout=300_000)
     context.close()
+
+
+def test_another_persons_run_ending_leaves_the_name_you_are_typing_alone(shared_server, browser, tmp_path):
+    """A finished run's name is taken, so its owner's page proposes a free one; on someone else's
+    page, what they typed stays."""
+    from playwright.sync_api import expect
+
+    from conftest import separable_csv
+    from test_app_finetune import finetune_args, wait_for_state
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(shared_server.url)
+        page.get_by_role("tab", name="Fine-tune").click()
+        name = page.get_by_label("Name of the new model")
+        name.fill("bobs-own-name")
+        ann = person(shared_server)
+        ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv"), "anns-quick", epochs=1),
+                    api_name="/finetune")
+        wait_for_state(ann, "finished")
+        # Bob's page has seen the run end (as anyone's: its name, not its details)...
+        expect(page.locator("#finetune-status")).to_contain_text("anns-quick", timeout=60_000)
+        expect(page.locator("#finetune-status")).to_contain_text("finished")
+        assert name.input_value() == "bobs-own-name"  # ...and kept his name
+    finally:
+        context.close()
