@@ -240,6 +240,16 @@ def test_the_page_tells_a_queued_person_their_place_then_writes_their_text(small
     context.close()
 
 
+def fine_tune_page(browser, server):
+    """A new person's browser (its own context) on the server's Fine-tune tab: (context, page)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(server.url)
+    page.get_by_role("tab", name="Fine-tune").click()
+    return context, page
+
+
 def test_a_page_whose_run_waits_in_line_finds_its_place_again_after_a_reload(shared_server, browser, tmp_path):
     from playwright.sync_api import expect
 
@@ -252,12 +262,8 @@ def test_a_page_whose_run_waits_in_line_finds_its_place_again_after_a_reload(sha
     ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv", rows_per_class=1000), "anns-long", epochs=20,
                                 batch_size=2), api_name="/finetune")
     wait_for_live_step(ann, "anns-long")
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+    context, page = fine_tune_page(browser, shared_server)
     try:
-        page.goto(shared_server.url)
-        page.get_by_role("tab", name="Fine-tune").click()
         prepare_classification_run(page, separable_csv(tmp_path / "bob.csv"), "bobs-browser")
         page.get_by_role("button", name="Start fine-tuning").click()
         status = page.locator("#finetune-status")
@@ -283,12 +289,8 @@ def test_another_persons_run_ending_leaves_the_name_you_are_typing_alone(shared_
     from conftest import separable_csv
     from test_app_finetune import finetune_args, wait_for_state
 
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+    context, page = fine_tune_page(browser, shared_server)
     try:
-        page.goto(shared_server.url)
-        page.get_by_role("tab", name="Fine-tune").click()
         name = page.get_by_label("Name of the new model")
         name.fill("bobs-own-name")
         ann = person(shared_server)
