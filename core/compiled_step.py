@@ -20,9 +20,9 @@ whole process while it traces, so a generation stepping in another thread failed
 installed as a submodule"); and on 2 cores the compile's Python work starved that generation
 of the interpreter lock (64 tokens took 50 s instead of 2.6). Compiling in a child process and
 loading the result (AOTInductor) was measured and left out: 1.12x the packed eager step, not
-1.25x to 1.4x, as it left the bf16 matrix products unpacked (README, Speed). Inductor writes its CPU kernels for the thread count at compile
-time, so a step serves only at the thread count it was compiled under (core/cpu_threads.py
-changes it while a run trains). Once ready, a request that arrives at an empty batch, alone,
+1.25x to 1.4x, as it left the bf16 matrix products unpacked (README, Speed). Inductor writes
+its CPU kernels for the thread count at compile time, so a step serves only at the thread count
+it was compiled under (core/cpu_threads.py changes it while a run trains). Once ready, a request that arrives at an empty batch, alone,
 with room for its prompt and tokens, decodes through it; if someone else joins, its cache
 becomes an ordinary dynamic cache (core/decoding.py merges it with theirs) and the batch goes
 on eagerly. A compile that fails leaves the eager path, which is always there.

@@ -341,20 +341,14 @@ def build(ctx: AppContext) -> None:
 
     @form_handler(("task", "train_file", "base_model"), PREVIEW_SETTINGS, DEFAULTS)
     @show_errors
-    def preview(task, train_file, base_model, validation_file, text_column, label_column, validation_share, seed,
-                epochs, batch_size, gradient_accumulation_steps, max_length, precision, lora, lora_rank,
-                freeze_embeddings, request=None):
+    def preview(request=None, **settings):
         """The split that will train (same seed), with counts, token lengths and warnings; then
         what the run will be (examples, epochs, batch size, optimizer steps; epochs and batch size
         left out, or 0, are sized to the data) and its time on this machine, from a few real steps timed
         now."""
-        config = _train_config(task=task, train_file=train_file, base_model=base_model,
-                               validation_file=validation_file, text_column=text_column, label_column=label_column,
-                               validation_share=validation_share, seed=seed, epochs=epochs,
-                               batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-                               max_length=max_length, precision=precision, lora=lora, lora_rank=lora_rank,
-                               freeze_embeddings=freeze_embeddings, models_dir=str(ctx.registry.models_dir))
+        config = _train_config(**settings, models_dir=str(ctx.registry.models_dir))
         loaded = _load(config)
+        base_model = config.base_model
         tokenizer = _tokenizer_or_none(base_model, config.models_dir)
         summary = training_data.preview_training_data(loaded, tokenizer=tokenizer)
         shown, frame = _preview_markdown(summary), _preview_frame(summary)
