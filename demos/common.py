@@ -155,9 +155,8 @@ def defaults_of(config_class) -> dict[str, Any]:
 def form_handler(required: Sequence[str], optional: Sequence[str], defaults: Mapping[str, Any]):
     """Give `handler(request=None, **values)` the parameters `(*required, *optional=default,
     request=None)`, each default taken from `defaults` (a config's own, `defaults_of`), so that
-    no handler restates them. Gradio builds the API's parameters
-    from this signature and fills them by name from `inputs_kwargs`; the handler gets them all
-    as keywords."""
+    no handler restates them. Gradio builds the API's parameters from this signature and fills
+    them by name from `inputs_kwargs`; the handler gets them all as keywords."""
     parameter = inspect.Parameter
     signature = inspect.Signature(
         [parameter(name, parameter.POSITIONAL_OR_KEYWORD) for name in required]
