@@ -18,11 +18,13 @@ use_persistent_storage()  # before gradio and huggingface_hub read HF_HOME (on a
 import gradio as gr  # noqa: E402
 
 from core.decoding import PerPersonLimit  # noqa: E402
+from core.history import RunHistory  # noqa: E402
+from core.hub import Hub  # noqa: E402
 from core.jobs import JobRunner, remove_interrupted_saves, remove_stale_runs  # noqa: E402
 from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE  # noqa: E402
 from core.models import ModelRegistry, models_dir_from_env  # noqa: E402
 from core.precision import INFERENCE_PRECISIONS  # noqa: E402
-from demos import classify, fill_mask, finetune, generate, inside, question_answering  # noqa: E402
+from demos import answer, classify, explain, fill_mask, finetune, generate  # noqa: E402
 from demos.common import IDLE_POLL_SECONDS, AppContext, models_lister, watch_job, wire_pickers  # noqa: E402
 
 PANELS = (
@@ -30,8 +32,8 @@ PANELS = (
     ("Sentiment", classify),
     ("Fill-mask", fill_mask),
     ("Fine-tune", finetune),
-    ("Question answering", question_answering),
-    ("Inside the model", inside),
+    ("Question answering", answer),
+    ("Inside the model", explain),
 )
 
 
@@ -45,10 +47,12 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
     (on a Space that offers sign-in: `hf_admins` and the Space's owner act on everything), else
     their browser. `train_processes`: processes per fine-tuning job.
 
-    It makes the services the panels share (the model registry, the training job runner) and
-    hands them to each panel in one AppContext."""
-    registry = ModelRegistry(models_dir or models_dir_from_env(), precision=precision)
-    runner = JobRunner(registry.models_dir, processes=train_processes)
+    It makes the services the panels share (the Hub's status, the model registry, the run
+    history, the training job runner) and hands them to each panel in one AppContext."""
+    hub = Hub()
+    registry = ModelRegistry(models_dir or models_dir_from_env(), precision=precision, hub=hub)
+    history = RunHistory(registry.models_dir)
+    runner = JobRunner(registry.models_dir, processes=train_processes, history=history)
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
               file=sys.stderr, flush=True)
@@ -65,7 +69,7 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
         if hf_sign_in:  # your runs and models follow you to any browser you sign in from
             gr.LoginButton(value="Sign in with Hugging Face to keep your runs and models on any device",
                            logout_value="Signed in as {} (sign out)", size="sm")
-        ctx = AppContext(registry=registry, runner=runner, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS),
+        ctx = AppContext(registry=registry, hub=hub, runner=runner, history=history, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS),
                          generations=PerPersonLimit(per_person), batch_rows=batch_rows, queue_size=queue_size,
                          shared=shared,
                          admins=frozenset(admins), by_login=logins > 1,

@@ -6,7 +6,7 @@ each write goes to a temporary file renamed over the old one, so a crash never l
 history. A run's entry is written when it ends and updated when its fate changes later (a
 cancelled run saved or discarded, its model renamed or deleted).
 
-    history = RunHistory(models_dir)
+    history = RunHistory(models_dir)  # one per server (build_app), shared by its runner and pages
     history.record(entry)          # insert or replace by entry["id"]
     history.runs()                 # newest first
 """
@@ -22,13 +22,11 @@ from core import atomic
 
 HISTORY_FILE = ".runs.json"
 MAX_RUNS = 500  # the oldest entries go beyond this: the file stays quick to read at every page tick
-_lock = threading.Lock()  # one writer at a time within the server
-_read_cache: dict[Path, tuple[tuple, list[dict]]] = {}  # history file -> (its version, its runs newest first)
-
-
 class RunHistory:
     def __init__(self, models_dir: str | Path) -> None:
         self.path = Path(models_dir) / HISTORY_FILE
+        self._lock = threading.Lock()  # one writer at a time within the server
+        self._read: tuple[tuple, list[dict]] | None = None  # (the file's version, its runs newest first)
 
     def runs(self) -> list[dict]:
         """Every recorded run, newest first (not to be changed: they are shared). A missing or
@@ -39,11 +37,11 @@ class RunHistory:
         except OSError:
             return []
         version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # each write is a new file (os.replace)
-        if _read_cache.get(self.path, (None,))[0] != version:
-            _read_cache[self.path] = (version, list(reversed(self._read())))
-        return list(_read_cache[self.path][1])
+        if self._read is None or self._read[0] != version:
+            self._read = (version, list(reversed(self._on_disk())))
+        return list(self._read[1])
 
-    def _read(self) -> list[dict]:
+    def _on_disk(self) -> list[dict]:
         """The runs on disk, oldest first."""
         try:
             runs = json.loads(self.path.read_text(encoding="utf-8"))
@@ -56,8 +54,8 @@ class RunHistory:
 
     def record(self, entry: dict) -> None:
         """Add `entry`, or replace the entry with its id."""
-        with _lock:
-            runs = [run for run in self._read() if run.get("id") != entry["id"]]
+        with self._lock:
+            runs = [run for run in self._on_disk() if run.get("id") != entry["id"]]
             self._write([*runs, entry][-MAX_RUNS:])
 
     def model_renamed(self, old: str, new: str) -> None:
@@ -67,8 +65,8 @@ class RunHistory:
         self._update_saved(name, lambda run: run.update(saved_as=None, deleted=name))
 
     def _update_saved(self, name: str, change) -> None:
-        with _lock:
-            runs = self._read()
+        with self._lock:
+            runs = self._on_disk()
             for run in runs:
                 if run.get("saved_as") == name:
                     change(run)

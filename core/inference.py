@@ -28,6 +28,7 @@ from core.limits import (
     MAX_TEXT_CHARS,
     MAX_TOP_K,
 )
+from core.settings import check_ranges, setting
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
 from core.decoding import DecodingBatch, DecodingRequest, Waiting
 from core.compiled_step import compiling_now
@@ -38,30 +39,23 @@ STOP_POLL_SECONDS = 0.1  # how often a waiting request checks should_stop() whil
 
 @dataclass
 class GenerationSettings:
-    max_new_tokens: int = DEFAULT_NEW_TOKENS
-    temperature: float = 0.8  # 0 means greedy decoding
-    top_k: int = 50  # 0 disables top-k filtering
-    top_p: float = 0.95
-    repetition_penalty: float = 1.1
-    seed: int | None = 0  # None: a different result each time
-    num_sequences: int = 1
+    # Each field's default, label and range, declared once (core/settings.py): the checks below,
+    # the generation panel's sliders and the API's defaults come from here.
+    max_new_tokens: int = setting(DEFAULT_NEW_TOKENS, "Max new tokens", 1, MAX_NEW_TOKENS, step=1, whole=True)
+    temperature: float = setting(0.8, "Temperature", 0.0, MAX_TEMPERATURE, step=0.05,
+                                 info="0 = always the most likely token")
+    top_k: int = setting(50, "Top-k", 0, MAX_TOP_K, step=1, whole=True, info="0 = off")
+    top_p: float = setting(0.95, "Top-p", 0.01, 1, step=0.01)
+    repetition_penalty: float = setting(1.1, "Repetition penalty", 1.0, MAX_REPETITION_PENALTY, step=0.05)
+    seed: int | None = setting(0, "Seed", 0, 2**32 - 1, whole=True)  # None: a different result each time
+    num_sequences: int = setting(1, "Number of sequences", 1, MAX_NUM_SEQUENCES, step=1, whole=True)
     use_chat_template: bool = False
 
     def __post_init__(self) -> None:
-        require_number(self.max_new_tokens, 1, MAX_NEW_TOKENS, "Max new tokens", integer=True)
-        require_number(self.temperature, 0.0, MAX_TEMPERATURE, "Temperature")
-        require_number(self.top_k, 0, MAX_TOP_K, "Top-k", integer=True)
-        require_number(self.top_p, 0.01, 1, "Top-p")
-        require_number(self.repetition_penalty, 1.0, MAX_REPETITION_PENALTY, "Repetition penalty")
-        require_number(self.num_sequences, 1, MAX_NUM_SEQUENCES, "Number of sequences", integer=True)
-        if self.seed is not None:
-            require_number(self.seed, 0, 2**32 - 1, "Seed", integer=True)
-        self.max_new_tokens, self.top_k, self.num_sequences = (
-            int(self.max_new_tokens), int(self.top_k), int(self.num_sequences))
+        check_ranges(self, named_by_label=True)
         # A JSON 1 arrives as an int; transformers' warpers refuse an int temperature or penalty.
         self.temperature, self.top_p, self.repetition_penalty = (
             float(self.temperature), float(self.top_p), float(self.repetition_penalty))
-        self.seed = None if self.seed is None else int(self.seed)
 
 
 def random_seed() -> int:

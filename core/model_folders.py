@@ -15,7 +15,6 @@ from pathlib import Path
 
 from core import atomic
 from core.errors import WorkbenchError
-from core.history import RunHistory
 from core.models import ModelRegistry, adapter_base, is_adapter_folder, is_valid_local_name
 from core.ownership import COMMAND_LINE, ModelOwners, Person, refuse_unless_owner
 
@@ -71,7 +70,7 @@ def rename_model(registry: ModelRegistry, runner, name: str, new_name: str, pers
     target = folder.with_name(new_name.strip())
     os.rename(folder, target)
     registry.forget(folder.name)
-    RunHistory(registry.models_dir).model_renamed(folder.name, target.name)
+    runner.history.model_renamed(folder.name, target.name)
     ModelOwners(registry.models_dir).renamed(folder.name, target.name)
     return target
 
@@ -81,7 +80,7 @@ def delete_model(registry: ModelRegistry, runner, name: str, person: Person = CO
     doomed = atomic.temporary_beside(folder, "deleting")  # gone from the listing at once
     os.rename(folder, doomed)
     registry.forget(folder.name)
-    RunHistory(registry.models_dir).model_deleted(folder.name)
+    runner.history.model_deleted(folder.name)
     ModelOwners(registry.models_dir).forget(folder.name)
     shutil.rmtree(doomed, ignore_errors=True)
 

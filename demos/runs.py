@@ -12,7 +12,7 @@ import pandas as pd
 from core import model_folders
 from core.errors import WorkbenchError
 from core.data import MIB
-from core.history import RunHistory, as_seen_by
+from core.history import as_seen_by
 from core.jobs import CANCELLED, DISCARDED, FAILED, FINISHED, SAVE_FAILED
 from demos.common import AppContext, JobView, as_text, open_dropdown, show_errors
 
@@ -27,7 +27,7 @@ MAX_COMPARED = 2
 
 def build(ctx: AppContext) -> None:
     runner = ctx.runner
-    history = RunHistory(ctx.registry.models_dir)
+    history = ctx.history
     with gr.Accordion("Run history and saved models", open=False, elem_id="runs"):
         # Filled for each page by the job timer's first tick, as its person may see it.
         table = gr.Dataframe(_history_frame([]), headers=COLUMNS, label="Runs (newest first)",

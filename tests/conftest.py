@@ -54,7 +54,7 @@ from tiny_models import build_all  # noqa: E402
 # or MiniLM (slow: a real model's load and steps). A core test on a real model is `real`, not
 # `unit`; app and browser tests on one are both.
 APP_FILES = {"test_hardening.py", "test_load.py", "test_fresh_machine.py", "test_bench_smoke.py"}
-REAL_FILES = {"test_packaged.py", "test_real_inside.py", "test_real_workflows.py"}
+REAL_FILES = {"test_packaged.py", "test_real_explain.py", "test_real_workflows.py"}
 
 
 def pytest_collection_modifyitems(items):

@@ -13,6 +13,7 @@ from core.words import whole_words
 from core.errors import WorkbenchError
 from core.limits import MAX_ANSWER_TOKENS
 from core.models import QUESTION_ANSWERING, ModelRegistry
+from demos.common import offline_note
 from tiny_models import corpus
 
 CONTEXT = "the cat likes the red house. a dog reads a long book every day."
@@ -151,7 +152,7 @@ def test_the_picker_offers_extractive_models_first_then_chat_models(models_dir, 
     shutil.copytree(models_dir / "tiny-chat", only_chat / "tiny-chat")
     offline = ModelRegistry(only_chat)
     assert offline.task_of(offline.default_choice(QUESTION_ANSWERING)) == "text-generation"
-    assert offline.offline_note(QUESTION_ANSWERING) is None
+    assert offline_note(offline, QUESTION_ANSWERING) is None
 
 
 def test_questions_asked_together_are_read_in_one_pass_with_the_logits_each_gets_alone(registry):

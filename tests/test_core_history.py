@@ -15,11 +15,17 @@ from core.models import ModelRegistry
 
 
 class IdleRunner:
+    """What rename and delete ask of the job runner: whether a run uses the model, and the run
+    history they update."""
+
+    def __init__(self, history: RunHistory):
+        self.history = history
+
     def use_of(self, name):
         return None
 
 
-class BusyRunner:
+class BusyRunner(IdleRunner):
     def use_of(self, name):
         return f"the current run saves to '{name}'" if name == "busy" else None
 
@@ -61,15 +67,15 @@ def test_rename_and_delete_follow_in_the_history_and_stay_inside_the_models_fold
     (own / "link-out").symlink_to(outside, target_is_directory=True)
     registry, runs = ModelRegistry(own), RunHistory(own)
     runs.record(entry("story"))
-    rename_model(registry, IdleRunner(), "story", "tale")
+    rename_model(registry, IdleRunner(runs), "story", "tale")
     assert (own / "tale").is_dir() and runs.runs()[0]["saved_as"] == "tale"
-    delete_model(registry, IdleRunner(), "tale")
+    delete_model(registry, IdleRunner(runs), "tale")
     assert not (own / "tale").exists() and runs.runs()[0]["deleted"] == "tale"
     for name in ("link-out", "..", "../precious", "", "nothing-here"):
         with pytest.raises(WorkbenchError, match="no model named"):
-            delete_model(registry, IdleRunner(), name)
+            delete_model(registry, IdleRunner(runs), name)
     assert outside.is_dir()
     (own / "busy").mkdir()
     with pytest.raises(WorkbenchError, match="'busy' is in use: the current run saves to 'busy'"):
-        rename_model(registry, BusyRunner(), "busy", "other")
+        rename_model(registry, BusyRunner(runs), "busy", "other")
     assert (own / "busy").is_dir()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, fake_hub_answering, silent_hub
-from core import models
 from core.errors import WorkbenchError
+from core.hub import Hub
 from core.models import (
     DEFAULT_HUB_MODELS, FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry,
 )
@@ -190,10 +190,10 @@ def test_no_token_is_sent_when_nobody_logged_in(registry, monkeypatch, no_token,
     assert fake_hub.authorizations == [None]
 
 
-def test_a_hub_that_accepts_but_never_answers_is_asked_once_and_given_up_on(registry, monkeypatch):
+def test_a_hub_that_accepts_but_never_answers_is_asked_once_and_given_up_on(models_dir, monkeypatch):
     """One question with a timeout, no retries: from_pretrained alone would retry for half a
     minute against such a server."""
-    monkeypatch.setattr(models, "HUB_CHECK_TIMEOUT_S", 0.3)
+    registry = ModelRegistry(models_dir, hub=Hub(check_timeout=0.3))
     with silent_hub(monkeypatch) as connections:
         with pytest.raises(WorkbenchError, match="openai-community/gpt2.*cannot be reached.*Timeout"):
             registry.get(TEXT_GENERATION, "openai-community/gpt2")

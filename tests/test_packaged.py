@@ -11,19 +11,15 @@ import pytest
 from conftest import SMOLLM2, fake_hub_answering, silent_hub
 from core import inference, models, packaged
 from core.errors import WorkbenchError
+from core.hub import Hub
 from core.inference import GenerationSettings
 from core.models import FILL_MASK, TEXT_CLASSIFICATION, TEXT_GENERATION, ModelRegistry
+from demos.common import offline_note
 
 MINILM = "packaged:all-MiniLM-L6-v2"
 
 
-@pytest.fixture
-def fresh_hub_check(monkeypatch):
-    """Forget the remembered answer of the Hub check, so each test asks again."""
-    monkeypatch.setattr(models, "_hub_reachable_cache", None)
-
-
-def test_installed_packaged_models_come_first_and_are_marked_ready_offline(registry, fresh_hub_check):
+def test_installed_packaged_models_come_first_and_are_marked_ready_offline(registry):
     choices = registry.choices(TEXT_GENERATION)
     assert choices[0].name == SMOLLM2 and choices[0].ready
     assert choices[0].label == "SmolLM2-135M-Instruct (offline)"
@@ -122,30 +118,29 @@ def test_smollm2_writes_several_sequences_and_a_compare_pair_as_one_reproducible
     assert pair == alone
 
 
-def test_with_no_model_ready_and_no_hub_each_panel_says_what_to_do(tmp_path, monkeypatch, fresh_hub_check):
+def test_with_no_model_ready_and_no_hub_each_panel_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     empty = ModelRegistry(tmp_path / "empty")
     assert empty.default_choice(FILL_MASK) is None
-    assert "masked language model" in empty.offline_note(FILL_MASK)
-    assert "Fine-tune" in empty.offline_note(FILL_MASK)
-    assert "starter model" in empty.offline_note(TEXT_CLASSIFICATION)
+    assert "masked language model" in offline_note(empty, FILL_MASK)
+    assert "Fine-tune" in offline_note(empty, FILL_MASK)
+    assert "starter model" in offline_note(empty, TEXT_CLASSIFICATION)
     # Generation has the packaged SmolLM2: no note, and it is the default.
-    assert empty.offline_note(TEXT_GENERATION) is None
+    assert offline_note(empty, TEXT_GENERATION) is None
     assert empty.default_choice(TEXT_GENERATION) == SMOLLM2
 
 
-def test_the_hub_check_respects_offline_mode_and_gives_up_on_a_silent_hub(monkeypatch, fresh_hub_check):
-    with fake_hub_answering(monkeypatch, 200) as hub:
+def test_the_hub_check_respects_offline_mode_and_gives_up_on_a_silent_hub(monkeypatch):
+    with fake_hub_answering(monkeypatch, 200) as fake:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-        assert models.hub_reachable() is False
-        assert hub.requests == []  # offline mode: not even one request
+        hub = Hub()
+        assert hub.reachable() is False
+        assert fake.requests == []  # offline mode: not even one request
         monkeypatch.delenv("HF_HUB_OFFLINE")
-        assert models.hub_reachable() is True
-        assert models.hub_reachable() is True and len(hub.requests) == 1  # remembered, not asked again
-    monkeypatch.setattr(models, "_hub_reachable_cache", None)
-    monkeypatch.setattr(models, "HUB_REACHABLE_TIMEOUT_S", 0.3)
+        assert hub.reachable() is True
+        assert hub.reachable() is True and len(fake.requests) == 1  # remembered, not asked again
     with silent_hub(monkeypatch) as connections:
-        assert models.hub_reachable() is False  # the timeout ends the wait: offline, not hanging
+        assert Hub(reachable_timeout=0.3).reachable() is False  # the timeout ends the wait: offline, not hanging
         assert len(connections) == 1
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core import checkpoints
 from core.errors import WorkbenchError
+from core.settings import command_line_field
 from core.training import artifacts
 from core.training.config import Progress, TrainConfig
 from core.training.loop import time_steps, train
@@ -55,7 +56,12 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, ProcessOptions]:
         for key, value in values.items():
             if value is not None:
                 from_file += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
-    parser = HfArgumentParser((TrainConfig, ProcessOptions), prog="python -m core.training",
+    class Parser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):  # TrainConfig's settings carry a form description
+            HfArgumentParser._parse_dataclass_field(parser, command_line_field(field))
+
+    parser = Parser((TrainConfig, ProcessOptions), prog="python -m core.training",
                               description="Fine-tune a model headless (same loop as the app).")
     parser.add_argument("--config", help="JSON file of TrainConfig fields; flags override it")
     config, options, _ = parser.parse_args_into_dataclasses(args=from_file + rest, look_for_args_file=False)

@@ -1,6 +1,6 @@
 """What a training run is: TrainConfig (every setting, its default and its check), the progress
 it reports and the result it hands back. The Fine-tune tab, its API and the command line are
-made from TrainConfig's fields (demos/common.py `defaults_of`, HfArgumentParser)."""
+made from TrainConfig's fields: each declares its default, label and range once (core/settings.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from core.data import CAUSAL_LM, CLASSIFICATION, MASKED_LM, TRAIN_TASKS
-from core.errors import WorkbenchError, require_number
+from core.errors import WorkbenchError
 from core.limits import (MAX_BATCH_SIZE, MAX_EARLY_STOPPING_PATIENCE, MAX_EPOCHS, MAX_GRAD_NORM,
                          MAX_GRADIENT_ACCUMULATION, MAX_LENGTH, MAX_LORA_ALPHA, MAX_LORA_DROPOUT, MAX_LORA_RANK,
                          MAX_MLM_PROBABILITY, MAX_VALIDATION_SHARE, MAX_WARMUP_RATIO, MAX_WEIGHT_DECAY, MIN_LENGTH)
+from core.settings import check_ranges, setting
 
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # see choose_precision
@@ -50,33 +51,39 @@ class TrainConfig:
     # Saved there (atomically) on success; None: the caller saves.
     output_dir: str | None = field(default=None, metadata={"aliases": ["--output"]})
     models_dir: str | None = None  # where local base models are looked up
-    epochs: float | None = None  # None: sized to the data (core.run_plan.size_to_data)
-    learning_rate: float | None = None  # None: DEFAULT_LEARNING_RATE, or LORA_LEARNING_RATES with LoRA
-    batch_size: int | None = None  # None: sized to the data, with the epochs
-    gradient_accumulation_steps: int = 1
-    max_length: int = 128  # truncation for classification, block size for language models
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0  # gradient clipping (as Trainer's default); 0: none
-    seed: int = 42
-    validation_share: float = 0.2
-    mlm_probability: float = 0.15
+    # None: sized to the data (core.run_plan.size_to_data), the batch size with them.
+    epochs: float | None = setting(None, "Epochs", 0, MAX_EPOCHS, low_open=True)
+    # None: DEFAULT_LEARNING_RATE, or LORA_LEARNING_RATES with LoRA.
+    learning_rate: float | None = setting(None, "Learning rate", 0, 1, low_open=True)
+    batch_size: int | None = setting(None, "Batch size", 1, MAX_BATCH_SIZE, whole=True)
+    gradient_accumulation_steps: int = setting(1, "Gradient accumulation steps", 1, MAX_GRADIENT_ACCUMULATION,
+                                               step=1, whole=True)
+    # Truncation for classification, block size for language models.
+    max_length: int = setting(128, "Max length / block size (tokens)", MIN_LENGTH, MAX_LENGTH, step=8, whole=True)
+    warmup_ratio: float = setting(0.1, "Warmup (share of steps)", 0, MAX_WARMUP_RATIO, step=0.05)
+    weight_decay: float = setting(0.01, "Weight decay", 0, MAX_WEIGHT_DECAY, step=0.01)
+    # Gradient clipping (as Trainer's default); 0: none.
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm", 0, MAX_GRAD_NORM)
+    seed: int = setting(42, "Seed", 0, 2**32 - 1, whole=True)
+    validation_share: float = setting(0.2, "Validation share", 0.05, MAX_VALIDATION_SHARE, step=0.05)
+    mlm_probability: float = setting(0.15, "Masking probability", 0.05, MAX_MLM_PROBABILITY, step=0.05)
     whole_word_masking: bool = False
     precision: Precision = "auto"  # mixed precision, see choose_precision
     # Evaluation: on the validation split at each epoch's end, and every `eval_steps` optimizer
     # steps if set; the weights of the best evaluation by `best_metric` are the ones kept.
-    eval_steps: int = 0
+    eval_steps: int = setting(0, "Also evaluate every N steps", 0, 1_000_000, whole=True)
     best_metric: BestMetric = "auto"
-    early_stopping_patience: int = 0  # stop after this many evaluations without a better one; 0: never
+    # Stop after this many evaluations without a better one; 0: never.
+    early_stopping_patience: int = setting(0, "Early stopping patience", 0, MAX_EARLY_STOPPING_PATIENCE, whole=True)
     # LoRA adapters on the attention projections (a classifier's head trains in full). Target
     # modules: comma-separated names; empty: peft's choice for the architecture (query,value for
     # BERT; c_attn for GPT-2; q_proj,v_proj for Llama). Saved merged into the model's weights, or
     # as the adapter only (peft's files: a small download; the panels load its base with it).
     lora: bool = False
     lora_save: LoraSave = "merged"
-    lora_rank: int = 8
-    lora_alpha: float = 16
-    lora_dropout: float = 0.05
+    lora_rank: int = setting(8, "LoRA rank", 1, MAX_LORA_RANK, step=1, whole=True)
+    lora_alpha: float = setting(16, "LoRA alpha", 1, MAX_LORA_ALPHA, step=1)
+    lora_dropout: float = setting(0.05, "LoRA dropout", 0, MAX_LORA_DROPOUT, step=0.01)
     lora_target_modules: str = ""
     # Log the run to a local dashboard through Accelerate's trackers: trackio (in its own folder,
     # or `tracking_dir`; `trackio show` opens it) or TensorBoard (event files in `tracking_dir`,
@@ -85,7 +92,8 @@ class TrainConfig:
     tracking_dir: str | None = None
     run_name: str | None = None
     freeze_embeddings: bool = False  # keep the input word embeddings fixed: fewer weights to update
-    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: none
+    # Optimizer steps between checkpoints; 0: none.
+    checkpoint_every: int = setting(0, "Checkpoint every N steps", 0, 1_000_000, whole=True)
     checkpoint_dir: str | None = None  # where checkpoints are written and resumed from
     resume: bool = False  # continue from the newest checkpoint in checkpoint_dir, if there is one
 
@@ -94,37 +102,15 @@ class TrainConfig:
             raise WorkbenchError(f"task must be one of {', '.join(TRAIN_TASKS)} (got {self.task!r}).")
         if not self.base_model or not str(self.base_model).strip():
             raise WorkbenchError("base_model: choose a model to fine-tune.")
-        if self.epochs is not None:  # None: sized to the data when it is read (core.run_plan)
-            require_number(self.epochs, 0, MAX_EPOCHS, "epochs", low_open=True)
         if self.learning_rate is None:
             self.learning_rate = LORA_LEARNING_RATES[self.task] if self.lora else DEFAULT_LEARNING_RATE
-        require_number(self.learning_rate, 0, 1, "learning_rate", low_open=True)
-        require_number(self.lora_rank, 1, MAX_LORA_RANK, "lora_rank", integer=True)
-        require_number(self.lora_alpha, 0, MAX_LORA_ALPHA, "lora_alpha", low_open=True)
-        require_number(self.lora_dropout, 0, MAX_LORA_DROPOUT, "lora_dropout")
-        self.lora_rank = int(self.lora_rank)
+        check_ranges(self)  # every field declared with a range (None: sized to the data later)
         if self.lora_save not in LORA_SAVES:
             raise WorkbenchError(f"lora_save must be one of {', '.join(LORA_SAVES)} (got {self.lora_save!r}).")
         if self.lora_save == "adapter" and not self.lora:
             raise WorkbenchError("lora_save: only a LoRA run has an adapter to save on its own (turn lora on).")
-        if self.batch_size is not None:
-            require_number(self.batch_size, 1, MAX_BATCH_SIZE, "batch_size", integer=True)
-            self.batch_size = int(self.batch_size)
-        require_number(self.gradient_accumulation_steps, 1, MAX_GRADIENT_ACCUMULATION, "gradient_accumulation_steps",
-                       integer=True)
-        require_number(self.max_length, MIN_LENGTH, MAX_LENGTH, "max_length", integer=True)
-        require_number(self.warmup_ratio, 0, MAX_WARMUP_RATIO, "warmup_ratio")
-        require_number(self.weight_decay, 0, MAX_WEIGHT_DECAY, "weight_decay")
-        require_number(self.max_grad_norm, 0, MAX_GRAD_NORM, "max_grad_norm")
         if self.precision not in PRECISIONS:
             raise WorkbenchError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
-        require_number(self.seed, 0, 2**32 - 1, "seed", integer=True)
-        require_number(self.validation_share, 0, MAX_VALIDATION_SHARE, "validation_share", low_open=True)
-        require_number(self.mlm_probability, 0, MAX_MLM_PROBABILITY, "mlm_probability", low_open=True)
-        require_number(self.checkpoint_every, 0, 1_000_000, "checkpoint_every", integer=True)
-        require_number(self.eval_steps, 0, 1_000_000, "eval_steps", integer=True)
-        require_number(self.early_stopping_patience, 0, MAX_EARLY_STOPPING_PATIENCE, "early_stopping_patience",
-                       integer=True)
         if self.report_to not in REPORT_TOS:
             raise WorkbenchError(f"report_to must be one of {', '.join(REPORT_TOS)} (got {self.report_to!r}).")
         if self.best_metric not in BEST_METRICS:
@@ -132,10 +118,6 @@ class TrainConfig:
         if self.best_metric in ("accuracy", "macro_f1") and self.task != CLASSIFICATION:
             raise WorkbenchError(f"best_metric: {self.best_metric} is measured for classification only; a "
                                  f"language model is kept by its validation loss.")
-        self.max_length, self.seed = int(self.max_length), int(self.seed)
-        self.gradient_accumulation_steps = int(self.gradient_accumulation_steps)
-        self.checkpoint_every = int(self.checkpoint_every)
-        self.eval_steps, self.early_stopping_patience = int(self.eval_steps), int(self.early_stopping_patience)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from conftest import SMOLLM2
 from core import answer as qa
 from core import explain
 from core.models import TEXT_GENERATION, ModelRegistry
-from demos.question_answering import EXAMPLE_CONTEXT
+from demos.answer import EXAMPLE_CONTEXT
 
 
 @pytest.fixture(scope="module")

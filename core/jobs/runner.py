@@ -1,25 +1,5 @@
-"""The one fine-tuning job a server runs at a time, outside any web request and outside the
-server's process.
-
-What runs where: the job is a child process running the same entry point as the command line
-(`python -m core.training`, under torchrun for several processes), so the server's memory, its
-torch random state (seeded generation stays reproducible during a run), Accelerate's
-one-per-process state and its OpenMP pools never see training. A thread of the server follows
-the child's events (core/control.py) into a status every page can read, so closing or
-refreshing the page does not stop the job and any page can re-attach. Cancel asks the child to
-stop at its next step. After a cancel, or when the save fails (disk full, the name taken
-meanwhile), the child keeps the trained model until the person saves it (under the same or
-another name) or discards it; while others wait in line it holds the slot for
-HELD_MODEL_GRACE_SECONDS, then it is saved for its owner (a second failed save discards it), so an
-owner who left does not stop the class. A child that crashes or is killed (out of memory, kill -9) is
-reported with its reason; saves are atomic, so it leaves no half-written model.
-
-A run that checkpoints keeps its settings, uploads and checkpoints in
-`<models dir>/.checkpoints/<name>/` (a dot-folder, so no picker lists it). If the server dies
-mid-run, that folder survives, and the next server offers to resume the run from it. A run
-folder that cannot be resumed (the run failed before its first checkpoint, or its model was
-saved) is removed when the run ends, or when the next server starts (`remove_stale_runs`).
-"""
+"""JobRunner: the one training slot of a server, its line of waiting runs, and the thread that
+follows each run's child process (core/jobs/process.py) into a status every page can read."""
 
 from __future__ import annotations
 
@@ -29,84 +9,21 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from core import atomic, checkpoints, history
+from core import checkpoints
 from core.errors import WorkbenchError
+from core.history import RunHistory, run_entry
+from core.jobs.messages import describe_progress, duration, queue_sentence, saved_message
+from core.jobs.process import TrainingProcess
+from core.jobs.status import (CANCELLED, CHECKPOINTS_FOLDER, DISCARDED, FAILED, FINISHED, IDLE,
+                              QUEUED, RUNNING, SAVE_FAILED, SAVING, STOPPING, TENSORBOARD_FOLDER, InterruptedRun,
+                              JobStatus, QueuedRun)
 from core.limits import HELD_MODEL_GRACE_SECONDS
 from core.ownership import COMMAND_LINE, ModelOwners, Person, refuse_unless_owner
 from core.model_folders import free_name, new_model_folder
 from core.models import is_valid_local_name
-
-CHECKPOINTS_FOLDER = ".checkpoints"  # inside the models directory
-TENSORBOARD_FOLDER = ".tensorboard"  # inside the models directory: runs logged to TensorBoard
-
-IDLE, RUNNING, STOPPING, SAVING, CANCELLED, SAVE_FAILED, FINISHED, FAILED = (
-    "idle", "running", "stopping", "saving", "cancelled", "save failed", "finished", "failed")
-DISCARDED = "discarded"  # in the run history only: a trained model dropped after a cancel or failed save
-AWAITING_SAVE = (CANCELLED, SAVE_FAILED)  # a trained model waits in memory: save it or discard it
-QUEUED = "queued"  # a run asked for while another trains: it starts by itself in its turn
-
-
-@dataclass
-class QueuedRun:
-    """A run waiting for the one training slot, with who asked for it."""
-
-    config: Any
-    model_name: str
-    owner: str  # core.ownership.Person.id
-    queued_at: float = field(default_factory=time.time)
-
-
-@dataclass
-class InterruptedRun:
-    """A run that stopped without ending (crash, restart) and can resume from a checkpoint."""
-
-    model_name: str
-    step: int
-    total_steps: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.model_name}: stopped at step {self.step} of {self.total_steps}"
-
-
-@dataclass
-class JobStatus:
-    """A snapshot of the job, safe to read while it runs."""
-
-    state: str = IDLE
-    model_name: str | None = None  # the folder name it saves to in the models directory
-    task: str | None = None
-    progress: Any = None  # the latest core.training.Progress
-    last_training_step: Any = None  # the latest Progress of the training phase, kept after the end
-    loss_curve: list[dict] = field(default_factory=list)  # {"step", "loss", "series"}
-    metrics_before: dict | None = None
-    metrics_after: dict | None = None
-    warnings: list[str] = field(default_factory=list)
-    message: str = ""  # what happened last, for a person
-    owner: str = ""  # who started it (core.ownership.Person.id; "" the command line)
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state in (RUNNING, STOPPING, SAVING)
-
-    @property
-    def awaiting_save(self) -> bool:
-        return self.state in AWAITING_SAVE
-
-    def summary(self) -> dict:
-        """The status as plain data, for API clients."""
-        step = self.progress if self.active else self.last_training_step or self.progress
-        return {"state": self.state, "model_name": self.model_name, "task": self.task, "message": self.message,
-                "phase": getattr(self.progress, "phase", None), "step": getattr(step, "step", 0),
-                "total_steps": getattr(step, "total_steps", 0), "loss_curve": list(self.loss_curve),
-                "metrics_before": self.metrics_before, "metrics_after": self.metrics_after,
-                "warnings": list(self.warnings), "started_at": self.started_at, "finished_at": self.finished_at}
 
 
 class JobRunner:
@@ -114,8 +31,9 @@ class JobRunner:
 
     Thread-safe: pages read `status()` while the follower thread applies the child's events."""
 
-    def __init__(self, models_dir: str | Path, processes: int = 1) -> None:
+    def __init__(self, models_dir: str | Path, processes: int = 1, history: RunHistory | None = None) -> None:
         self.models_dir = Path(models_dir)  # where runs save, checkpoint and are recorded
+        self.history = history or RunHistory(self.models_dir)  # the server's, shared with its pages
         self.processes = processes  # training processes per job (torchrun above 1)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified at every state change
@@ -471,7 +389,7 @@ class JobRunner:
             ModelOwners(self.models_dir).claim(Path(event["output_dir"]).name, self._status.owner)
             from core.training import tracking_hint
 
-            message = _saved_message(process.result, Path(event["output_dir"]).name)
+            message = saved_message(process.result, Path(event["output_dir"]).name)
             if process is self._saved_for_the_line:
                 message += " It was saved for you while others waited to train: delete it if you do not want it."
             self._finish(FINISHED, " ".join(filter(None, (message, tracking_hint(process.config)))))
@@ -544,7 +462,7 @@ class JobRunner:
             return
         # Everyone reads the job's status, so it speaks of the owner, not to them.
         self._status.message += (f" Others are waiting to train: unless it is saved or discarded within "
-                                 f"{_duration(self.held_model_grace)}, it is saved for the person who started it.")
+                                 f"{duration(self.held_model_grace)}, it is saved for the person who started it.")
         self._hold_ends_at = time.time() + self.held_model_grace
         # The timer acts only while it is still this hold's: one that fired as the hold ended
         # (cancel() cannot stop it then) finds another timer, or none, and does nothing.
@@ -571,7 +489,7 @@ class JobRunner:
                 return
             self._saved_for_the_line = self._process
             self._status.state, self._status.model_name = SAVING, name
-            self._status.message = (f"Nobody saved or discarded it within {_duration(self.held_model_grace)} while "
+            self._status.message = (f"Nobody saved or discarded it within {duration(self.held_model_grace)} while "
                                     f"others waited: saving it as '{name}' for its owner…")
             self._notify()
 
@@ -585,218 +503,12 @@ class JobRunner:
         history that cannot be written (disk full) never fails the run itself."""
         status, process = self._status, self._process
         try:
-            history.RunHistory(self.models_dir).record(history.run_entry(
+            self.history.record(run_entry(
                 self._run_id, process.config, process.run_name, state, status.message, status.started_at,
                 status.finished_at or time.time(), process.result, status.loss_curve, status.metrics_before,
                 status.metrics_after, saved_as=status.model_name if state == FINISHED else None, owner=status.owner))
         except OSError as error:
             self._status.warnings.append(f"The run history could not be written: {error}")
-
-
-def queue_sentence(ahead: int, current: JobStatus, hold_left: float | None = None) -> str:
-    """What a person whose run is in line reads: their place, and what holds the slot (a held
-    model for at most `hold_left` seconds more)."""
-    place = "next" if ahead == 0 else f"in line, {ahead} ahead of you"
-    progress = current.progress
-    where = f", step {progress.step} of {progress.total_steps}" if progress and progress.total_steps else ""
-    if current.active:
-        eta = getattr(progress, "eta_seconds", None)
-        left = f", about {_duration(eta)} left" if eta is not None and current.state == RUNNING else ""
-        holding = f"'{current.model_name}' is training{where}{left}"
-    elif current.awaiting_save:
-        holding = f"a trained '{current.model_name}' waits to be saved or discarded"
-        if hold_left is not None:
-            holding += f", for at most {_duration(max(1.0, hold_left))} more"
-    else:
-        holding = "a run is starting"
-    return (f"Queued: your run is {place} ({holding}; one training runs at a time on this server). It starts "
-            "by itself; you can leave this page and come back.")
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
-
-
-def _saved_message(result: dict | None, name: str) -> str:
-    result = result or {}
-    if result.get("stopped"):
-        return (f"Saved the partly trained model as '{name}' (step {result.get('steps')} of "
-                f"{result.get('total_steps')}).")
-    resumed = f" (resumed from step {result['resumed_from_step']})" if result.get("resumed_from_step") else ""
-    precision = {"bf16": "bf16 mixed precision", "fp16": "fp16 mixed precision"}.get(result.get("precision"),
-                                                                                    "float32")
-    done = f"Done: saved as '{name}'{resumed}; trained in {precision}."
-    kept = result.get("kept")
-    if result.get("early_stopped"):
-        done += f" Early stopping ended it after {kept['evaluations']} evaluations."
-    if kept:  # which weights were saved, also when they are the last ones
-        from core.training import kept_sentence
-
-        done += " " + kept_sentence(kept)
-    return done
-
-
-class TrainingProcess:
-    """One job's child process: `python -m core.training` (under torchrun for several
-    processes) with the job's settings in a folder of its own, events read from its stdout, a
-    control folder for stop and save commands (core/control.py), and its stderr kept for the
-    reason it failed. The child dies with the server (Linux: the parent-death signal), so a
-    killed server never leaves it training on."""
-
-    def __init__(self, config, run_name: str, processes: int = 1, cores: int | None = None) -> None:
-        """`cores`: the machine's usable cores (the model thread's count unless a test gives one)."""
-        import json
-        import subprocess
-        import tempfile
-
-        from core.control import ControlFolder
-        from core.cpu_threads import threads_set_by_person, training_threads
-        from core.threads import MODEL_THREAD
-
-        self.config, self.run_name, self.result = config, run_name, None
-        self.folder = Path(tempfile.mkdtemp(prefix="workbench-job-"))
-        (self.folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
-        self.control = ControlFolder(self.folder / "control")  # ready before the child: Cancel may come first
-        self._stderr = open(self.folder / "stderr.log", "w+", encoding="utf-8")
-        # Each process's threads: the cores less one kept for the server (core/cpu_threads.py).
-        cores = cores or MODEL_THREAD.cores
-        self.threads_each = None if threads_set_by_person() else training_threads(cores, processes)
-        self.threads = (self.threads_each or 0) * processes
-        self._holds_cores = False
-        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)] if processes > 1 else []
-        self._command = [*launcher, "-m", "core.training", "--config", str(self.folder / "config.json"),
-                         "--report-json", "--control-dir", str(self.control.path), "--hold-until-saved"]
-        self.child: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        """Start the child; call it from the thread that follows it (see JobRunner._launch)."""
-        import subprocess
-        import sys
-
-        self.child = subprocess.Popen(
-            [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *self._command],
-            cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=self._stderr, text=True, encoding="utf-8", env=self.environment())
-
-    def take_cores(self) -> None:
-        """While it trains, the server's model work uses only the cores it leaves."""
-        from core.threads import MODEL_THREAD
-
-        MODEL_THREAD.training_started(self.threads)
-        self._holds_cores = True
-
-    def give_cores_back(self) -> None:
-        from core.threads import MODEL_THREAD
-
-        if self._holds_cores:
-            self._holds_cores = False
-            MODEL_THREAD.training_ended(self.threads)
-
-    def environment(self) -> dict[str, str]:
-        threads = {"OMP_NUM_THREADS": str(self.threads_each)} if self.threads_each else {}
-        return {**os.environ, "PYTHONUNBUFFERED": "1", **threads}
-
-    def events(self):
-        from core.control import parse_event
-
-        for line in self.child.stdout:
-            event = parse_event(line.rstrip("\n"))
-            if event is not None:
-                yield event
-
-    def wait(self) -> int:
-        return self.child.wait()
-
-    def describe_exit(self, code: int) -> str:
-        """Why the process ended without saying so, for a person."""
-        import signal
-
-        if code < 0:
-            name = signal.Signals(-code).name
-            why = " (out of memory, or stopped from outside)" if -code == signal.SIGKILL else ""
-            return f"The training process was killed by {name}{why}."
-        self._stderr.flush()
-        self._stderr.seek(0)
-        lines = [line.strip() for line in self._stderr.read().splitlines() if line.strip()]
-        last = f": {lines[-1][:300]}" if lines else ""
-        return f"The training process ended unexpectedly (exit code {code}){last}."
-
-    def clean_up(self) -> None:
-        self._stderr.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-# Run first in the child: Linux kills it when the server dies (the parent-death signal survives
-# the exec; it is sent when the thread that started the child ends, so that thread is the one
-# that follows it), so a killed server never leaves a run training on; then it becomes the
-# training process. (Workers under torchrun notice their launcher is gone: StopRequest.)
-_DIE_WITH_PARENT = """
-import ctypes, os, signal, sys
-try:
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(3)  # the server died before this line
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-"""
-
-
-def remove_interrupted_saves(models_dir) -> list[str]:
-    """Delete the hidden folders of saves cut off by a crash (kill -9, power loss; core/atomic.py
-    names them); the registry never lists them, this only frees the disk. Returns what was removed."""
-    removed = []
-    # (and the deletions cut off after their rename, see core/model_folders.py)
-    for folder, pid in [*atomic.leftovers(models_dir, "saving"), *atomic.leftovers(models_dir, "deleting")]:
-        if not _process_alive(pid):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder.name)
-    return removed
-
-
-def remove_stale_runs(models_dir) -> list[str]:
-    """Delete run folders in `<models>/.checkpoints/` that no run can use: no run record or no
-    complete checkpoint (the run failed or was cut off before its first one), or a model already
-    saved under the run's name (cut off after its save). Runs of a server that is still alive
-    are left alone. Returns the names removed."""
-    root = Path(models_dir) / CHECKPOINTS_FOLDER
-    removed = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        record = checkpoints.read_run_record(folder)
-        owner = (record or {}).get("server_pid")
-        if owner and owner != os.getpid() and _process_alive(int(owner)):
-            continue
-        saved = record and (Path(models_dir) / record["model_name"]).exists()
-        if not record or not checkpoints.latest_checkpoint(folder) or saved:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder.name)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def describe_progress(progress, with_eta: bool = True) -> str:
-    """One line a person reads: step, loss, learning rate, speed, time left."""
-    if progress.phase != "training":
-        return progress.phase.replace("-", " ").capitalize() + "…"
-    parts = [f"Step {progress.step}/{progress.total_steps}"]
-    if progress.loss is not None:
-        parts.append(f"loss {progress.loss:.4f}")
-    if progress.learning_rate is not None:
-        parts.append(f"lr {progress.learning_rate:.2e}")
-    if progress.samples_per_second:
-        parts.append(f"{progress.samples_per_second:.1f} samples/s")
-    if with_eta and progress.eta_seconds is not None:
-        parts.append(f"ETA {progress.eta_seconds:.0f} s")
-    return " · ".join(parts)
 
 
 def _run_folder(models_dir, model_name: str) -> Path:
