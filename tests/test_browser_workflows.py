@@ -50,7 +50,8 @@ def type_setting(box, value: str, shown: str) -> None:
     expect(box).to_have_value(shown)
 
 
-def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, finetune_server, tmp_path):
+def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, finetune_server, ft_client, tmp_path):
+    """The workflow on the real SmolLM2, start to end: upload a text, train, save, write with it."""
     page = open_page(browser, finetune_server, "Fine-tune")
     page.get_by_label("Causal LM (text generation): TXT/MD or a text column").check()
     expect(page.get_by_role("combobox", name="Base model")).to_have_value(
@@ -66,6 +67,11 @@ def test_smollm2_fine_tuned_on_a_text_file_writes_in_text_generation(browser, fi
     start_as(page, "browser-keeper")
     status = page.locator("#finetune-status")
     expect(status).to_contain_text(re.compile(r"browser-keeper.*saved as 'browser-keeper'"), timeout=300_000)
+    done = ft_client.predict(api_name="/finetune_status")  # what it measured, as the API reports it
+    assert done["state"] == "finished" and done["message"].startswith("Done: saved as 'browser-keeper'"), done
+    assert done["metrics_after"]["perplexity"] < done["metrics_before"]["perplexity"]
+    assert {"name": "browser-keeper", "label": "browser-keeper (local)", "ready": True} in ft_client.predict(
+        "text-generation", api_name="/models")
 
     page.get_by_role("tab", name="Text generation").click()
     picker = page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)

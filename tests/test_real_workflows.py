@@ -1,5 +1,6 @@
 """The workflows a person follows, on the real packaged SmolLM2 (not only the tiny models): a few
-steps on short blocks, so each takes seconds, but through the code a real run takes."""
+steps on short blocks, so each takes seconds, but through the code a real run takes. (Upload,
+train, save and write with it is test_browser_workflows.py's, in the browser.)"""
 
 from __future__ import annotations
 
@@ -34,18 +35,6 @@ def generated_by(client, model: str) -> str:
                                    max_new_tokens=12, api_name="/generate")
     assert note == "", note
     return text
-
-
-def test_a_text_file_fine_tunes_smollm2_which_is_saved_and_writes_in_text_generation(ft_client, finetune_server,
-                                                                                     tmp_path):
-    ft_client.predict(**smollm2_args(story_file(tmp_path), "keeper-smollm2"), api_name="/finetune")
-    done = wait_for_state(ft_client, "finished", "failed", "save failed", timeout=300)
-    assert done["message"].startswith("Done: saved as 'keeper-smollm2'"), done
-    assert done["metrics_after"]["perplexity"] < done["metrics_before"]["perplexity"]
-    listed = ft_client.predict("text-generation", api_name="/models")
-    assert {"name": "keeper-smollm2", "label": "keeper-smollm2 (local)", "ready": True} in listed
-    text = generated_by(ft_client, "keeper-smollm2")
-    assert text.startswith("The lighthouse keeper") and len(text.split()) > 5
 
 
 def test_smollm2_cancelled_midway_is_saved_with_what_it_learned(ft_client, finetune_server, tmp_path):
