@@ -263,9 +263,15 @@ def test_a_save_for_the_line_that_fails_after_the_line_emptied_holds_the_model_f
     runner.discard_pending(cat)
 
 
-def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(own_models, tmp_path):
+def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(own_models, tmp_path, monkeypatch):
+    from core.jobs import runner as runner_module
     from core.ownership import Person
     from test_app_finetune import wait_for_checkpoint
+
+    folders_read = []  # every page asks for the interrupted runs at each tick: the disk is read once a change
+    read_folder = runner_module._interrupted_run
+    monkeypatch.setattr(runner_module, "_interrupted_run",
+                        lambda folder: folders_read.append(folder) or read_folder(folder))
 
     ann, bob = Person("browser:ann"), Person("browser:bob")
     runner = JobRunner(own_models)
@@ -274,7 +280,10 @@ def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(ow
     os.kill(runner.training_pid(), signal.SIGKILL)  # as a server that dies mid-run leaves it
     assert runner.wait(300).state == jobs.FAILED
     assert checkpoints.read_run_record(own_models / ".checkpoints" / "annes")["owner"] == ann.id
-    assert [run.model_name for run in runner.interrupted_runs()] == ["annes"]
+    folders_read.clear()
+    for _ in range(5):
+        assert [run.model_name for run in runner.interrupted_runs()] == ["annes"]
+    assert len(folders_read) == 1
     for act in (runner.resume, runner.discard_interrupted):
         with pytest.raises(WorkbenchError, match="The interrupted run of 'annes' is someone else's"):
             act("annes", bob)

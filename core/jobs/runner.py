@@ -45,6 +45,7 @@ class JobRunner:
         self._queue_notes: dict[str, str] = {}  # owner -> why their queued run could not start
         self._last_of: dict[str, JobStatus] = {}  # owner -> their last run that ended
         self._last_end = 0.0  # when a run last ended (the next in line may start at that instant)
+        self._interrupted: tuple[int, list[InterruptedRun]] | None = None  # (at which change, the runs)
         self.held_model_grace = HELD_MODEL_GRACE_SECONDS  # see _hold_for_the_line
         self._hold_timer: threading.Timer | None = None  # ends a held model's hold while others wait
         self._hold_ends_at = 0.0
@@ -189,15 +190,19 @@ class JobRunner:
                                 owner)
 
     def interrupted_runs(self) -> list[InterruptedRun]:
-        """Runs that can resume, except the one training now."""
-        root = Path(self.models_dir) / CHECKPOINTS_FOLDER
-        if not root.is_dir():
-            return []
+        """Runs that can resume, except the one training now. Read from the disk once per change
+        of the job (a run ended, one was discarded): every open page asks at each tick."""
         with self._lock:
-            in_use = self._busy
-            busy = {self._status.model_name, self._process.run_name} if in_use else set()
-        runs = [_interrupted_run(folder) for folder in sorted(root.iterdir()) if folder.name not in busy]
-        return [run for run in runs if run]
+            if self._interrupted and self._interrupted[0] == self._changes:
+                return list(self._interrupted[1])
+            seen_at = self._changes
+            busy = {self._status.model_name, self._process.run_name} if self._busy else set()
+        root = Path(self.models_dir) / CHECKPOINTS_FOLDER
+        folders = sorted(root.iterdir()) if root.is_dir() else []
+        runs = [run for run in (_interrupted_run(folder) for folder in folders if folder.name not in busy) if run]
+        with self._lock:
+            self._interrupted = (seen_at, runs)
+        return list(runs)
 
     def discard_interrupted(self, model_name: str, person: Person = COMMAND_LINE) -> None:
         run_folder = _run_folder(self.models_dir, model_name)
@@ -209,6 +214,8 @@ class JobRunner:
             if self._status.active and self._status.model_name == model_name:
                 raise WorkbenchError(f"'{model_name}' is training now: cancel it instead.")
         shutil.rmtree(run_folder, ignore_errors=True)
+        with self._lock:
+            self._notify()  # the list of interrupted runs changed
 
     def use_of(self, model_name: str) -> str | None:
         """How the job uses the model folder `model_name` now (it saves to it, or trains from
