@@ -326,16 +326,18 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model_the_generation_panel_
 def test_bf16_forced_trains_in_bf16_and_says_where_it_is_emulated(models_dir, tmp_path):
     import torch
 
-    from core.precision import detected_hardware
+    from core.precision import Hardware
 
     own = tmp_path / "models"
     text = write(tmp_path / "story.txt", "\n".join([STORY] * 30))
+    # Described as a CPU without AMX or AVX512-BF16, on every machine (choose_precision's other
+    # branches are test_the_precision_policy_for_gpus_and_cpus').
     result = train(config(models_dir, task="causal-lm", base_model="tiny-gpt2", train_file=text, epochs=1,
-                          precision="bf16", output_dir=str(own / "bf16-gpt2")))
+                          precision="bf16", output_dir=str(own / "bf16-gpt2")),
+                   hardware=Hardware(cuda=False, cpu_fast_bf16=False))
     assert json.loads((own / "bf16-gpt2" / "metrics.json").read_text())["precision"] == "bf16"
-    # Without AMX or AVX512-BF16 bf16 is emulated: it runs as asked, and the person is told so.
-    said_emulated = any("emulated" in warning for warning in result.warnings)
-    assert said_emulated == (not detected_hardware().fast_bf16)
+    # There bf16 is emulated: it runs as asked, and the person is told so.
+    assert any("emulated" in warning for warning in result.warnings), result.warnings
     assert result.metrics_after["perplexity"] < result.metrics_before["perplexity"]
     # The model handed back is a plain one: its layers compute in float32, with no autocast left
     # around its forward.
@@ -368,9 +370,10 @@ def test_automatic_precision_picks_bf16_for_minilm_exactly_where_the_cpu_has_fas
 
     minilm = transformers.AutoModel.from_pretrained(model_folder("packaged:all-MiniLM-L6-v2"))
     assert sum(p.numel() for p in minilm.parameters()) >= BF16_AUTO_MIN_PARAMETERS
-    here = Hardware.detect()
-    assert choose_precision("auto", minilm, here) == ("bf16" if here.cpu_fast_bf16 else "fp32", None)
-    assert choose_precision("fp32", minilm, here) == ("fp32", None)  # asked for float32: float32
+    for fast_bf16 in (True, False):  # both kinds of CPU, described, on every machine
+        cpu = Hardware(cuda=False, cpu_fast_bf16=fast_bf16)
+        assert choose_precision("auto", minilm, cpu) == ("bf16" if fast_bf16 else "fp32", None)
+        assert choose_precision("fp32", minilm, cpu) == ("fp32", None)  # asked for float32: float32
 
 
 def _weights(count: int):

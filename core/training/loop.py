@@ -155,10 +155,12 @@ class _Prepared:
     sized: str
 
 
-def _prepare(config: TrainConfig, data: TrainingData, warnings: list[str], batch_size: int | None = None) -> _Prepared:
+def _prepare(config: TrainConfig, data: TrainingData, warnings: list[str], batch_size: int | None = None,
+             hardware: Hardware | None = None) -> _Prepared:
     """Load the tokenizer and model, choose the precision, tokenize, size the run to the data,
     and build the loaders and optimizer, prepared by Accelerate. `batch_size`: the loaders'
-    batch instead of the run's (time_steps times a few small batches)."""
+    batch instead of the run's (time_steps times a few small batches); `hardware`: what the
+    precision is chosen for (this machine's unless given)."""
     import torch
 
     source, local_only = base_model_source(config.base_model, config.models_dir)
@@ -172,7 +174,7 @@ def _prepare(config: TrainConfig, data: TrainingData, warnings: list[str], batch
     if untrained_head:
         warnings.append(f"'{config.base_model}' has no trained {config.task} head: it starts from random weights, "
                         f"and its predictions may stay poor (the same top words for every text) after a short run.")
-    precision, precision_note = choose_precision(config.precision, model, Hardware.detect())
+    precision, precision_note = choose_precision(config.precision, model, hardware or Hardware.detect())
     if precision_note:
         warnings.append(precision_note)
     accelerator = _accelerator(config, precision)
@@ -255,7 +257,8 @@ def time_steps(config: TrainConfig, steps: int = 2) -> dict:
 
 
 def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, data: TrainingData | None = None) -> TrainResult:
+          should_stop: Callable[[], bool] | None = None, data: TrainingData | None = None,
+          hardware: Hardware | None = None) -> TrainResult:
     import torch
     import transformers
     from accelerate.utils import set_seed
@@ -274,7 +277,7 @@ def train(config: TrainConfig, on_progress: Callable[[Progress], None] | None = 
                                   config.text_column, config.label_column, config.validation_share,
                                   seed=config.seed)
     warnings += data.warnings
-    ready = _prepare(config, data, warnings)
+    ready = _prepare(config, data, warnings, hardware=hardware)
     config, model, tokenizer, optimizer, accelerator = (ready.config, ready.model, ready.tokenizer, ready.optimizer,
                                                         ready.accelerator)
     train_loader, validation_loader, shuffle_generator = ready.train_loader, ready.validation_loader, ready.shuffle
