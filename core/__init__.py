@@ -6,7 +6,7 @@ inside functions so that the web page is served before any model library is load
 What runs where:
 - In the web server: the registry (models.py: loading in short-lived threads), inference
   (inference.py: every model call on the one model thread, threads.py), reading uploads
-  (data.py), and the job runner (jobs.py), which only follows a training process.
+  (data.py), and the job runner (jobs/), which only follows a training process.
 - In a training process of its own (one per job, started by the runner or from the command
   line, several under torchrun): the training loop (training/), its checkpoints
   (checkpoints.py) and the save; it talks to the runner through control.py.

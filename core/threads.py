@@ -24,7 +24,7 @@ So inference runs on a single thread that keeps one pool, and schedules all mode
 
 Loading a model takes seconds and must not stall a generation: it runs in a thread of its own
 that ends with it (`run_in_own_thread`). Training does not run in the server at all: each job is
-a child process (core/jobs.py).
+a child process (core/jobs/).
 """
 
 from __future__ import annotations

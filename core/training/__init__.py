@@ -5,7 +5,7 @@ run the same from the browser (as a child process of the server), the command li
 - `loading.py`: the base model, its tokenizer and context length, a new head, LoRA.
 - `loop.py`: tokenising, the loop, evaluation and the best weights, trackers.
 - `artifacts.py`: the saved model folder (written whole), its metrics and model card.
-- `cli.py`: `python -m core.training`, driven by the server's job runner (core/jobs.py) through
+- `cli.py`: `python -m core.training`, driven by the server's job runner (core/jobs/) through
   core/control.py.
 
     config = TrainConfig(task="classification", base_model="tiny-bert", train_file="x.csv")

@@ -1,6 +1,6 @@
 """The command line of a training run: `python -m core.training`. Its flags are TrainConfig's
 fields (HfArgumentParser), optionally read from a JSON file. The web server's job runner starts
-it as a process of its own (core/jobs.py), which reports events and takes commands through
+it as a process of its own (core/jobs/), which reports events and takes commands through
 core/control.py."""
 
 from __future__ import annotations
