@@ -57,22 +57,6 @@ APP_FILES = {"test_hardening.py", "test_load.py", "test_fresh_machine.py", "test
 REAL_FILES = {"test_packaged.py", "test_real_explain.py", "test_real_workflows.py"}
 
 
-def pytest_collection_finish(session):
-    """Start the fresh-machine setup at once when its test will run: minutes of a new venv and
-    a conversion, on one core, that the rest of the suite shares (tests/test_fresh_machine.py)."""
-    if not session.config.option.collectonly and any(item.path.name == "test_fresh_machine.py"
-                                                      for item in session.items):
-        from test_fresh_machine import FreshMachineRun
-
-        session.config.fresh_machine_run = FreshMachineRun()
-
-
-def pytest_unconfigure(config):
-    run = getattr(config, "fresh_machine_run", None)
-    if run is not None:  # the test did not run (stopped early, -x): it must not serve on
-        run.stop()
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         name = item.path.name

@@ -4,20 +4,15 @@ the generation panel answer with the packaged SmolLM2."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
-
-import pytest
 
 from conftest import REPO_ROOT, free_port
 
@@ -55,83 +50,57 @@ def fresh_environment(home, port: int) -> dict[str, str]:
             "PIP_CACHE_DIR": pip_cache or str(home / ".cache" / "pip")}
 
 
-class FreshMachineRun:
-    """The README's run command in a new checkout with an empty home, started in the background
-    when the session starts (conftest.py): its setup (a new venv, then the one-off conversion)
-    takes minutes of mostly one core, which the other tests share meanwhile instead of waiting
-    for it at the end. The test checks what it serves."""
-
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="workbench-fresh-machine-"))
-        self.checkout, self.home = self.folder / "checkout", self.folder / "home"
-        self.checkout.mkdir()
-        self.home.mkdir()
-        fresh_checkout(self.checkout)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = self.folder / "run.log"
-        self.command = readme_run_command()
-        self.started = time.monotonic()
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(["bash", "-c", self.command], cwd=self.checkout,
-                                            env=fresh_environment(self.home, self.port), stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-3000:]
-
-    def wait_until_serving(self) -> None:
-        while True:
-            assert self.process.poll() is None, f"the run command exited: {self.log()}"
-            assert time.monotonic() < self.started + SETUP_AND_START_TIMEOUT_S, \
-                f"no page after {SETUP_AND_START_TIMEOUT_S} s: {self.log()}"
-            try:
-                urllib.request.urlopen(self.url, timeout=2)
-                return
-            except (urllib.error.URLError, OSError):
-                time.sleep(1)
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        shutil.rmtree(self.folder, ignore_errors=True)  # over a gigabyte
-
-
-@pytest.fixture
-def fresh_machine(request):
-    run = getattr(request.config, "fresh_machine_run", None) or FreshMachineRun()  # started early, or now
-    yield run
-    run.stop()
-
-
-def test_the_readme_run_command_serves_a_page_that_generates_with_smollm2_offline(browser, fresh_machine):
+def test_the_readme_run_command_serves_a_page_that_generates_with_smollm2_offline(browser, tmp_path):
     from gradio_client import Client
     from playwright.sync_api import expect
 
-    assert fresh_machine.command == "bash scripts/run.sh"
-    fresh_machine.wait_until_serving()
-    output = fresh_machine.log_path.read_text()
-    assert "Converted into" in output and "SmolLM2-135M-Instruct: ready" in output  # progress shown
-    url = fresh_machine.url
+    checkout, home = tmp_path / "checkout", tmp_path / "home"
+    checkout.mkdir()
+    home.mkdir()
+    fresh_checkout(checkout)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log_path = tmp_path / "run.log"
+    command = readme_run_command()
+    assert command == "bash scripts/run.sh"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(["bash", "-c", command], cwd=checkout, env=fresh_environment(home, port),
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SETUP_AND_START_TIMEOUT_S
+        while True:
+            assert process.poll() is None, f"the run command exited: {log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no page after {SETUP_AND_START_TIMEOUT_S} s: " \
+                                                f"{log_path.read_text()[-3000:]}"
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except (urllib.error.URLError, OSError):
+                time.sleep(1)
+        output = log_path.read_text()
+        assert "Converted into" in output and "SmolLM2-135M-Instruct: ready" in output  # progress shown
 
-    client = Client(url, verbose=False)
-    # No model named: the panel's default, which offline is the packaged SmolLM2.
-    answer, *_ = client.predict(prompt="What is the capital of France?", max_new_tokens=30, temperature=0,
-                                  api_name="/generate")
-    assert "Paris" in answer
+        client = Client(url, verbose=False)
+        # No model named: the panel's default, which offline is the packaged SmolLM2.
+        answer, *_ = client.predict(prompt="What is the capital of France?", max_new_tokens=30, temperature=0,
+                                      api_name="/generate")
+        assert "Paris" in answer
 
-    # What a person sees: a ready model in generation, and advice where nothing is ready.
-    page = browser.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(url)
-    expect(page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)).to_have_value(
-        "SmolLM2-135M-Instruct (offline)")
-    page.get_by_role("tab", name="Sentiment").click()
-    expect(page.locator("#offline-note-text-classification")).to_contain_text("Train the starter model")
-    page.get_by_role("tab", name="Fill-mask").click()
-    expect(page.locator("#offline-note-fill-mask")).to_contain_text("needs a masked language model")
-    page.close()
+        # What a person sees: a ready model in generation, and advice where nothing is ready.
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(url)
+        expect(page.get_by_role("combobox", name="Model", exact=True).filter(visible=True)).to_have_value(
+            "SmolLM2-135M-Instruct (offline)")
+        page.get_by_role("tab", name="Sentiment").click()
+        expect(page.locator("#offline-note-text-classification")).to_contain_text("Train the starter model")
+        page.get_by_role("tab", name="Fill-mask").click()
+        expect(page.locator("#offline-note-fill-mask")).to_contain_text("needs a masked language model")
+        page.close()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(checkout / ".venv", ignore_errors=True)  # over a gigabyte; the log stays
