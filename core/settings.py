@@ -49,10 +49,6 @@ def described(config_class, name: str) -> Setting:
     return {item.name: item for item in dataclasses.fields(config_class)}[name].metadata[_KEY]
 
 
-def default_of(config_class, name: str) -> Any:
-    return {item.name: item for item in dataclasses.fields(config_class)}[name].default
-
-
 def check_ranges(config, named_by_label: bool = False) -> None:
     """Check every set field of `config` that has a range (a WorkbenchError naming the field, or
     its label, and the range), and make whole-number fields ints (JSON and sliders send 3.0)."""
