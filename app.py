@@ -20,7 +20,7 @@ import gradio as gr  # noqa: E402
 from core.decoding import PerPersonLimit  # noqa: E402
 from core.history import RunHistory  # noqa: E402
 from core.hub import Hub  # noqa: E402
-from core.jobs import JobRunner, remove_interrupted_saves, remove_stale_runs  # noqa: E402
+from core.jobs import ForkServer, JobRunner, remove_interrupted_saves, remove_stale_runs  # noqa: E402
 from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE  # noqa: E402
 from core.models import ModelRegistry, models_dir_from_env  # noqa: E402
 from core.precision import INFERENCE_PRECISIONS  # noqa: E402
@@ -52,7 +52,8 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
     hub = Hub()
     registry = ModelRegistry(models_dir or models_dir_from_env(), precision=precision, hub=hub)
     history = RunHistory(registry.models_dir)
-    runner = JobRunner(registry.models_dir, processes=train_processes, history=history)
+    # The fork server starts with the first run: later runs start without importing torch again.
+    runner = JobRunner(registry.models_dir, processes=train_processes, history=history, forkserver=ForkServer())
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
               file=sys.stderr, flush=True)

@@ -118,6 +118,18 @@ def registry(models_dir):
     return ModelRegistry(models_dir)
 
 
+@pytest.fixture(scope="session")
+def forkserver():
+    """One fork server for the session's in-process job runners, as one app server has one: each
+    run after the first starts without importing torch again (runs that change the environment,
+    such as an injected fault, are spawned as without it)."""
+    from core.jobs.forkserver import ForkServer
+
+    server = ForkServer()
+    yield server
+    server.close()
+
+
 @contextlib.contextmanager
 def fake_hub_answering(monkeypatch, status: int, headers: dict | None = None):
     """A local HTTP endpoint standing in for the Hub (HF_ENDPOINT): answers HEAD with `status`

@@ -112,6 +112,7 @@ def test_a_killed_server_takes_its_training_process_with_it(models_dir, tmp_path
     children = training_processes(server)
     assert children, "the job runs in a process of its own"
     assert server.process.pid not in {child.pid for child in children}
+    assert "workbench-train" in {child.name() for child in children}  # forked from the server's fork server
     server.process.kill()  # no clean shutdown
     server.process.wait()
     gone, alive = psutil.wait_procs(children, timeout=30)

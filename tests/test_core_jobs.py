@@ -41,16 +41,17 @@ FAULTS = Path(__file__).resolve().parent / "faults"
 
 @pytest.fixture
 def fault(monkeypatch):
-    """Inject a named fault into the training processes this test starts (tests/faults)."""
+    """Inject a named fault into the training processes this test starts (tests/faults): they are
+    spawned, not forked, as their environment differs from the fork server's."""
     def inject(name: str) -> None:
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])))
         monkeypatch.setenv("WORKBENCH_TEST_FAULT", name)
     return inject
 
 
-def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models, tmp_path, fault):
+def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models, tmp_path, fault, forkserver):
     fault("disk-full-once")
-    runner = JobRunner(own_models)
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.start(small_run(tmp_path), "kept")
     failed = runner.wait(300)
     assert failed.state == jobs.SAVE_FAILED and failed.awaiting_save, failed
@@ -66,9 +67,9 @@ def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models,
     assert saved.metrics_after == failed.metrics_after
 
 
-def test_a_waiting_model_can_be_discarded_with_its_checkpoints(own_models, tmp_path, fault):
+def test_a_waiting_model_can_be_discarded_with_its_checkpoints(own_models, tmp_path, fault, forkserver):
     fault("disk-full")
-    runner = JobRunner(own_models)
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.start(small_run(tmp_path, epochs=3, checkpoint_every=2), "unsaved")
     assert runner.wait(300).state == jobs.SAVE_FAILED
     assert checkpoints.latest_checkpoint(own_models / ".checkpoints" / "unsaved")  # still resumable
@@ -81,8 +82,8 @@ def test_a_waiting_model_can_be_discarded_with_its_checkpoints(own_models, tmp_p
         runner.save_pending()
 
 
-def test_a_training_process_killed_midway_is_reported_and_leaves_nothing_half_saved(own_models, tmp_path):
-    runner = JobRunner(own_models)
+def test_a_training_process_killed_midway_is_reported_and_leaves_nothing_half_saved(own_models, tmp_path, forkserver):
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.start(small_run(tmp_path, epochs=20, batch_size=2), "killed")
     while runner.status().last_training_step is None:  # until it trains
         assert runner.status().active, runner.status()
@@ -97,9 +98,10 @@ def test_a_training_process_killed_midway_is_reported_and_leaves_nothing_half_sa
     assert runner.wait(300).state == jobs.FINISHED
 
 
-def test_a_process_killed_while_saving_leaves_no_listed_model_and_the_run_resumes(own_models, tmp_path, fault):
+def test_a_process_killed_while_saving_leaves_no_listed_model_and_the_run_resumes(own_models, tmp_path, fault,
+                                                                                  forkserver):
     fault("killed-while-saving")
-    runner = JobRunner(own_models)
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.start(small_run(tmp_path, epochs=2, checkpoint_every=2), "cut")
     ended = runner.wait(300)
     assert ended.state == jobs.FAILED and "killed by SIGKILL" in ended.message, ended
@@ -147,7 +149,8 @@ def test_run_folders_that_no_run_can_use_are_removed_at_start(own_models):
 
 def test_a_job_started_from_a_request_thread_outlives_that_thread(own_models, tmp_path):
     """Web requests run on worker threads that may end at any time; the job must not end with
-    the thread that started it (Linux's parent-death signal follows the thread, not the process)."""
+    the thread that started it (Linux's parent-death signal follows the thread, not the process).
+    Spawned: a forked run's parent is the fork server."""
     runner = JobRunner(own_models)
 
     def request() -> None:  # starts the job, stays until it trains, then ends
@@ -163,12 +166,13 @@ def test_a_job_started_from_a_request_thread_outlives_that_thread(own_models, tm
     assert (own_models / "outlives" / "model.safetensors").is_file()
 
 
-def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_changes_it(own_models, tmp_path):
+def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_changes_it(own_models, tmp_path,
+                                                                                          forkserver):
     from core import model_folders
     from core.ownership import ModelOwners, Person
 
     ann, bob = Person("browser:ann"), Person("browser:bob")
-    runner = JobRunner(own_models)
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.start(small_run(tmp_path, epochs=20, batch_size=2), "anns", ann, queue=True)
     queued = runner.start(small_run(tmp_path), "bobs", bob, queue=True)
     assert queued.state == jobs.QUEUED and "your run is next" in queued.message and "'anns' is training" in queued.message
@@ -196,11 +200,11 @@ def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_c
     assert ModelOwners(own_models).owner_of("bobs-weather") == bob.id
 
 
-def test_a_held_model_whose_owner_left_is_saved_for_them_so_that_the_line_moves_on(own_models, tmp_path):
+def test_a_held_model_whose_owner_left_is_saved_for_them_so_that_the_line_moves_on(own_models, tmp_path, forkserver):
     from core.ownership import ModelOwners, Person
 
     ann, bob = Person("browser:ann"), Person("browser:bob")
-    runner = JobRunner(own_models)
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.held_model_grace = 1.0
     runner.start(small_run(tmp_path, epochs=20, batch_size=2), "anns", ann)
     runner.cancel(ann)
@@ -220,12 +224,12 @@ def test_a_held_model_whose_owner_left_is_saved_for_them_so_that_the_line_moves_
 
 
 def test_a_held_model_that_cannot_be_saved_for_its_owner_is_dropped_so_that_the_line_moves_on(
-        own_models, tmp_path, fault):
+        own_models, tmp_path, fault, forkserver):
     from core.ownership import Person
 
     fault("disk-full")
     ann, bob = Person("browser:ann"), Person("browser:bob")
-    runner = JobRunner(own_models)
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.held_model_grace = 1.0
     runner.start(small_run(tmp_path), "anns", ann)
     assert runner.wait(300).state == jobs.SAVE_FAILED
@@ -240,12 +244,12 @@ def test_a_held_model_that_cannot_be_saved_for_its_owner_is_dropped_so_that_the_
 
 
 def test_a_save_for_the_line_that_fails_after_the_line_emptied_holds_the_model_for_the_next_who_comes(
-        own_models, tmp_path, fault):
+        own_models, tmp_path, fault, forkserver):
     from core.ownership import Person
 
     fault("disk-full")
     ann, bob, cat = Person("browser:ann"), Person("browser:bob"), Person("browser:cat")
-    runner = JobRunner(own_models)
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.held_model_grace = 0.5
     runner.start(small_run(tmp_path), "anns", ann)
     assert runner.wait(300).state == jobs.SAVE_FAILED
@@ -263,7 +267,8 @@ def test_a_save_for_the_line_that_fails_after_the_line_emptied_holds_the_model_f
     runner.discard_pending(cat)
 
 
-def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(own_models, tmp_path, monkeypatch):
+def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(own_models, tmp_path, monkeypatch,
+                                                                               forkserver):
     from core.jobs import runner as runner_module
     from core.ownership import Person
     from test_app_finetune import wait_for_checkpoint
@@ -274,7 +279,7 @@ def test_a_resumable_run_records_its_owner_who_alone_may_resume_or_discard_it(ow
                         lambda folder: folders_read.append(folder) or read_folder(folder))
 
     ann, bob = Person("browser:ann"), Person("browser:bob")
-    runner = JobRunner(own_models)
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.start(small_run(tmp_path, epochs=20, batch_size=2, checkpoint_every=2), "annes", ann)
     wait_for_checkpoint(own_models, "annes")
     os.kill(runner.training_pid(), signal.SIGKILL)  # as a server that dies mid-run leaves it

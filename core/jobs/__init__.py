@@ -19,9 +19,13 @@ A run that checkpoints keeps its settings, uploads and checkpoints in
 mid-run, that folder survives, and the next server offers to resume the run from it. A run
 folder that cannot be resumed (the run failed before its first checkpoint, or its model was
 saved) is removed when the run ends, or when the next server starts (`remove_stale_runs`).
+
+A single-process run is forked from the server's fork server (core/jobs/forkserver.py), which
+imported torch and transformers once; a run it cannot serve is spawned.
 """
 
 from core.jobs.cleanup import remove_interrupted_saves, remove_stale_runs
+from core.jobs.forkserver import ForkServer
 from core.jobs.messages import describe_progress, queue_sentence
 from core.jobs.process import TrainingProcess
 from core.jobs.runner import JobRunner
@@ -29,7 +33,7 @@ from core.jobs.status import (AWAITING_SAVE, CANCELLED, CHECKPOINTS_FOLDER, DISC
                               QUEUED, RUNNING, SAVE_FAILED, SAVING, STOPPING, TENSORBOARD_FOLDER, InterruptedRun,
                               JobStatus, QueuedRun)
 
-__all__ = ["AWAITING_SAVE", "CANCELLED", "CHECKPOINTS_FOLDER", "DISCARDED", "FAILED", "FINISHED", "IDLE", "QUEUED",
-           "RUNNING", "SAVE_FAILED", "SAVING", "STOPPING", "TENSORBOARD_FOLDER", "InterruptedRun", "JobRunner",
-           "JobStatus", "QueuedRun", "TrainingProcess", "describe_progress", "queue_sentence",
+__all__ = ["AWAITING_SAVE", "CANCELLED", "CHECKPOINTS_FOLDER", "DISCARDED", "FAILED", "FINISHED", "IDLE", "ForkServer",
+           "QUEUED", "RUNNING", "SAVE_FAILED", "SAVING", "STOPPING", "TENSORBOARD_FOLDER", "InterruptedRun",
+           "JobRunner", "JobStatus", "QueuedRun", "TrainingProcess", "describe_progress", "queue_sentence",
            "remove_interrupted_saves", "remove_stale_runs"]

@@ -6,6 +6,12 @@ import dataclasses
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.jobs.forkserver import ForkServer
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # where `python -m core.training` is found
 
 
 class TrainingProcess:
@@ -40,15 +46,26 @@ class TrainingProcess:
                          "--report-json", "--control-dir", str(self.control.path), "--hold-until-saved"]
         self.child: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        """Start the child; call it from the thread that follows it (see JobRunner._launch)."""
+    def start(self, forkserver: "ForkServer | None" = None) -> None:
+        """Start the child; call it from the thread that follows it (see JobRunner._launch).
+        With a fork server that serves this environment, a single-process run is forked from it
+        (its imports done); otherwise, and if forking fails, it is spawned."""
         import subprocess
         import sys
 
+        environment = self.environment()
+        if forkserver is not None and self._command[:2] == ["-m", "core.training"] and \
+                forkserver.serves(environment):
+            try:
+                self.child = forkserver.start_process(self._command, environment, _REPO_ROOT,
+                                                      self._stderr.fileno())
+                return
+            except OSError:
+                pass  # the fork server is gone: spawned as without one
         self.child = subprocess.Popen(
             [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *self._command],
-            cwd=Path(__file__).resolve().parents[2], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=self._stderr, text=True, encoding="utf-8", env=self.environment())
+            cwd=_REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=self._stderr, text=True, encoding="utf-8", env=environment)
 
     def take_cores(self) -> None:
         """While it trains, the server's model work uses only the cores it leaves."""

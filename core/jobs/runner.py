@@ -16,6 +16,7 @@ from core import checkpoints
 from core.errors import WorkbenchError
 from core.history import RunHistory, run_entry
 from core.jobs.messages import describe_progress, duration, queue_sentence, saved_message
+from core.jobs.forkserver import ForkServer
 from core.jobs.process import TrainingProcess
 from core.jobs.status import (CANCELLED, CHECKPOINTS_FOLDER, DISCARDED, FAILED, FINISHED, IDLE,
                               QUEUED, RUNNING, SAVE_FAILED, SAVING, STOPPING, TENSORBOARD_FOLDER, InterruptedRun,
@@ -31,8 +32,10 @@ class JobRunner:
 
     Thread-safe: pages read `status()` while the follower thread applies the child's events."""
 
-    def __init__(self, models_dir: str | Path, processes: int = 1, history: RunHistory | None = None) -> None:
+    def __init__(self, models_dir: str | Path, processes: int = 1, history: RunHistory | None = None,
+                 forkserver: ForkServer | None = None) -> None:
         self.models_dir = Path(models_dir)  # where runs save, checkpoint and are recorded
+        self.forkserver = forkserver  # forks runs with their imports done; None: each run is spawned
         self.history = history or RunHistory(self.models_dir)  # the server's, shared with its pages
         self.processes = processes  # training processes per job (torchrun above 1)
         self._lock = threading.Lock()
@@ -349,7 +352,7 @@ class JobRunner:
 
     def _follow(self, process: "TrainingProcess") -> None:
         try:
-            process.start()
+            process.start(self.forkserver)
         except OSError as error:
             with self._lock:
                 self._fail(process, f"The training process could not start: {error}")
@@ -379,7 +382,9 @@ class JobRunner:
         from core.training import Progress
 
         kind = event.pop("event")
-        if kind == "progress":
+        if kind == "started":
+            self._status.threads = event["threads"]
+        elif kind == "progress":
             self._on_progress(Progress(**event))
         elif kind == "trained":
             process.result = event

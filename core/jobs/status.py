@@ -57,6 +57,7 @@ class JobStatus:
     owner: str = ""  # who started it (core.ownership.Person.id; "" the command line)
     started_at: float | None = None
     finished_at: float | None = None
+    threads: int | None = None  # the CPU threads its training process computes with (it says so)
 
     @property
     def active(self) -> bool:

@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         if events:
             print(control.event_line(kind, **fields), flush=True)
 
+    import torch
+
+    emit("started", threads=torch.get_num_threads())
+
     if options.time_steps:
         try:
             timing = time_steps(config, options.time_steps)

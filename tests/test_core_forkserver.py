@@ -1,0 +1,91 @@
+"""The fork server (core/jobs/forkserver.py): a run forked from it trains to the same model as a
+spawned one, with its own streams, folder and exit code; a run it cannot serve is spawned; runs
+end with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core import jobs
+from core.jobs import JobRunner
+from core.jobs.forkserver import ForkServer
+from test_core_jobs import small_run
+
+
+@pytest.fixture
+def own_models(models_dir, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir / "tiny-bert-sentiment", folder / "tiny-bert-sentiment")
+    return folder
+
+
+def test_a_forked_process_has_its_own_arguments_folder_streams_and_exit_code(forkserver, tmp_path):
+    (tmp_path / "in.json").write_text('{"b": [1, 2]}')
+    with open(tmp_path / "stderr", "w+") as stderr:
+        process = forkserver.start_process(["-m", "json.tool", "--compact", "in.json"], dict(os.environ), tmp_path,
+                                           stderr.fileno())
+        assert process.stdout.read() == '{"b":[1,2]}\n' and process.wait(60) == 0
+        failing = forkserver.start_process(["-m", "json.tool", "missing.json"], dict(os.environ), tmp_path,
+                                           stderr.fileno())
+        assert failing.stdout.read() == "" and failing.wait(60) == 2  # argparse: the file cannot be opened
+        stderr.seek(0)
+        assert "No such file or directory: 'missing.json'" in stderr.read()
+    assert process.pid != failing.pid and not psutil.pid_exists(process.pid)  # reaped
+
+
+def test_a_forked_run_trains_to_the_same_model_as_a_spawned_one(own_models, tmp_path, forkserver):
+    spawned_runner = JobRunner(own_models)
+    spawned_runner.start(small_run(tmp_path), "spawned")
+    spawned = spawned_runner.wait(300)
+    forked_before = forkserver.started
+    forked_runner = JobRunner(own_models, forkserver=forkserver)
+    forked_runner.start(small_run(tmp_path), "forked")
+    forked = forked_runner.wait(300)
+    assert forkserver.started == forked_before + 1
+    assert spawned.state == forked.state == jobs.FINISHED, (spawned, forked)
+    assert forked.metrics_before == spawned.metrics_before and forked.metrics_after == spawned.metrics_after
+    assert forked.metrics_after["loss"] < forked.metrics_before["loss"]  # it trained
+    weights = [load_file(own_models / name / "model.safetensors") for name in ("spawned", "forked")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    labels = [json.loads((own_models / name / "config.json").read_text())["id2label"] for name in ("spawned", "forked")]
+    assert labels[0] == labels[1]
+
+
+def test_a_run_is_forked_only_where_the_imports_would_have_read_its_environment(forkserver):
+    """Modules read some variables once, at import: the fork server's imports were made in its
+    environment. (A run that is not forked is spawned: the injected faults of test_core_jobs.py
+    reach the spawned run through PYTHONPATH, its sitecustomize.)"""
+    own = dict(os.environ)
+    assert forkserver.serves({**own, "OMP_NUM_THREADS": "3", "PYTHONUNBUFFERED": "1"})  # set per run, applied
+    assert forkserver.serves({**own, "TORCHINDUCTOR_CACHE_DIR": "/tmp/compiled", "COLUMNS": "80"})  # read when used
+    for changed in ({"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:1"}, {"PYTHONPATH": "/elsewhere"},
+                    {"WORKBENCH_TEST_FAULT": "disk-full"}, {"TRANSFORMERS_VERBOSITY": "error"}):
+        assert not forkserver.serves({**own, **changed}), changed
+    assert not forkserver.serves({key: value for key, value in own.items() if key != "HF_HOME"})
+
+
+def test_runs_end_with_their_fork_server_and_the_next_runs_are_spawned(own_models, tmp_path):
+    server = ForkServer()
+    try:
+        runner = JobRunner(own_models, forkserver=server)
+        runner.start(small_run(tmp_path, epochs=20, batch_size=2), "cut")
+        runner.wait_until(lambda status: status.last_training_step is not None or not status.active, timeout=120)
+        training = psutil.Process(runner.training_pid())
+        assert training.name() == "workbench-train" and server.started == 1  # forked, and named so in `top`
+        fork_server = training.parent()
+        fork_server.send_signal(signal.SIGKILL)
+        ended = runner.wait(60)
+        assert ended.state == jobs.FAILED and "killed by SIGKILL" in ended.message, ended
+        assert not training.is_running() or training.status() == psutil.STATUS_ZOMBIE
+        assert not server.serves(dict(os.environ)) and server.failed  # the next runs are spawned
+    finally:
+        server.close()
