@@ -24,6 +24,7 @@ from core.jobs import ForkServer, JobRunner, remove_interrupted_saves, remove_st
 from core.limits import GENERATIONS_PER_PERSON, MAX_DECODING_ROWS, QUEUE_MAX_SIZE  # noqa: E402
 from core.models import ModelRegistry, models_dir_from_env  # noqa: E402
 from core.precision import INFERENCE_PRECISIONS  # noqa: E402
+from core.step_timing import StepTimer  # noqa: E402
 from demos import answer, classify, explain, fill_mask, finetune, generate  # noqa: E402
 from demos.common import IDLE_POLL_SECONDS, AppContext, models_lister, watch_job, wire_pickers  # noqa: E402
 
@@ -52,8 +53,9 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
     hub = Hub()
     registry = ModelRegistry(models_dir or models_dir_from_env(), precision=precision, hub=hub)
     history = RunHistory(registry.models_dir)
-    # The fork server starts with the first run: later runs start without importing torch again.
-    runner = JobRunner(registry.models_dir, processes=train_processes, history=history, forkserver=ForkServer())
+    # The fork server starts with the first run or timing: later ones start without importing torch again.
+    forkserver = ForkServer()
+    runner = JobRunner(registry.models_dir, processes=train_processes, history=history, forkserver=forkserver)
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",
               file=sys.stderr, flush=True)
@@ -70,7 +72,8 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
         if hf_sign_in:  # your runs and models follow you to any browser you sign in from
             gr.LoginButton(value="Sign in with Hugging Face to keep your runs and models on any device",
                            logout_value="Signed in as {} (sign out)", size="sm")
-        ctx = AppContext(registry=registry, hub=hub, runner=runner, history=history, demo=demo, job_timer=gr.Timer(IDLE_POLL_SECONDS),
+        ctx = AppContext(registry=registry, hub=hub, runner=runner, history=history, demo=demo,
+                         job_timer=gr.Timer(IDLE_POLL_SECONDS), step_timer=StepTimer(forkserver),
                          generations=PerPersonLimit(per_person), batch_rows=batch_rows, queue_size=queue_size,
                          shared=shared,
                          admins=frozenset(admins), by_login=logins > 1,

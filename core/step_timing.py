@@ -2,7 +2,7 @@
 
 The preview's time estimate comes from here, never from a constant: the same entry point as a
 run (`python -m core.training --time-steps N`) runs in a child process, as training always does
-(the server's memory and threads never see it), loads the model and data, makes one step to
+(the server's memory and threads never see it; forked from the job runner's fork server), loads the model and data, makes one step to
 warm up and N timed ones, and reports. Timings are kept per run shape (model, task, sequence
 length, batch, precision, LoRA, frozen embeddings), so a second preview of the same shape asks
 no new timing. One timing runs at a time, and none while a training job runs: the machine is
@@ -21,10 +21,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import WorkbenchError
 from core.limits import TIMING_TIMEOUT_S
 from core.run_plan import RunPlan, StepTiming
+
+if TYPE_CHECKING:
+    from core.jobs.forkserver import ForkServer
 
 TIMED_STEPS = 2
 _ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +37,8 @@ _ROOT = Path(__file__).resolve().parent.parent
 class StepTimer:
     """Times run shapes in child processes and remembers them (one per server)."""
 
-    def __init__(self) -> None:
+    def __init__(self, forkserver: "ForkServer | None" = None) -> None:
+        self.forkserver = forkserver  # the job runner's: a timing then starts without importing torch again
         self._measuring = threading.Lock()  # one timing at a time: two at once would each measure the other
         self._lock = threading.Lock()  # guards _known (held for a moment only)
         self._known: dict[tuple, dict] = {}  # run shape -> per-example figures
@@ -63,10 +68,8 @@ class StepTimer:
             (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
             started = time.monotonic()
             try:
-                child = subprocess.run(
-                    [sys.executable, "-m", "core.training", "--config", str(folder / "config.json"), "--time-steps",
-                     str(TIMED_STEPS), "--report-json"], cwd=_ROOT, capture_output=True, text=True,
-                    timeout=TIMING_TIMEOUT_S, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                child = self._run(["-m", "core.training", "--config", str(folder / "config.json"), "--time-steps",
+                                   str(TIMED_STEPS), "--report-json"], {**os.environ, "PYTHONUNBUFFERED": "1"})
             except subprocess.TimeoutExpired:
                 raise WorkbenchError(f"Timing a few steps took over {TIMING_TIMEOUT_S} s: the run would be very "
                                      f"long on this machine. Try a smaller model, LoRA or a shorter max length.") from None
@@ -86,6 +89,30 @@ class StepTimer:
         return {"per_example": timing["seconds_per_step"] / batch,
                 "evaluation_per_example": timing["evaluation_seconds"] / validation,
                 "load_seconds": max(elapsed - timing["timed_seconds"], 0.0), "precision": timing["precision"]}
+
+
+    def _run(self, args: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess:
+        """`python <args>` to its end: forked from the fork server where it serves, else spawned."""
+        if self.forkserver is not None and self.forkserver.serves(environment):
+            with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
+                try:
+                    child = self.forkserver.start_process(args, environment, _ROOT, stderr.fileno())
+                except OSError:
+                    pass  # gone meanwhile: spawned below
+                else:
+                    timed_out = threading.Event()
+                    too_long = threading.Timer(TIMING_TIMEOUT_S, lambda: (timed_out.set(), child.kill()))
+                    too_long.start()
+                    with child.stdout:
+                        stdout = child.stdout.read()
+                    code = child.wait()
+                    too_long.cancel()
+                    if timed_out.is_set():
+                        raise subprocess.TimeoutExpired(args, TIMING_TIMEOUT_S)
+                    stderr.seek(0)
+                    return subprocess.CompletedProcess(args, code, stdout, stderr.read())
+        return subprocess.run([sys.executable, *args], cwd=_ROOT, capture_output=True, text=True,
+                              timeout=TIMING_TIMEOUT_S, env=environment)
 
 
 def _shape(config, plan: RunPlan) -> tuple:

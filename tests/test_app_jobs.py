@@ -47,6 +47,7 @@ def test_jobs_in_a_row_leave_the_server_memory_where_it_started(models_dir, tmp_
         grown = resident_mb(server.process.pid) - started
         assert grown < MEMORY_GROWTH_LIMIT_MB, f"the server grew by {grown:.0f} MB over {JOBS_IN_A_ROW} jobs"
         assert len(list(server.models_dir.glob("run-*"))) == JOBS_IN_A_ROW
+        assert "Spawned the training process" not in server.output()  # each forked, with its imports done
     finally:
         server.stop()
 

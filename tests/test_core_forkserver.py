@@ -4,6 +4,7 @@ end with it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -66,10 +67,13 @@ def test_a_run_is_forked_only_where_the_imports_would_have_read_its_environment(
     reach the spawned run through PYTHONPATH, its sitecustomize.)"""
     own = dict(os.environ)
     assert forkserver.serves({**own, "OMP_NUM_THREADS": "3", "PYTHONUNBUFFERED": "1"})  # set per run, applied
-    assert forkserver.serves({**own, "TORCHINDUCTOR_CACHE_DIR": "/tmp/compiled", "COLUMNS": "80"})  # read when used
+    for read_when_used in ({"TOKENIZERS_PARALLELISM": "false"}, {"TORCHINDUCTOR_CACHE_DIR": "/tmp/compiled"},
+                           {"TORCH_WARM_POOL": "0"}, {"HF_HUB_DISABLE_TELEMETRY": "True"}):  # libraries set these
+        assert forkserver.serves({**own, **read_when_used}), read_when_used
     for changed in ({"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:1"}, {"PYTHONPATH": "/elsewhere"},
                     {"WORKBENCH_TEST_FAULT": "disk-full"}, {"TRANSFORMERS_VERBOSITY": "error"}):
         assert not forkserver.serves({**own, **changed}), changed
+        assert list(changed)[0] in forkserver.refusal
     assert not forkserver.serves({key: value for key, value in own.items() if key != "HF_HOME"})
 
 
@@ -89,3 +93,20 @@ def test_runs_end_with_their_fork_server_and_the_next_runs_are_spawned(own_model
         assert not server.serves(dict(os.environ)) and server.failed  # the next runs are spawned
     finally:
         server.close()
+
+
+def test_a_preview_times_its_steps_in_a_forked_process(own_models, tmp_path, forkserver):
+    import transformers
+
+    from core.data import load_training_data
+    from core.run_plan import plan_run
+    from core.step_timing import StepTimer
+
+    config = dataclasses.replace(small_run(tmp_path), models_dir=str(own_models), epochs=2)
+    data = load_training_data("classification", config.train_file, validation_share=config.validation_share, seed=0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(own_models / "tiny-bert-sentiment")
+    plan = plan_run(config, data, tokenizer, 128)
+    forked_before = forkserver.started
+    timing = StepTimer(forkserver).timing(config, plan)
+    assert forkserver.started == forked_before + 1
+    assert timing.seconds_per_step > 0 and timing.evaluation_seconds > 0 and timing.precision == "fp32"

@@ -43,17 +43,19 @@ PRELOAD = (
 PER_PROCESS_KEYS = ("OMP_NUM_THREADS", "PYTHONUNBUFFERED")
 # Variables the preloaded libraries (and Python) read when they are imported: where the Hub and
 # the caches are, offline modes, thread pools, the import path. A run is forked only when these
-# are the fork server's; the rest of its environment it simply takes (read when used). Variables
-# the libraries set on themselves as they run (torch's compile cache folder) do not count.
-IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "DATASETS_", "ACCELERATE_",
-                        "TORCH_", "PYTORCH_", "CUDA_", "OMP_", "MKL_", "OPENBLAS_", "PYTHON", "WORKBENCH_",
-                        "TRACKIO_", "WANDB_", "XDG_", "HOME", "TMPDIR", "LANG", "LC_", "LD_")
+# are the fork server's; the rest of its environment it simply takes (read when used).
+IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "PYTORCH_", "OMP_", "MKL_", "OPENBLAS_", "PYTHON",
+                        "WORKBENCH_", "XDG_", "HOME", "TMPDIR", "LANG", "LC_", "LD_")
+# ...except those the libraries set on themselves as they run, whatever the person set: a
+# server's runs would otherwise stop being forked after its first page (Gradio turns the Hub's
+# telemetry off when it builds one).
+SET_WHILE_RUNNING = ("HF_HUB_DISABLE_TELEMETRY",)
 _MESSAGE_BYTES = 1 << 20
 
 
 def _read_at_import(environment: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in environment.items()
-            if key.startswith(IMPORT_TIME_PREFIXES) and key not in PER_PROCESS_KEYS}
+            if key.startswith(IMPORT_TIME_PREFIXES) and key not in PER_PROCESS_KEYS + SET_WHILE_RUNNING}
 
 
 class ForkedProcess:
@@ -103,22 +105,29 @@ class ForkServer:
         self._replies: list = []  # answers to start requests, in order (one request at a time)
         self._replied = threading.Condition(self._lock)
         self.failed: str | None = None  # why it could not start or serve; then runs are spawned
+        self.refusal: str | None = None  # why `serves` last said no
         self.started = 0  # processes forked, for tests and benchmarks
 
     def serves(self, environment: dict[str, str]) -> bool:
         """Whether a process with this environment can be forked from here (started if need be:
-        the caller waits for the imports)."""
+        the caller waits for the imports). When not, `refusal` says why."""
         with self._lock:
-            if self.failed:
-                return False
-            if self._process is None:
+            if not self.failed and self._process is None:
                 self._start(environment)
-            return self.failed is None and _read_at_import(self._environment) == _read_at_import(environment)
+            if self.failed:
+                self.refusal = f"the fork server is not running ({self.failed})"
+                return False
+            mine, theirs = _read_at_import(self._environment), _read_at_import(environment)
+            differing = sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
+            self.refusal = f"its environment differs from the fork server's in {', '.join(differing)}" \
+                if differing else None
+            return not differing
 
     def start_process(self, args: list[str], environment: dict[str, str], cwd: Path,
                       stderr_fd: int) -> ForkedProcess:
-        """Fork `python <args>` (args begin with -m module) writing its stderr to `stderr_fd`;
-        its stdout is read from the returned process. Raises OSError when the fork server is gone."""
+        """Fork `python <args>` (`-m module ...` or `script.py ...`) writing its stderr to
+        `stderr_fd`; its stdout is read from the returned process. Raises OSError when the fork
+        server is gone."""
         read_end, write_end = os.pipe()
         try:
             with self._lock:
@@ -255,7 +264,7 @@ def serve(argv: list[str]) -> None:
                 if not message:  # the app's server is gone: so are its runs
                     for pid in children.values():
                         _kill(pid)
-                    return
+                    os._exit(0)  # at once: tearing down torch and transformers takes seconds
                 pid = os.fork()
                 if pid == 0:
                     for pidfd in children:  # its siblings'
@@ -334,11 +343,14 @@ def _become_training_process(request: dict, fds: list[int], sock: socket.socket,
 
             torch.set_num_threads(int(threads))
         args = request["args"]
-        if args[0] != "-m":
-            raise ValueError(f"the fork server runs modules only, not {args}")
-        sys.argv = [args[1], *args[2:]]
         try:
-            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+            if args[0] == "-m":  # python -m module ...
+                sys.argv = [args[1], *args[2:]]
+                runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+            else:  # python script.py ...: its folder comes first on the import path
+                sys.argv = list(args)
+                sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))
+                runpy.run_path(args[0], run_name="__main__")
             code = 0
         except SystemExit as end:
             code = end.code if isinstance(end.code, int) else (0 if end.code is None else 1)

@@ -54,14 +54,17 @@ class TrainingProcess:
         import sys
 
         environment = self.environment()
-        if forkserver is not None and self._command[:2] == ["-m", "core.training"] and \
-                forkserver.serves(environment):
-            try:
-                self.child = forkserver.start_process(self._command, environment, _REPO_ROOT,
-                                                      self._stderr.fileno())
-                return
-            except OSError:
-                pass  # the fork server is gone: spawned as without one
+        if forkserver is not None and self._command[:2] == ["-m", "core.training"]:
+            if forkserver.serves(environment):
+                try:
+                    self.child = forkserver.start_process(self._command, environment, _REPO_ROOT,
+                                                          self._stderr.fileno())
+                    return
+                except OSError as error:
+                    forkserver.refusal = str(error)
+            # In the server's log: such runs start seconds slower, and this says why.
+            print(f"Spawned the training process of '{self.run_name}', not forked: {forkserver.refusal}.",
+                  file=sys.stderr, flush=True)
         self.child = subprocess.Popen(
             [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *self._command],
             cwd=_REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
