@@ -14,7 +14,7 @@ blocks of 128 tokens, a fifth held out) on two ~10 KB texts for a growing number
 The smallest step count whose perplexity is within 10% of the best measured is "enough"; it
 becomes core.training's LM_TARGET_STEPS (data/measurements.json keeps the figures).
 
-    .venv/bin/python bench/style_steps.py [--smoke]
+    .venv/bin/python bench/style_steps.py [--smoke]   (--smoke: one step count, on a tiny GPT-2)
 """
 
 from __future__ import annotations
@@ -83,7 +83,14 @@ def main() -> None:
     from core.training import TrainConfig, train
 
     folder = Path(tempfile.mkdtemp(prefix="workbench-bench-style-"))
-    base_source = str(model_folder(MODEL))
+    model, models_dir = MODEL, None
+    if args.smoke:  # the whole script, on a tiny GPT-2: SmolLM2's steps take minutes here
+        sys.path.insert(0, str(ROOT / "tests"))
+        from tiny_models import build_gpt2
+
+        model, models_dir = "tiny-gpt2", folder / "models"
+        build_gpt2(models_dir / model)
+    base_source = str(models_dir / model if models_dir else model_folder(MODEL))
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_source)
     steps_tried = STEPS[:1] if args.smoke else STEPS
     rows, enough = [], {}
@@ -91,8 +98,8 @@ def main() -> None:
         path = folder / f"{name.replace(' ', '-')}.txt"
         path.write_text(text, encoding="utf-8")
         training_pairs = word_pairs(text)
-        config = TrainConfig(task="causal-lm", base_model=MODEL, train_file=str(path), batch_size=BATCH, epochs=1,
-                             seed=42)
+        config = TrainConfig(task="causal-lm", base_model=model, train_file=str(path), batch_size=BATCH, epochs=1,
+                             seed=42, **({"models_dir": str(models_dir), "max_length": 32} if models_dir else {}))
         data = load_training_data("causal-lm", str(path), validation_share=config.validation_share, seed=42)
         plan = plan_run(config, data, tokenizer, 8192)
         prompts = prompts_from(data.validation[:]["text"])[:2 if args.smoke else 6]
