@@ -266,8 +266,9 @@ def test_a_page_whose_run_waits_in_line_finds_its_place_again_after_a_reload(sha
     from test_browser import prepare_classification_run
 
     ann = person(shared_server)
-    # Long enough to outlast Bob's steps in the page on a busy machine (16,000 steps); cancelled below.
-    ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv", rows_per_class=1000), "anns-long", epochs=20,
+    # Long enough to outlast Bob's steps in the page on a busy machine: 75,000 steps, a quarter of an
+    # hour at the 80 a second a tiny BERT makes here; cancelled below.
+    ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv", rows_per_class=5000), "anns-long", epochs=20,
                                 batch_size=2), api_name="/finetune")
     wait_for_live_step(ann, "anns-long")
     context, page = fine_tune_page(browser, shared_server)
