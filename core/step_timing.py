@@ -66,10 +66,14 @@ class StepTimer:
         folder = Path(tempfile.mkdtemp(prefix="workbench-timing-"))
         try:
             (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
+            environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            # Asked (and the fork server started) before the clock: runs start forked from it, so
+            # its own start is no part of a run's loading time.
+            forked = self.forkserver is not None and self.forkserver.serves(environment)
             started = time.monotonic()
             try:
                 child = self._run(["-m", "core.training", "--config", str(folder / "config.json"), "--time-steps",
-                                   str(TIMED_STEPS), "--report-json"], {**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   str(TIMED_STEPS), "--report-json"], environment, forked)
             except subprocess.TimeoutExpired:
                 raise WorkbenchError(f"Timing a few steps took over {TIMING_TIMEOUT_S} s: the run would be very "
                                      f"long on this machine. Try a smaller model, LoRA or a shorter max length.") from None
@@ -91,9 +95,9 @@ class StepTimer:
                 "load_seconds": max(elapsed - timing["timed_seconds"], 0.0), "precision": timing["precision"]}
 
 
-    def _run(self, args: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess:
-        """`python <args>` to its end: forked from the fork server where it serves, else spawned."""
-        if self.forkserver is not None and self.forkserver.serves(environment):
+    def _run(self, args: list[str], environment: dict[str, str], forked: bool) -> subprocess.CompletedProcess:
+        """`python <args>` to its end: forked from the fork server, else spawned."""
+        if forked:
             with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
                 try:
                     child = self.forkserver.start_process(args, environment, _ROOT, stderr.fileno())
