@@ -126,6 +126,9 @@ def forkserver():
     from core.jobs.forkserver import ForkServer
 
     server = ForkServer()
+    # Started now, in the session's environment: a test that changes its own (an injected fault)
+    # must not become the one that starts it.
+    assert server.serves(dict(os.environ)), server.refusal
     yield server
     server.close()
 

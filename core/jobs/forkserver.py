@@ -140,8 +140,13 @@ class ForkServer:
                     socket.send_fds(self._socket, [json.dumps(request).encode()],
                                     [devnull.fileno(), write_end, stderr_fd])
                 while not self._replies:
+                    if self._socket is None:  # it ended meanwhile
+                        raise OSError(f"the fork server is not running: {self.failed}")
                     if not self._replied.wait(timeout=60):
-                        raise OSError("the fork server did not answer")
+                        # Given up: a late answer would be taken for the next request's.
+                        self.failed = "it did not answer within 60 s"
+                        self._socket.shutdown(socket.SHUT_RDWR)
+                        raise OSError(f"the fork server {self.failed}")
                 reply = self._replies.pop(0)
                 if "pid" not in reply:
                     raise OSError(reply.get("error", "the fork server could not start the process"))
@@ -166,7 +171,10 @@ class ForkServer:
             sock, process = self._socket, self._process
             self.failed = self.failed or "closed"
         if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)  # the fork server reads its end, this reader thread ours
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the fork server reads its end, this reader thread ours
+            except OSError:
+                pass  # the reader thread closed it meanwhile: the fork server had ended
         if process is not None:
             try:
                 process.wait(timeout=30)
@@ -250,7 +258,12 @@ def serve(argv: list[str]) -> None:
             pass  # an optional package (peft) that is not installed
     # Native threads the imports start (OpenBLAS's pool, jemalloc's) carry fork handlers; a
     # Python thread would not, nor would an OpenMP pool (no torch op runs here to start one).
-    if threading.active_count() != 1 or not hasattr(os, "pidfd_open"):
+    try:  # Python has the call whatever the kernel; some kernels and sandboxes refuse it
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError) as error:
+        sock.send(json.dumps({"error": f"cannot follow its children here ({error})"}).encode())
+        return
+    if threading.active_count() != 1:
         sock.send(json.dumps({"error": f"cannot fork safely here ({threading.enumerate()})"}).encode())
         return
     sock.send(json.dumps({"ready": True}).encode())
@@ -265,17 +278,22 @@ def serve(argv: list[str]) -> None:
                     for pid in children.values():
                         _kill(pid)
                     os._exit(0)  # at once: tearing down torch and transformers takes seconds
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as error:  # out of processes or memory: this run is refused, the others go on
+                    sock.send(json.dumps({"error": f"could not fork: {error}"}).encode())
+                    pid = None
                 if pid == 0:
                     for pidfd in children:  # its siblings'
                         os.close(pidfd)
                     _become_training_process(json.loads(message), fds, sock, selector)
                 for fd in fds:
                     os.close(fd)
-                pidfd = os.pidfd_open(pid)
-                children[pidfd] = pid
-                selector.register(pidfd, selectors.EVENT_READ)
-                sock.send(json.dumps({"pid": pid}).encode())
+                if pid:
+                    pidfd = os.pidfd_open(pid)
+                    children[pidfd] = pid
+                    selector.register(pidfd, selectors.EVENT_READ)
+                    sock.send(json.dumps({"pid": pid}).encode())
             else:
                 pid = children.pop(key.fd)
                 selector.unregister(key.fd)
@@ -337,8 +355,8 @@ def _become_training_process(request: dict, fds: list[int], sock: socket.socket,
         # Python's own streams on the new descriptors, line-buffered: each event line arrives whole.
         sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
-        threads = request["env"].get("OMP_NUM_THREADS")
-        if threads:  # OpenMP read the variable when the fork server imported torch
+        threads = request["env"].get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:  # OpenMP read the variable when the fork server imported torch
             import torch
 
             torch.set_num_threads(int(threads))
@@ -356,7 +374,7 @@ def _become_training_process(request: dict, fds: list[int], sock: socket.socket,
             code = end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
             if end.code is not None and not isinstance(end.code, int):
                 print(end.code, file=sys.stderr)
-    except BaseException:  # noqa: BLE001 - as Python itself: the traceback on stderr, exit code 1
+    except BaseException:  # noqa: BLE001 - the traceback on stderr, exit code 1 (Ctrl+C included)
         traceback.print_exc()
     finally:
         try:

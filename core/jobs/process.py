@@ -63,7 +63,8 @@ class TrainingProcess:
                 except OSError as error:
                     forkserver.refusal = str(error)
             # In the server's log: such runs start seconds slower, and this says why.
-            print(f"Spawned the training process of '{self.run_name}', not forked: {forkserver.refusal}.",
+            print(f"Spawned the training process of '{self.run_name}', not forked: "
+                  f"{forkserver.refusal or 'the fork server could not serve it'}.",
                   file=sys.stderr, flush=True)
         self.child = subprocess.Popen(
             [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *self._command],
