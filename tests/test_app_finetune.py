@@ -119,10 +119,11 @@ def test_a_failed_save_keeps_the_trained_model_to_save_under_another_name(ft_cli
     the reason is shown, and nothing trained is lost."""
     models = finetune_server.models_dir
     data = separable_csv(tmp_path / "long.csv", rows_per_class=100)
-    # Long enough (hundreds of steps) for the name to be taken while it trains on any machine.
-    ft_client.predict(**finetune_args(data, "taken-name", epochs=20, batch_size=4), api_name="/finetune")
-    wait_for_live_step(ft_client, "taken-name")
+    # Hundreds of steps; the name is taken as soon as the run has started (its name was free
+    # then), not after a step is seen: a forked run can be most of the way through by then.
+    started = ft_client.predict(**finetune_args(data, "taken-name", epochs=20, batch_size=4), api_name="/finetune")
     shutil.copytree(models / "tiny-bert-sentiment", models / "taken-name")
+    assert job_status(ft_client)["state"] == "running", started
     failed = wait_for_state(ft_client, "save failed", "finished", "failed", timeout=300)
     assert failed["state"] == "save failed", failed
     assert "A model named 'taken-name' already exists" in failed["message"]
