@@ -2,11 +2,11 @@
 
 The preview's time estimate comes from here, never from a constant: the same entry point as a
 run (`python -m core.training --time-steps N`) runs in a child process, as training always does
-(the server's memory and threads never see it; forked from the job runner's fork server), loads the model and data, makes one step to
-warm up and N timed ones, and reports. Timings are kept per run shape (model, task, sequence
-length, batch, precision, LoRA, frozen embeddings), so a second preview of the same shape asks
-no new timing. One timing runs at a time, and none while a training job runs: the machine is
-busy then, and the figure would be wrong and the job slower.
+(the server's memory and threads never see it; forked from the job runner's fork server), loads
+the model and data, makes one step to warm up and N timed ones, and reports. Timings are kept
+per run shape (model, task, sequence length, batch, precision, LoRA, frozen embeddings), so a
+second preview of the same shape asks no new timing. One timing runs at a time, and none while a
+training job runs: the machine is busy then, and the figure would be wrong and the job slower.
 """
 
 from __future__ import annotations
@@ -94,27 +94,13 @@ class StepTimer:
                 "evaluation_per_example": timing["evaluation_seconds"] / validation,
                 "load_seconds": max(elapsed - timing["timed_seconds"], 0.0), "precision": timing["precision"]}
 
-
     def _run(self, args: list[str], environment: dict[str, str], forked: bool) -> subprocess.CompletedProcess:
         """`python <args>` to its end: forked from the fork server, else spawned."""
         if forked:
-            with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
-                try:
-                    child = self.forkserver.start_process(args, environment, _ROOT, stderr.fileno())
-                except OSError:
-                    pass  # gone meanwhile: spawned below
-                else:
-                    timed_out = threading.Event()
-                    too_long = threading.Timer(TIMING_TIMEOUT_S, lambda: (timed_out.set(), child.kill()))
-                    too_long.start()
-                    with child.stdout:
-                        stdout = child.stdout.read()
-                    code = child.wait()
-                    too_long.cancel()
-                    if timed_out.is_set():
-                        raise subprocess.TimeoutExpired(args, TIMING_TIMEOUT_S)
-                    stderr.seek(0)
-                    return subprocess.CompletedProcess(args, code, stdout, stderr.read())
+            try:
+                return self.forkserver.run(args, environment, _ROOT, TIMING_TIMEOUT_S)
+            except OSError:
+                pass  # gone meanwhile: spawned below
         return subprocess.run([sys.executable, *args], cwd=_ROOT, capture_output=True, text=True,
                               timeout=TIMING_TIMEOUT_S, env=environment)
 

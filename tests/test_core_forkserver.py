@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 
 import psutil
 import pytest
@@ -110,3 +111,11 @@ def test_a_preview_times_its_steps_in_a_forked_process(own_models, tmp_path, for
     timing = StepTimer(forkserver).timing(config, plan)
     assert forkserver.started == forked_before + 1
     assert timing.seconds_per_step > 0 and timing.evaluation_seconds > 0 and timing.precision == "fp32"
+
+
+def test_a_forked_process_that_takes_too_long_is_killed_and_says_so(forkserver, tmp_path):
+    (tmp_path / "hangs.py").write_text("import sys, time\nprint('started', flush=True)\ntime.sleep(600)\n")
+    with pytest.raises(subprocess.TimeoutExpired):
+        forkserver.run([str(tmp_path / "hangs.py")], dict(os.environ), tmp_path, timeout=1)
+    finished = forkserver.run(["-m", "json.tool", "--compact"], {**os.environ}, tmp_path, timeout=60)
+    assert finished.returncode == 1 and "Expecting value" in finished.stderr  # empty stdin: a JSON error

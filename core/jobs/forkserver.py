@@ -163,6 +163,27 @@ class ForkServer:
             if read_end is not None:
                 os.close(read_end)
 
+    def run(self, args: list[str], environment: dict[str, str], cwd: Path, timeout: float):
+        """`start_process` to its end, as `subprocess.run(capture_output=True, text=True,
+        timeout=...)` would: a CompletedProcess, or TimeoutExpired once it was killed for taking
+        longer than `timeout` seconds."""
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
+            process = self.start_process(args, environment, cwd, stderr.fileno())
+            timed_out = threading.Event()
+            too_long = threading.Timer(timeout, lambda: (timed_out.set(), process.kill()))
+            too_long.start()
+            with process.stdout:
+                stdout = process.stdout.read()
+            code = process.wait()
+            too_long.cancel()
+            if timed_out.is_set():
+                raise subprocess.TimeoutExpired(args, timeout)
+            stderr.seek(0)
+            return subprocess.CompletedProcess(args, code, stdout, stderr.read())
+
     def close(self) -> None:
         """End the fork server; it kills the training processes it forked."""
         import subprocess

@@ -55,16 +55,17 @@ class TrainingProcess:
 
         environment = self.environment()
         if forkserver is not None and self._command[:2] == ["-m", "core.training"]:
+            why = None
             if forkserver.serves(environment):
                 try:
                     self.child = forkserver.start_process(self._command, environment, _REPO_ROOT,
                                                           self._stderr.fileno())
                     return
                 except OSError as error:
-                    forkserver.refusal = str(error)
+                    why = str(error)
             # In the server's log: such runs start seconds slower, and this says why.
             print(f"Spawned the training process of '{self.run_name}', not forked: "
-                  f"{forkserver.refusal or 'the fork server could not serve it'}.",
+                  f"{why or forkserver.refusal or 'the fork server could not serve it'}.",
                   file=sys.stderr, flush=True)
         self.child = subprocess.Popen(
             [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *self._command],
