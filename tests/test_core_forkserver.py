@@ -72,7 +72,8 @@ def test_a_run_is_forked_only_where_the_imports_would_have_read_its_environment(
                            {"TORCH_WARM_POOL": "0"}, {"HF_HUB_DISABLE_TELEMETRY": "True"}):  # libraries set these
         assert forkserver.serves({**own, **read_when_used}), read_when_used
     for changed in ({"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:1"}, {"PYTHONPATH": "/elsewhere"},
-                    {"WORKBENCH_TEST_FAULT": "disk-full"}, {"TRANSFORMERS_VERBOSITY": "error"}):
+                    {"WORKBENCH_TEST_FAULT": "disk-full"}, {"TRANSFORMERS_VERBOSITY": "error"},
+                    {"GOMP_SPINCOUNT": "3000"}, {"OMP_WAIT_POLICY": "PASSIVE"}):
         assert not forkserver.serves({**own, **changed}), changed
         assert list(changed)[0] in forkserver.refusal
     assert not forkserver.serves({key: value for key, value in own.items() if key != "HF_HOME"})

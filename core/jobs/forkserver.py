@@ -42,10 +42,11 @@ PRELOAD = (
 # Set per training process by the job runner; the fork server applies them in the child.
 PER_PROCESS_KEYS = ("OMP_NUM_THREADS", "PYTHONUNBUFFERED")
 # Variables the preloaded libraries (and Python) read when they are imported: where the Hub and
-# the caches are, offline modes, thread pools, the import path. A run is forked only when these
-# are the fork server's; the rest of its environment it simply takes (read when used).
-IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "PYTORCH_", "OMP_", "MKL_", "OPENBLAS_", "PYTHON",
-                        "WORKBENCH_", "XDG_", "HOME", "TMPDIR", "LANG", "LC_", "LD_")
+# the caches are, offline modes, thread pools and how their threads wait (OpenMP reads
+# GOMP_SPINCOUNT and OMP_WAIT_POLICY when torch loads it), the import path. A run is forked only
+# when these are the fork server's; the rest of its environment it simply takes (read when used).
+IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "PYTORCH_", "OMP_", "GOMP_", "KMP_", "MKL_",
+                        "OPENBLAS_", "PYTHON", "WORKBENCH_", "XDG_", "HOME", "TMPDIR", "LANG", "LC_", "LD_")
 # ...except those the libraries set on themselves as they run, whatever the person set: a
 # server's runs would otherwise stop being forked after its first page (Gradio turns the Hub's
 # telemetry off when it builds one).
