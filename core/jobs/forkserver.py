@@ -176,10 +176,12 @@ class ForkServer:
             timed_out = threading.Event()
             too_long = threading.Timer(timeout, lambda: (timed_out.set(), process.kill()))
             too_long.start()
-            with process.stdout:
-                stdout = process.stdout.read()
-            code = process.wait()
-            too_long.cancel()
+            try:
+                with process.stdout:
+                    stdout = process.stdout.read()
+                code = process.wait()
+            finally:  # not left running (it is not a daemon: it would hold up the interpreter's exit)
+                too_long.cancel()
             if timed_out.is_set():
                 raise subprocess.TimeoutExpired(args, timeout)
             stderr.seek(0)
