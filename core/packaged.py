@@ -25,6 +25,7 @@ import importlib.util
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,12 +114,31 @@ def model_folder(name: str, report=print) -> Path:
     if not model.is_gguf:
         return source
     target = _converted_folder(model)
-    with _convert_lock:
+    with _convert_lock, _other_processes_wait(target):
         if not (target / "config.json").is_file():
             _convert_gguf(source, target, report)
         else:
             _repair_converted(target, report)
     return target
+
+
+@contextmanager
+def _other_processes_wait(target: Path):
+    """While this process converts into `target`, another that wants it (a second server started
+    at once, a command-line run, a parallel test worker) waits and then finds it converted,
+    instead of spending half a minute of CPU on a conversion of its own that is thrown away."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one process at a time is the common case
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _repair_converted(folder: Path, report) -> None:

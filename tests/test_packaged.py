@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import time
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +79,43 @@ def test_a_folder_converted_by_an_earlier_version_is_repaired_so_its_fine_tunes_
     model = transformers.AutoModelForCausalLM.from_pretrained(earlier)
     model.save_pretrained(tmp_path / "saved")  # raised "quantized with gguf and is not serializable"
     assert (tmp_path / "saved" / "model.safetensors").is_file()
+
+
+def blocked_on_a_lock(pid: int) -> bool:
+    """The kernel lists `pid` as waiting for a file lock (in /proc/locks, "->" marks a waiter and
+    the pid follows the lock's kind: "1: -> FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF")."""
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
+def test_a_process_that_wants_the_folder_while_another_converts_waits_and_does_not_convert_again(
+        smollm2_folder, tmp_path):
+    """Two servers started at once on a fresh machine (or parallel test workers): the second waits
+    for the first's conversion instead of converting too."""
+    import fcntl
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    cache = tmp_path / "cache"
+    target = cache / "converted" / smollm2_folder.name
+    target.parent.mkdir(parents=True)
+    with open(target.parent / f".{target.name}.lock", "w") as converting:  # as the first process holds it
+        fcntl.flock(converting, fcntl.LOCK_EX)
+        second = subprocess.Popen([sys.executable, "-c", f"from core.packaged import model_folder; "
+                                                         f"print(model_folder({SMOLLM2!r}))"],
+                                  cwd=REPO_ROOT, env={**os.environ, "WORKBENCH_CACHE_DIR": str(cache)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        while not blocked_on_a_lock(second.pid):  # it waits for the conversion to end
+            assert second.poll() is None, second.communicate()[0]
+            time.sleep(0.1)
+        target.mkdir()
+        for file in smollm2_folder.iterdir():  # the first process's conversion ends
+            (target / file.name).symlink_to(file)
+        fcntl.flock(converting, fcntl.LOCK_UN)
+    output, _ = second.communicate(timeout=120)
+    assert second.returncode == 0 and output.strip() == str(target)  # found it ready: no "Converting…"
 
 
 def test_smollm2_answers_a_chat_prompt_in_plain_english(smollm2_folder, tmp_path):
