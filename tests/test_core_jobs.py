@@ -173,7 +173,10 @@ def test_a_run_asked_for_while_another_trains_waits_in_line_and_only_its_owner_c
 
     ann, bob = Person("browser:ann"), Person("browser:bob")
     runner = JobRunner(own_models, forkserver=forkserver)
-    runner.start(small_run(tmp_path, epochs=20, batch_size=2), "anns", ann, queue=True)
+    # Ann's run trains for minutes (it is cancelled below): it must still train while Bob's asks
+    # are checked, however fast this machine steps.
+    long_file = str(separable_csv(tmp_path / "long.csv", rows_per_class=1000))
+    runner.start(small_run(tmp_path, epochs=20, batch_size=2, train_file=long_file), "anns", ann, queue=True)
     queued = runner.start(small_run(tmp_path), "bobs", bob, queue=True)
     assert queued.state == jobs.QUEUED and "your run is next" in queued.message and "'anns' is training" in queued.message
     assert runner.queued_for(bob).model_name == "bobs" and runner.queued_for(ann) is None
