@@ -6,4 +6,8 @@ cd "$(dirname "$0")/.."
 source scripts/setup-venv.sh requirements-dev.txt
 bash scripts/install-chromium.sh
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1
-exec python -m pytest "$@"
+# Test files run in parallel, one pytest worker per core (at most 4: each starts its own app
+# servers and browser), a file's tests together on one worker (they share its servers). Pass
+# -n 0 to run serially.
+workers=$(python -c "from core.cpu_threads import usable_cores; print(min(4, usable_cores()))")
+exec python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

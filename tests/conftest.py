@@ -28,16 +28,21 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 _DEAD_HUB = socket.socket()
 _DEAD_HUB.bind(("127.0.0.1", 0))
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_DEAD_HUB.getsockname()[1]}"
-_SESSION_FOLDERS = [tempfile.mkdtemp(prefix=f"workbench-test-{kind}-") for kind in ("hf-home", "trackio", "cache")]
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_SESSION_FOLDERS = {key: tempfile.mkdtemp(prefix=f"workbench-test-{kind}-")
+                    for key, kind in (("HF_HOME", "hf-home"), ("TRACKIO_DIR", "trackio"))}  # runs logged to trackio
+# Packaged models are converted into a cache of this test session, as on a fresh machine; the
+# app servers the tests start inherit it. A worker of `pytest -n N` (scripts/test.sh) takes its
+# controller's (workers inherit its environment), so SmolLM2 is converted once for all of them.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    assert os.environ.get("WORKBENCH_CACHE_DIR"), "a worker started without its controller's cache"
+else:
+    _SESSION_FOLDERS["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="workbench-test-cache-")
 # Removed when the session ends: the converted SmolLM2 alone is some 270 MB a session.
-atexit.register(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in _SESSION_FOLDERS])
-os.environ["HF_HOME"] = _SESSION_FOLDERS[0]
-os.environ["TRACKIO_DIR"] = _SESSION_FOLDERS[1]  # runs logged to trackio
+atexit.register(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in _SESSION_FOLDERS.values()])
+os.environ.update(_SESSION_FOLDERS)
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.pop("HF_TOKEN", None)
-# Packaged models are converted into a cache of this test session, as on a fresh machine; the
-# app servers the tests start inherit it.
-os.environ["WORKBENCH_CACHE_DIR"] = _SESSION_FOLDERS[2]
 # Compiling the bf16 decoding step is opt-in (core/compiled_step.py); off here even if the
 # developer's shell turns it on, or each app server a test starts would compile again. The tests
 # of the compiled step turn it on (test_core_compiled_step.py).
@@ -46,6 +51,16 @@ os.environ["WORKBENCH_COMPILE"] = "0"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+if _WORKERS > 1 and not os.environ.get("OMP_NUM_THREADS"):
+    # Each worker's processes (its models, app servers, training runs) compute with its share of
+    # the cores, as a person running several torch processes at once sets OMP_NUM_THREADS. With
+    # torch's default (every core in every process), the OpenMP threads of two workers spin
+    # waiting for cores the other holds: each test then took 1.7x as long (DEVELOPERS.md).
+    # Set before torch is imported; the tests of the automatic thread counts unset it.
+    from core.cpu_threads import usable_cores  # noqa: E402 (imports no torch)
+
+    os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cores() // _WORKERS))
 
 from tiny_models import build_all  # noqa: E402
 
@@ -57,7 +72,18 @@ APP_FILES = {"test_hardening.py", "test_load.py", "test_fresh_machine.py", "test
 REAL_FILES = {"test_packaged.py", "test_real_explain.py", "test_real_workflows.py"}
 
 
+# The files that took longest (serial run, junit times), longest first. With several workers
+# (scripts/test.sh) they start first, so that no worker is left with a long file at the end while
+# the others have finished. Only the order changes; a file missing here starts after them.
+LONGEST_FILES = ("test_bench_smoke.py", "test_fresh_machine.py", "test_app_api.py", "test_core_compiled_step.py",
+                 "test_app_sharing.py", "test_browser_workflows.py", "test_core_training.py", "test_core_jobs.py",
+                 "test_browser_finetune.py", "test_app_jobs.py", "test_browser.py", "test_hardening.py")
+
+
 def pytest_collection_modifyitems(items):
+    if _WORKERS > 1:
+        rank = {name: place for place, name in enumerate(LONGEST_FILES)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))  # stable: in-file order kept
     for item in items:
         name = item.path.name
         # Asked for by the test itself: app_server also converts SmolLM2, for the tests that use it.
