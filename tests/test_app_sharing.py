@@ -266,25 +266,26 @@ def test_a_page_whose_run_waits_in_line_finds_its_place_again_after_a_reload(sha
     from test_browser import prepare_classification_run
 
     ann = person(shared_server)
-    # Long enough to outlast Bob's steps in the page on a busy machine: 75,000 steps, a quarter of an
-    # hour at the 80 a second a tiny BERT makes here; cancelled below.
-    ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv", rows_per_class=5000), "anns-long", epochs=20,
+    # Ann's cancelled run holds the server's one training slot until she saves or discards it:
+    # Bob's run waits in line meanwhile, with no run taking the CPU his page needs (on a busy
+    # machine a page beside a training run was slow to draw).
+    ann.predict(**finetune_args(separable_csv(tmp_path / "ann.csv", rows_per_class=1000), "anns-held", epochs=20,
                                 batch_size=2), api_name="/finetune")
-    wait_for_live_step(ann, "anns-long")
+    wait_for_live_step(ann, "anns-held")
+    ann.predict(api_name="/finetune_cancel")
+    wait_for_state(ann, "cancelled", timeout=60)
     context, page = fine_tune_page(browser, shared_server)
     try:
         prepare_classification_run(page, separable_csv(tmp_path / "bob.csv"), "bobs-browser")
         page.get_by_role("button", name="Start fine-tuning").click()
         status = page.locator("#finetune-status")
-        expect(status).to_contain_text("Queued: your run is next ('anns-long' is training")
+        expect(status).to_contain_text("Queued: your run is next (a trained 'anns-held' waits to be saved or discarded")
         page.reload()  # leave the page and come back: the same browser, its run still in line
         page.get_by_role("tab", name="Fine-tune").click()
         expect(status).to_contain_text("bobs-browser: Queued: your run is next")
         expect(page.get_by_role("button", name="Cancel")).to_be_enabled()  # takes it out of the line
         page.screenshot(path=str(tmp_path / "queued-run.png"), full_page=True)
     finally:
-        ann.predict(api_name="/finetune_cancel")
-        wait_for_state(ann, "cancelled", timeout=60)
         ann.predict(api_name="/finetune_discard")
     expect(status).to_contain_text("saved as 'bobs-browser'", timeout=300_000)
     context.close()
