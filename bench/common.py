@@ -1,4 +1,5 @@
-"""Shared by the bench scripts: medians over repeats, a printed table, and bench/RESULTS.md.
+"""Shared by the bench scripts: medians over repeats, a printed table, bench/RESULTS.md, and an
+app server started as a person starts it.
 
 Each script measures a baseline and our way in the same run and prints the ratio. With
 `--smoke` (used by the test suite, so the scripts cannot rot) it runs once on tiny inputs and
@@ -9,9 +10,13 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,3 +86,33 @@ def record(section: str, body: str, smoke: bool) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     RESULTS.write_text(text, encoding="utf-8")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """`command` (e.g. python app.py --batch-rows 1) with a new models folder, started in `folder`
+    and serving when this returns."""
+
+    def __init__(self, command: list[str], folder=ROOT) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = {**os.environ, "GRADIO_SERVER_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False"}
+        self.process = subprocess.Popen([*command, "--models-dir", tempfile.mkdtemp()], cwd=folder, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while True:  # up when it answers; app.py prints nothing we could wait on instead
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{command} in {folder} exited with {self.process.returncode}")
+            try:
+                urllib.request.urlopen(self.url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)

@@ -14,7 +14,6 @@ served one after another), so that no checkout is needed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,44 +21,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
-from common import ROOT, parse_args, record, table
+from common import ROOT, Server, parse_args, record, table
 
 BASELINE_COMMIT = "1da6701"  # the last commit before continuous batching
 MODEL = "packaged:SmolLM2-135M-Instruct"
 PROMPTS = ["The old lighthouse keeper", "In the spring of 1920, the town", "My grandmother's kitchen",
            "The best way to learn a language", "A small robot woke up", "The history of bread",
            "On the far side of the mountain", "Every morning the baker"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    def __init__(self, folder, extra: list[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        env = {**os.environ, "GRADIO_SERVER_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False"}
-        self.process = subprocess.Popen([sys.executable, "app.py", "--models-dir", tempfile.mkdtemp(), *extra],
-                                        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while True:  # up when it answers; app.py prints nothing we could wait on instead
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the app in {folder} exited with {self.process.returncode}")
-            try:
-                urllib.request.urlopen(self.url, timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
 
 
 def baseline_checkout() -> str:
@@ -114,8 +83,9 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_folder(MODEL))
     people, tokens, curve = (2, 8, []) if args.smoke else (8, 64, [16, 32])
     checkout = None if args.smoke else baseline_checkout()
-    baseline = Server(ROOT, ["--batch-rows", "1"]) if args.smoke else Server(checkout, [])
-    ours = Server(ROOT, [])
+    app = [sys.executable, "app.py"]
+    baseline = Server([*app, "--batch-rows", "1"]) if args.smoke else Server(app, checkout)
+    ours = Server(app)
     runs: dict[tuple[str, int], list[dict]] = {}
     try:
         for server in (baseline, ours):  # both load the model before anything is timed

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -15,15 +14,9 @@ import tempfile
 import time
 import urllib.request
 
-from common import parse_args, ROOT, record, table
+from common import ROOT, free_port, parse_args, record, table
 
 EAGER = "import torch, transformers, runpy, sys; sys.argv = ['app.py'] + sys.argv[1:]; runpy.run_path('app.py', run_name='__main__')"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def time_to_page(command: list[str]) -> float:

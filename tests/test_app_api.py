@@ -242,6 +242,16 @@ def test_importing_the_app_loads_no_model_library():
     assert out.stdout.strip().endswith("[]")
 
 
+def test_an_idle_server_looks_for_events_every_10_ms_not_every_millisecond(models_dir):
+    """Gradio's queue polls every millisecond while idle (5% of a core for a server nobody uses,
+    bench/idle_server.py); the app sets it less often. This fails if Gradio renames the setting."""
+    import app
+
+    queue = app.build_app(models_dir)._queue
+    assert queue.sleep_when_free == app.QUEUE_POLL_SECONDS == 0.01
+    assert queue.progress_update_sleep_when_free == app.PROGRESS_POLL_SECONDS
+
+
 @pytest.mark.parametrize("flag", ["fp32", "bf16"])
 def test_the_precision_flag_is_what_the_panels_models_compute_in(models_dir, flag):
     from core.precision import detected_hardware, forced_precision
