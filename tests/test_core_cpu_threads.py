@@ -39,6 +39,7 @@ def machine_of(monkeypatch, models_dir, tmp_path):
     shutil.copytree(models_dir / "tiny-bert-sentiment", folder / "tiny-bert-sentiment")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     own = MODEL_THREAD.cores
+    computing_with = MODEL_THREAD.run_model_work(torch.get_num_threads)
 
     def set_cores(cores: int) -> None:
         MODEL_THREAD.cores = cores
@@ -47,6 +48,10 @@ def machine_of(monkeypatch, models_dir, tmp_path):
     MODEL_THREAD.cores = own
     MODEL_THREAD.run_model_work(lambda: None)  # the model thread takes its own count again
     assert MODEL_THREAD.run_model_work(torch.get_num_threads) == own
+    # The later tests of this process compute with the count they had (their OMP_NUM_THREADS):
+    # left at every core, in-process model work beside another pytest worker ran several times
+    # slower (OpenMP threads spinning for cores the other worker holds).
+    MODEL_THREAD.run_model_work(lambda: torch.set_num_threads(computing_with))
 
 
 def long_run(tmp_path) -> TrainConfig:

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from conftest import REPO_ROOT, free_port
 
@@ -35,8 +36,14 @@ def fresh_checkout(target) -> None:
 
 
 def fresh_environment(home, port: int) -> dict[str, str]:
+    # pip's settings (package indexes, wheel folders) belong to the machine, not to the home this
+    # test empties: a fresh checkout on this machine installs through them, as CI does.
     keep = {key: value for key, value in os.environ.items()
-            if key in ("PATH", "LANG", "LC_ALL", "TMPDIR", "XDG_CONFIG_DIRS")}
+            if key in ("PATH", "LANG", "LC_ALL", "TMPDIR", "XDG_CONFIG_DIRS") or key.startswith("PIP_")}
+    for pip_config in (Path(".config", "pip", "pip.conf"), Path(".pip", "pip.conf")):
+        if (Path.home() / pip_config).is_file():
+            (home / pip_config).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path.home() / pip_config, home / pip_config)
     venv = os.environ.get("VIRTUAL_ENV") or str(REPO_ROOT / ".venv")
     # Not our venv's python: the command must build its own from the system's python3.
     keep["PATH"] = os.pathsep.join(part for part in keep.get("PATH", "").split(os.pathsep)
