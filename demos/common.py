@@ -372,7 +372,7 @@ def add_picker(ctx: AppContext, dropdown: gr.Dropdown, options: Callable, note: 
 def pickers_refresh(ctx: AppContext) -> dict:
     """The event (fn, inputs, outputs) that re-reads the models folder into every picker of the
     page and its offline note. A picker keeps what is picked (even a name typed while the page
-    was loading: only its choices are sent); an empty one gets its default."""
+    was loading: only its choices are sent); an empty one gets its default, if it has one."""
     pickers = list(ctx.pickers)
     inputs = [component for picker in pickers for component in (picker.dropdown, *picker.depends_on)]
     outputs = [component for picker in pickers for component in (picker.dropdown, picker.note) if component]
@@ -383,7 +383,10 @@ def pickers_refresh(ctx: AppContext) -> dict:
             current, depends = values[position], values[position + 1:position + 1 + len(picker.depends_on)]
             position += 1 + len(picker.depends_on)
             choices, default, note = picker.options(current, *depends)
-            updates.append(gr.update(choices=choices) if current else gr.update(choices=choices, value=default))
+            # No value when there is none to give: "" sent back would undo a pick made while this
+            # refresh was on its way (a page-load refresh landing late on a busy server did).
+            keep = current or not default
+            updates.append(gr.update(choices=choices) if keep else gr.update(choices=choices, value=default))
             if picker.note is not None:
                 updates.append(_note_update(note))
         return updates

@@ -252,6 +252,33 @@ def test_an_idle_server_looks_for_events_every_10_ms_not_every_millisecond(model
     assert queue.progress_update_sleep_when_free == app.PROGRESS_POLL_SECONDS
 
 
+def test_a_refresh_landing_late_never_undoes_a_pick_made_meanwhile(models_dir):
+    """The page's pickers refresh on load, on ↻ and when a run ends. A refresh asked while a
+    compare picker showed "none" may land after the person picked a second model (a busy
+    server): it sends the choices alone, so the pick stays. An emptied model picker still gets
+    its default."""
+    import app
+    from demos.common import NO_COMPARISON, pickers_refresh
+
+    refresh = pickers_refresh(app.build_app(models_dir).workbench)
+    sent = [component.value for component in refresh["inputs"]]
+    dropdowns = [component for component in refresh["outputs"] if hasattr(component, "choices")]
+    compares = [d for d in dropdowns if tuple(d.choices[0]) == NO_COMPARISON]
+    models = [d for d in dropdowns if d.label == "Model"]
+    assert compares and models
+    for compare in compares:
+        sent[refresh["inputs"].index(compare)] = ""
+    models_emptied = list(sent)
+    for model in models:
+        models_emptied[refresh["inputs"].index(model)] = ""
+    for asked in (sent, models_emptied):
+        updates = dict(zip(refresh["outputs"], refresh["fn"](*asked)))
+        for compare in compares:
+            assert "value" not in updates[compare] and NO_COMPARISON in updates[compare]["choices"]
+    updates = dict(zip(refresh["outputs"], refresh["fn"](*models_emptied)))
+    assert all(updates[model]["value"] for model in models)
+
+
 @pytest.mark.parametrize("flag", ["fp32", "bf16"])
 def test_the_precision_flag_is_what_the_panels_models_compute_in(models_dir, flag):
     from core.precision import detected_hardware, forced_precision

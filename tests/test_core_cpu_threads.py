@@ -37,9 +37,9 @@ def machine_of(monkeypatch, models_dir, tmp_path):
     """The model thread believes the machine has the given cores; afterwards it has its own again."""
     folder = tmp_path / "models"
     shutil.copytree(models_dir / "tiny-bert-sentiment", folder / "tiny-bert-sentiment")
+    computing_with = MODEL_THREAD.run_model_work(torch.get_num_threads)  # (asked while OMP_NUM_THREADS holds)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     own = MODEL_THREAD.cores
-    computing_with = MODEL_THREAD.run_model_work(torch.get_num_threads)
 
     def set_cores(cores: int) -> None:
         MODEL_THREAD.cores = cores
