@@ -116,7 +116,6 @@ class ModelThread:
 
         self.cores = usable_cores()  # what this thread's torch ops may use (core/cpu_threads.py)
         self._training_threads = 0  # threads of training processes this server started, running now
-        self._threads_set: int | None = None  # what this thread last gave torch.set_num_threads
         self._tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
         self._idle_work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._batches = Batches()  # touched by the model thread only
@@ -160,12 +159,15 @@ class ModelThread:
         that training leaves now (unless the person set OMP_NUM_THREADS)."""
         from core.cpu_threads import server_threads, threads_set_by_person
 
-        wanted = server_threads(self.cores, max(0, self._training_threads))
-        if wanted != self._threads_set and not threads_set_by_person():
-            import torch
+        if threads_set_by_person():
+            return
+        import torch
 
+        # Compared with torch's own count, not the last one set here: work run on this thread
+        # may have set it too.
+        wanted = server_threads(self.cores, max(0, self._training_threads))
+        if wanted != torch.get_num_threads():
             torch.set_num_threads(wanted)
-            self._threads_set = wanted
 
     def rows_generating(self) -> int:
         """Rows of every running batch (asked on the model thread, so between two steps)."""

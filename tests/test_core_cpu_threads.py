@@ -45,6 +45,7 @@ def machine_of(monkeypatch, models_dir, tmp_path):
         MODEL_THREAD.cores = cores
 
     yield set_cores
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # (a test may have set its own)
     MODEL_THREAD.cores = own
     MODEL_THREAD.run_model_work(lambda: None)  # the model thread takes its own count again
     assert MODEL_THREAD.run_model_work(torch.get_num_threads) == own
