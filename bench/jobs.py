@@ -7,8 +7,8 @@ and the time each job takes.
 
     .venv/bin/python bench/jobs.py [--jobs 5] [--smoke]
 
-The base is all-MiniLM-L6-v2 on the starter data, one epoch a job (--smoke: a tiny BERT, two
-jobs, for the test suite). The child-process way runs first, so the in-process way's growth
+The base is all-MiniLM-L6-v2 on the starter data, one epoch a job (--smoke: a tiny BERT, one
+job each way, for the test suite). The child-process way runs first, so the in-process way's growth
 cannot be mistaken for it.
 """
 
@@ -71,7 +71,7 @@ def in_a_child_process(config, forkserver=None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="a tiny model, two jobs, RESULTS.md untouched")
+    parser.add_argument("--smoke", action="store_true", help="a tiny model, one job each way, RESULTS.md untouched")
     args = parser.parse_args()
     import sys
 
@@ -83,7 +83,7 @@ def main() -> None:
 
     models_dir = Path(tempfile.mkdtemp(prefix="workbench-bench-"))
     config = dataclasses.replace(starter_config(), epochs=1, models_dir=str(models_dir))
-    jobs = 2 if args.smoke else args.jobs
+    jobs = 1 if args.smoke else args.jobs
     if args.smoke:
         from tiny_models import build_bert_classifier
 
