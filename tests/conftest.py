@@ -223,10 +223,11 @@ def free_port() -> int:
 # The app servers the tests start run `app.py` as `python app.py ...` does, but forked from one
 # process per pytest worker that has imported what the app imports (gradio, torch, transformers),
 # as the app forks its training runs (core/jobs/forkserver.py). A fresh interpreter took 3.9 s of
-# CPU to serve the page, a forked one 0.9 s (the preloaded process 7.7 s, once), and it imports
-# torch again at its first model. A server started with an environment of its own (`env`), or
-# after a variable read at import changed, is spawned. The start from a fresh interpreter (the
-# page served before torch is imported) is what the fresh-machine test and bench/startup.py run.
+# CPU to serve the page, a forked one 0.9 s (the preloaded process 7.7 s, once), and only the
+# fresh one imports torch at its first model. A server started with an environment of its own
+# (`env`), or after a variable read at import changed, is spawned. A start from a fresh
+# interpreter is what the fresh-machine test and bench/startup.py run (and a test_app_api test
+# checks that building the app imports no torch).
 _APP_PRELOAD = ("transformers.pipelines", "gradio", "app")
 # Read when gradio is imported (beyond what the fork server itself compares: the Hub's, torch's).
 _READ_AT_GRADIO_IMPORT = ("GRADIO_", "OAUTH_", "OPENID_")
