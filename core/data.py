@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import WorkbenchError
+from core.transformers_import import transformers_settled
 from core.limits import (MAX_BATCH_ROWS, MAX_CLASSES, MAX_TRAIN_ROWS, MAX_TRAIN_UPLOAD_BYTES,
                          MAX_UPLOAD_BYTES)
 
@@ -315,6 +316,7 @@ def inspect_training_upload(path: str | Path) -> UploadInfo:
     return UploadInfo(table.columns, text_column, label_column, len(table.rows), table.encoding)
 
 
+@transformers_settled()  # datasets work: see core.transformers_import
 def load_training_data(task: str, train_path: str | Path, validation_path: str | Path | None = None,
                        text_column: str | None = None, label_column: str | None = None,
                        validation_share: float = 0.1, seed: int = 0) -> TrainingData:
@@ -346,6 +348,7 @@ def load_training_data(task: str, train_path: str | Path, validation_path: str |
     return TrainingData(task, train, validation, label_names, warnings, source)
 
 
+@transformers_settled()
 def preview_training_data(data: TrainingData, tokenizer=None, rows: int = 5) -> dict:
     """What the person checks before training: first rows, sizes, class balance, token lengths."""
     first = data.train.select(range(min(rows, len(data.train))))[:]

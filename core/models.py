@@ -24,6 +24,7 @@ from typing import Any
 
 from core.errors import WorkbenchError, first_line
 from core import hub as hub_service
+from core import transformers_import
 from core.hub import Hub
 from core.limits import MAX_LOADED_MODELS
 from core.precision import Hardware
@@ -539,20 +540,10 @@ class ModelRegistry:
         return PeftModel.from_pretrained(base, folder).merge_and_unload()
 
 
-_IMPORT_LOCK = threading.Lock()
-
-
 def import_transformers():
-    """transformers, with the names the registry uses resolved. transformers resolves its names
-    lazily, and threads that first use it at the same moment (two panels' first models loading
-    at once) can see it half set up: "module 'transformers' has no attribute 'AutoTokenizer'".
-    So the first use happens under a lock; later ones find the names resolved."""
-    with _IMPORT_LOCK:
-        import transformers
-
-        for attribute in ("AutoConfig", "AutoTokenizer", "pipeline", *_AUTO_MODEL.values()):
-            getattr(transformers, attribute)
-    return transformers
+    """transformers, with the names the registry uses resolved (see core.transformers_import)."""
+    return transformers_import.import_transformers("AutoConfig", "AutoTokenizer", "pipeline",
+                                                   *_AUTO_MODEL.values())
 
 
 def _local_choices(scanned: dict[str, tuple[str | None, str | None]], tasks: tuple[str, ...]) -> list[ModelChoice]:

@@ -10,6 +10,7 @@ import inspect
 import json
 import re
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -131,23 +132,42 @@ def warn(message: str) -> None:
 
 
 def show_errors(handler):
-    """Turn WorkbenchError from core into a gr.Error toast; works for plain and generator handlers."""
+    """Turn WorkbenchError from core into a gr.Error toast, and any other exception into a
+    readable one (Gradio would show a bare "Error"); works for plain and generator handlers."""
     if inspect.isgeneratorfunction(handler):
         @functools.wraps(handler)
         def generator_wrapper(*args, **kwargs):
             try:
                 yield from handler(*args, **kwargs)
+            except gr.Error:
+                raise
             except WorkbenchError as error:
                 raise _toast(error, handler.__name__) from None
+            except Exception as error:
+                raise unexpected_failure(error, handler.__name__) from error
         return generator_wrapper
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
+        except gr.Error:
+            raise
         except WorkbenchError as error:
             raise _toast(error, handler.__name__) from None
+        except Exception as error:
+            raise unexpected_failure(error, handler.__name__) from error
     return wrapper
+
+
+def unexpected_failure(error: Exception, handler: str) -> gr.Error:
+    """The toast for a failure no check foresaw (a bug, or the machine): the person learns that
+    it failed and what to do; the traceback, which may name the server's files, goes to its log."""
+    print(f"Unexpected failure in {handler}:", file=sys.stderr, flush=True)
+    traceback.print_exception(error, file=sys.stderr)
+    return gr.Error(f"This did not work: the server met an unexpected error ({type(error).__name__}). "
+                    "Try again; if it happens again, whoever runs this server will find the details in "
+                    "its log.", print_exception=False)
 
 
 def defaults_of(config_class) -> dict[str, Any]:

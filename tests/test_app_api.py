@@ -410,6 +410,31 @@ def test_a_refused_request_is_one_line_in_the_server_log(client, app_server):
                         "'distilbert/distilgpt2' or the name of a folder in the models directory."], logged
 
 
+@pytest.mark.parametrize("as_generator", [False, True])
+def test_a_failure_no_check_foresaw_reaches_the_person_as_a_sentence_and_the_log_as_a_traceback(
+        as_generator, capsys):
+    """Gradio shows a handler's unexpected exception as a bare "Error"."""
+    import gradio as gr
+
+    from demos.common import show_errors
+
+    def preview():
+        raise OSError("[Errno 28] No space left on device: '/srv/workbench/cache/x.arrow'")
+
+    def streamed_preview():
+        yield "reading…"
+        preview()
+
+    handler = show_errors(streamed_preview if as_generator else preview)
+    with pytest.raises(gr.Error) as raised:
+        list(handler()) if as_generator else handler()
+    shown = raised.value.message
+    assert shown.startswith("This did not work: the server met an unexpected error (OSError). Try again"), shown
+    assert "/srv/workbench" not in shown  # the server's paths stay in its log
+    logged = capsys.readouterr().err
+    assert "Unexpected failure in" in logged and "Traceback" in logged and "/srv/workbench/cache" in logged
+
+
 def test_a_file_without_a_header_or_with_extra_cells_is_said_in_score_a_file_and_the_preview(
         client, ft_client, tmp_path):
     headerless = tmp_path / "tweets.csv"
