@@ -35,10 +35,13 @@ _SESSION_FOLDERS = {key: tempfile.mkdtemp(prefix=f"workbench-test-{kind}-")
 # Packaged models are converted into a cache of this test session, as on a fresh machine; the
 # app servers the tests start inherit it. A worker of `pytest -n N` (scripts/test.sh) takes its
 # controller's (workers inherit its environment), so SmolLM2 is converted once for all of them.
+# The tiny models that take seconds to build are kept in a folder of the session too
+# (tiny_models.py), for the workers and the bench scripts' --smoke runs.
 if "PYTEST_XDIST_WORKER" in os.environ:
     assert os.environ.get("WORKBENCH_CACHE_DIR"), "a worker started without its controller's cache"
 else:
     _SESSION_FOLDERS["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="workbench-test-cache-")
+    _SESSION_FOLDERS["TINY_MODELS_CACHE"] = tempfile.mkdtemp(prefix="workbench-test-tiny-models-")
 # Removed when the session ends: the converted SmolLM2 alone is some 270 MB a session.
 atexit.register(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in _SESSION_FOLDERS.values()])
 os.environ.update(_SESSION_FOLDERS)

@@ -7,7 +7,10 @@ The app then loads them through exactly the registry code users take.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
+import shutil
 from pathlib import Path
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "our team", "the student", "a bird", "the farmer"]
@@ -48,6 +51,30 @@ def _word_piece_tokenizer():
     return tokenizer
 
 
+def _built_once_per_session(build):
+    """`build`, run once per test session and copied after that. The GPT-2 builds train for a few
+    CPU-seconds each, and each pytest worker and each bench script's --smoke builds them; with
+    TINY_MODELS_CACHE set (conftest sets a folder of the session), the first build is kept there.
+    The models are the same either way: every build is seeded."""
+    @functools.wraps(build)
+    def built(folder: Path, *args, **kwargs) -> Path:
+        cache = os.environ.get("TINY_MODELS_CACHE")
+        if not cache:
+            return build(folder, *args, **kwargs)
+        from core.atomic import written_folder
+
+        arguments = [*map(str, args), *(f"{key}={value}" for key, value in sorted(kwargs.items()))]
+        kept = Path(cache) / "-".join([build.__name__, *arguments])
+        if not kept.is_dir():
+            # Two workers building at once: the first rename wins, the other's copy is dropped.
+            with written_folder(kept, "building", keep_theirs=True) as temporary:
+                build(temporary, *args, **kwargs)
+        shutil.copytree(kept, folder, dirs_exist_ok=True)
+        return Path(folder)
+    return built
+
+
+@_built_once_per_session
 def build_gpt2(folder: Path, chat: bool = False) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
