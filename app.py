@@ -50,11 +50,13 @@ def build_app(models_dir: str | Path | None = None, queue_size: int = QUEUE_MAX_
 
     It makes the services the panels share (the Hub's status, the model registry, the run
     history, the training job runner) and hands them to each panel in one AppContext."""
+    # The fork server starts with the first run or timing: later ones start without importing torch
+    # again. In a process that has those imports already and no thread yet, it is forked now instead.
+    forkserver = ForkServer()
+    forkserver.start_here_if_preloaded()
     hub = Hub()
     registry = ModelRegistry(models_dir or models_dir_from_env(), precision=precision, hub=hub)
     history = RunHistory(registry.models_dir)
-    # The fork server starts with the first run or timing: later ones start without importing torch again.
-    forkserver = ForkServer()
     runner = JobRunner(registry.models_dir, processes=train_processes, history=history, forkserver=forkserver)
     for leftover in remove_interrupted_saves(registry.models_dir):
         print(f"Removed {leftover}: what a save or a deletion cut off by a crash left behind.",

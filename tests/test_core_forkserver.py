@@ -123,3 +123,41 @@ def test_a_forked_process_that_takes_too_long_is_killed_and_says_so(forkserver, 
         forkserver.run([str(tmp_path / "hangs.py")], dict(os.environ), tmp_path, timeout=1)
     finished = forkserver.run(["-m", "json.tool", "--compact"], {**os.environ}, tmp_path, timeout=60)
     assert finished.returncode == 1 and "Expecting value" in finished.stderr  # empty stdin: a JSON error
+
+
+FORKED_HERE = """
+import os, sys, threading
+import psutil
+from core.jobs.forkserver import ForkServer
+
+waiting = threading.Event()
+other_thread = threading.Thread(target=waiting.wait)
+other_thread.start()
+print("with another thread:", ForkServer().start_here_if_preloaded())
+waiting.set()
+other_thread.join()
+print("without the imports:", ForkServer(preload=("this_module_was_never_imported",)).start_here_if_preloaded())
+
+server = ForkServer()
+print("preloaded, alone:", server.start_here_if_preloaded())
+(fork_server,) = psutil.Process().children()
+# Forked from this process, not a new interpreter that imports everything again.
+print("same command line:", fork_server.cmdline() == psutil.Process().cmdline())
+run = server.run(["-m", "json.tool", "--compact", "in.json"], dict(os.environ), os.getcwd(), timeout=60)
+print("a run through it:", run.returncode, run.stdout.strip())
+server.close()
+print("gone when closed:", not psutil.pid_exists(fork_server.pid))
+"""
+
+
+def test_a_process_that_has_the_imports_and_no_thread_forks_its_fork_server_from_itself(forkserver, tmp_path):
+    """An app server forked from a preloaded process (as the suite starts them) starts its fork
+    server without a new interpreter; a process missing an import, or running a thread, does not."""
+    (tmp_path / "forked_here.py").write_text(FORKED_HERE)
+    (tmp_path / "in.json").write_text('{"b": [1, 2]}')
+    # Run forked from the session's fork server: a process with the imports done and one thread.
+    done = forkserver.run([str(tmp_path / "forked_here.py")], dict(os.environ), tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["with another thread: False", "without the imports: False",
+                                        "preloaded, alone: True", "same command line: True",
+                                        'a run through it: 0 {"b":[1,2]}', "gone when closed: True"]

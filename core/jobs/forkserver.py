@@ -90,6 +90,35 @@ class ForkedProcess:
                 pass
 
 
+class _ForkedHere:
+    """The fork server's process when it was forked from this one: what a Popen gives `close`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        import select
+        import subprocess
+
+        if self.returncode is None:
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:  # already reaped
+                self.returncode = 0
+                return self.returncode
+            try:
+                if not select.select([pidfd], [], [], timeout)[0]:
+                    raise subprocess.TimeoutExpired(f"fork server {self.pid}", timeout)
+            finally:
+                os.close(pidfd)
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+    def kill(self) -> None:
+        _kill(self.pid)
+
+
 class ForkServer:
     """The app's fork server, started at its first use (that run waits as long as for a spawned
     process) and kept for the next runs. Thread-safe (runs start from their follower threads);
@@ -123,6 +152,33 @@ class ForkServer:
             self.refusal = f"its environment differs from the fork server's in {', '.join(differing)}" \
                 if differing else None
             return not differing
+
+    def start_here_if_preloaded(self) -> bool:
+        """Start now by forking this process, if it has already imported everything the fork
+        server preloads and runs no other thread: the fork server then imports nothing of its
+        own, where a spawned one imports torch, transformers and the rest again. A server process
+        forked from one that did those imports has them (the test suite starts its app servers
+        so); `python app.py` imports torch only when a model loads, so its fork server starts with
+        the first run, as before. The modules count as imported in this environment."""
+        if threading.active_count() != 1 or not all(name in sys.modules for name in self.preload):
+            return False
+        with self._lock:
+            if self._process is not None or self.failed:
+                return False
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pid = os.fork()
+            if pid == 0:  # the fork server: it never returns
+                code = 1
+                try:
+                    ours.close()
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    serve([str(theirs.fileno())])
+                finally:
+                    os._exit(code)
+            theirs.close()
+            self._process = _ForkedHere(pid)
+            self._wait_until_ready(ours, dict(os.environ))
+            return self.failed is None
 
     def start_process(self, args: list[str], environment: dict[str, str], cwd: Path,
                       stderr_fd: int) -> ForkedProcess:
@@ -224,6 +280,9 @@ class ForkServer:
             return
         finally:
             theirs.close()
+        self._wait_until_ready(ours, environment)
+
+    def _wait_until_ready(self, ours: socket.socket, environment: dict[str, str]) -> None:
         ours.settimeout(300)  # the imports take seconds; a fork server stuck in them is given up
         try:
             ready = json.loads(ours.recv(_MESSAGE_BYTES) or b"{}")
