@@ -138,6 +138,7 @@ def build(ctx: AppContext) -> None:
                                     info="Saved in the models folder under this name (proposed from the file's "
                                          "name and the task; type your own).")
             proposed_name = gr.State(model_name.value)  # the last name proposed: replaced only while unchanged
+            free_name_offered = gr.State(None)  # offered by the job view once your run's name is taken
             planned = gr.State(None)  # what the last preview showed (None: no preview of this data yet)
             with gr.Accordion("Hyperparameters", open=False):
                 epochs = number_for(TrainConfig, "epochs", value=SIZED, info=EPOCHS_INFO, elem_id="finetune-tab-epochs")
@@ -242,10 +243,8 @@ def build(ctx: AppContext) -> None:
             _progress_html(job), status_text, _loss_frame(job), _metrics_frame(job),
             _confusion_html(job),
             # Once your run saved its model, its name is taken: your next run is offered a free one
-            # (a proposal, which a new upload may replace). Another person's run ending leaves
-            # the name you are typing alone.
-            *([free_name(ctx.registry.models_dir, job.model_name)] * 2 if job.state == FINISHED and mine
-              else [gr.skip()] * 2),
+            # (`offer_free_name`). Another person's run ending leaves the name you are typing alone.
+            free_name(ctx.registry.models_dir, job.model_name) if job.state == FINISHED and mine else gr.skip(),
             # Cancel: your run while it trains, or your run in line.
             gr.update(interactive=(mine and job.active and job.state != "saving") or
                       bool(queued and queued.state == QUEUED)),
@@ -261,11 +260,22 @@ def build(ctx: AppContext) -> None:
         ]
 
     ctx.job_views.append(JobView(
-        [progress_bar, status, loss_plot, metrics_table, confusion, model_name, proposed_name, cancel_button,
+        [progress_bar, status, loss_plot, metrics_table, confusion, free_name_offered, cancel_button,
          pending_section,
          save_name,
          save_button, zip_button,
          zip_target, download, interrupted, interrupted_section], render))
+
+    def offer_free_name(offered, current_name):
+        # Only a name that is taken now (the one your run just saved under) or an empty box is
+        # replaced, so that an offer arriving late (the page's first look at the job, on a busy
+        # server) never undoes a name typed or proposed from an upload meanwhile.
+        if offered and (not current_name or (ctx.registry.models_dir / current_name).exists()):
+            return offered, offered  # a proposal: a new upload may replace it
+        return gr.skip(), gr.skip()
+
+    free_name_offered.change(offer_free_name, [free_name_offered, model_name], [model_name, proposed_name],
+                             queue=False, api_visibility="private", show_progress="hidden")
 
     # Actions answer with the job's status line, without progress animations (a refused action
     # then leaves every output as it was), and switch the page's job timer on to follow the job.

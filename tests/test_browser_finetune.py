@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import urllib.request
 
 from gradio_client import Client
 import pytest
@@ -45,6 +47,53 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
     page.get_by_label("Text", exact=True).fill("a dog sees the bright moon and a warm bread")
     page.get_by_role("button", name="Classify", exact=True).click()
     expect(page.locator("#sentiment-scores")).to_contain_text("sunny", timeout=60_000)
+    page.close()
+
+
+def test_a_saved_runs_name_gives_way_to_a_free_one_but_a_late_first_look_never_undoes_an_uploads(
+        browser, finetune_server, tmp_path):
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(finetune_server.url)
+    page.get_by_role("tab", name="Fine-tune").click()
+    prepare_classification_run(page, separable_csv(tmp_path / "offered.csv", 10), "browser-offered")
+    page.get_by_role("button", name="Hyperparameters").click()
+    page.get_by_label("Epochs", exact=True).fill("1")
+    page.get_by_label("Epochs", exact=True).press("Tab")
+    page.get_by_role("button", name="Start fine-tuning").click()
+    expect(page.locator("#finetune-status")).to_contain_text("saved as 'browser-offered'", timeout=120_000)
+    # Its name is taken now: the box offers a free one for the next run.
+    expect(page.get_by_label("Name of the new model")).to_have_value("browser-offered-2")
+    page.close()
+
+    # A page whose first look at the job arrives after an upload (a busy server): the queued
+    # events, that first look among them, are held until the upload's proposal is shown.
+    config = json.load(urllib.request.urlopen(finetune_server.url + "config"))
+    on_load_or_timer = {dependency["id"] for dependency in config["dependencies"]
+                        if {event for _, event in dependency["targets"]} & {"load", "tick"}}
+    held, holding = [], [True]
+
+    def hold_load_and_timer_events(route):
+        if holding[0] and json.loads(route.request.post_data or "{}").get("fn_index") in on_load_or_timer:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.route("**/gradio_api/queue/join*", hold_load_and_timer_events)
+    page.goto(finetune_server.url)
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("input[type=file]").first.set_input_files(str(separable_csv(tmp_path / "later.csv", 10)))
+    box = page.get_by_label("Name of the new model")
+    expect(box).to_have_value("later-classifier")
+    assert held, "the page's first look at the job should be among the held events"
+    holding[0] = False
+    for route in held:
+        route.continue_()
+    expect(page.locator("#finetune-status")).to_contain_text("browser-offered")  # it has looked now
+    expect(page.get_by_role("combobox", name="Label column")).to_have_value("label")
+    assert box.input_value() == "later-classifier"
     page.close()
 
 
