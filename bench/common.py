@@ -95,14 +95,14 @@ def free_port() -> int:
 
 
 class Server:
-    """`command` (e.g. python app.py --batch-rows 1) with a new models folder, started in `folder`
-    and serving when this returns."""
+    """`command` (e.g. python app.py --batch-rows 1) with `models_dir` (else a new, empty models
+    folder), started in `folder` and serving when this returns."""
 
-    def __init__(self, command: list[str], folder=ROOT) -> None:
+    def __init__(self, command: list[str], folder=ROOT, models_dir=None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "GRADIO_SERVER_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False"}
-        self.process = subprocess.Popen([*command, "--models-dir", tempfile.mkdtemp()], cwd=folder, env=env,
+        self.process = subprocess.Popen([*command, "--models-dir", str(models_dir or tempfile.mkdtemp())], cwd=folder, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while True:  # up when it answers; app.py prints nothing we could wait on instead
             if self.process.poll() is not None:

@@ -8,8 +8,9 @@ Also 16 and 32 people: throughput (tokens/s) and p95 first token against people.
 
     .venv/bin/python bench/concurrency.py [--repeats 3] [--smoke]
 
---smoke: 2 people, 8 tokens, and as baseline this app with one-row batches (--batch-rows 1,
-served one after another), so that no checkout is needed.
+--smoke: 2 people, 8 tokens on a tiny GPT-2 (the script is checked, not SmolLM2's speed), and as
+baseline this app with one-row batches (--batch-rows 1, served one after another), so that no
+checkout is needed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def baseline_checkout() -> str:
     return folder
 
 
-def class_at_once(server: Server, people: int, tokens: int, tokenizer) -> dict:
+def class_at_once(server: Server, people: int, tokens: int, tokenizer, model: str = MODEL) -> dict:
     """Every person submits at the same moment; returns each one's first-token and end times
     (seconds from the moment they pressed) and the tokens written."""
     from gradio_client import Client
@@ -52,7 +53,7 @@ def class_at_once(server: Server, people: int, tokens: int, tokenizer) -> dict:
         prompt = PROMPTS[index % len(PROMPTS)]
         start.wait()
         pressed = time.perf_counter()
-        job = clients[index].submit(prompt=prompt, model=MODEL, compare_prompt="", max_new_tokens=tokens,
+        job = clients[index].submit(prompt=prompt, model=model, compare_prompt="", max_new_tokens=tokens,
                                     temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1, seed=index,
                                     num_sequences=1, chat_mode=False, api_name="/generate")
         for output in job:
@@ -78,24 +79,35 @@ def main() -> None:
     args, repeats = parse_args(3, __doc__)
     from transformers import AutoTokenizer
 
-    from core.packaged import model_folder
+    if args.smoke:
+        from infer import prepare_models
 
-    tokenizer = AutoTokenizer.from_pretrained(model_folder(MODEL))
+        models, _, model = prepare_models(True)
+        tokenizer = AutoTokenizer.from_pretrained(models / model)
+    else:
+        from core.packaged import model_folder
+
+        models, model = None, MODEL
+        tokenizer = AutoTokenizer.from_pretrained(model_folder(MODEL))
     people, tokens, curve = (2, 8, []) if args.smoke else (8, 64, [16, 32])
     checkout = None if args.smoke else baseline_checkout()
     app = [sys.executable, "app.py"]
-    baseline = Server([*app, "--batch-rows", "1"]) if args.smoke else Server(app, checkout)
-    ours = Server(app)
+    baseline = Server([*app, "--batch-rows", "1"], models_dir=models) if args.smoke else Server(app, checkout)
+    ours = Server(app, models_dir=models)
     runs: dict[tuple[str, int], list[dict]] = {}
+
+    def class_of(server, count, new_tokens):
+        return class_at_once(server, count, new_tokens, tokenizer, model)
+
     try:
         for server in (baseline, ours):  # both load the model before anything is timed
-            class_at_once(server, 1, 2, tokenizer)
+            class_of(server, 1, 2)
         for _ in range(repeats):  # in turns, so drift in the machine's speed falls on both alike
             for count in (1, people):
                 for name, server in (("baseline", baseline), ("ours", ours)):
-                    runs.setdefault((name, count), []).append(class_at_once(server, count, tokens, tokenizer))
+                    runs.setdefault((name, count), []).append(class_of(server, count, tokens))
             for count in curve:
-                runs.setdefault(("ours", count), []).append(class_at_once(ours, count, tokens, tokenizer))
+                runs.setdefault(("ours", count), []).append(class_of(ours, count, tokens))
     finally:
         baseline.stop()
         ours.stop()
@@ -128,7 +140,7 @@ def main() -> None:
     alone_ratio = alone["ours"] / alone["baseline"]
     base = ("the app before continuous batching (commit %s)" % BASELINE_COMMIT if not args.smoke
             else "this app with one-row batches")
-    body += (f"\n\nThrough gradio_client, {tokens} new tokens each (sampled, seeded), {MODEL}, automatic precision; "
+    body += (f"\n\nThrough gradio_client, {tokens} new tokens each (sampled, seeded), {model}, automatic precision; "
              f"medians of {repeats} rounds, the servers taking turns. Baseline: {base}.\n\n"
              f"Ratio, {people} people: the slowest finishes at {slowest:.2f}x one alone (baseline "
              f"{median('baseline', people, lambda r: r['wall']) / alone['baseline']:.2f}x; target <= 2.5x: "
