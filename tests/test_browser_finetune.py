@@ -15,6 +15,7 @@ from conftest import AppServer, separable_csv
 from core.starter import STARTER_ON_REAL_TEXT
 from test_app_finetune import finetune_args, wait_for_checkpoint
 from test_browser import prepare_classification_run
+from test_browser_workflows import open_page
 
 
 def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_server, tmp_path):
@@ -52,10 +53,7 @@ def test_upload_train_watch_and_classify_with_the_new_model(browser, finetune_se
 
 def test_a_saved_runs_name_gives_way_to_a_free_one_but_a_late_first_look_never_undoes_an_uploads(
         browser, finetune_server, tmp_path):
-    page = browser.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(finetune_server.url)
-    page.get_by_role("tab", name="Fine-tune").click()
+    page = open_page(browser, finetune_server, "Fine-tune")
     prepare_classification_run(page, separable_csv(tmp_path / "offered.csv", 10), "browser-offered")
     page.get_by_role("button", name="Hyperparameters").click()
     page.get_by_label("Epochs", exact=True).fill("1")
