@@ -22,11 +22,7 @@ _LOOKED_UP_BY_DATASETS = ("PreTrainedTokenizerBase",)
 def import_transformers(*names: str):
     """transformers, with `names` (and the one datasets looks up) resolved."""
     with _LOCK:
-        import transformers
-
-        for name in (*names, *_LOOKED_UP_BY_DATASETS):
-            getattr(transformers, name)
-    return transformers
+        return _resolved(*names, *_LOOKED_UP_BY_DATASETS)
 
 
 @contextmanager
@@ -37,8 +33,14 @@ def transformers_settled() -> Iterator[None]:
     loaded it does not."""
     with _LOCK:
         if "transformers" in sys.modules:
-            import transformers
-
-            for name in _LOOKED_UP_BY_DATASETS:
-                getattr(transformers, name)
+            _resolved(*_LOOKED_UP_BY_DATASETS)
         yield
+
+
+def _resolved(*names: str):
+    """With the lock held: transformers, with `names` looked up once (later lookups find them set)."""
+    import transformers
+
+    for name in names:
+        getattr(transformers, name)
+    return transformers
