@@ -167,14 +167,13 @@ class ForkServer:
                 return False
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             pid = os.fork()
-            if pid == 0:  # the fork server: it never returns
-                code = 1
+            if pid == 0:  # the fork server: `serve` returns only when it cannot serve
                 try:
                     ours.close()
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)
                     serve([str(theirs.fileno())])
                 finally:
-                    os._exit(code)
+                    os._exit(1)
             theirs.close()
             self._process = _ForkedHere(pid)
             self._wait_until_ready(ours, dict(os.environ))
