@@ -266,11 +266,14 @@ def build(ctx: AppContext) -> None:
          save_button, zip_button,
          zip_target, download, interrupted, interrupted_section], render))
 
+    def empty_or_taken(name) -> bool:
+        return not name or (ctx.registry.models_dir / name).exists()
+
     def offer_free_name(offered, current_name):
         # Only a name that is taken now (the one your run just saved under) or an empty box is
         # replaced, so that an offer arriving late (the page's first look at the job, on a busy
         # server) never undoes a name typed or proposed from an upload meanwhile.
-        if offered and (not current_name or (ctx.registry.models_dir / current_name).exists()):
+        if offered and empty_or_taken(current_name):
             return offered, offered  # a proposal: a new upload may replace it
         return gr.skip(), gr.skip()
 
@@ -326,7 +329,7 @@ def build(ctx: AppContext) -> None:
         # Another task or file: the preview of the old one goes, and a name the person has not
         # typed themselves follows the new file and task.
         name = gr.skip()
-        if current_name == proposed or not current_name or (ctx.registry.models_dir / current_name).exists():
+        if current_name == proposed or empty_or_taken(current_name):
             proposed = free_name(ctx.registry.models_dir, _proposed_name(task_value, path))
             name = proposed
         return "", None, name, proposed
