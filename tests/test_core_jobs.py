@@ -39,19 +39,38 @@ def small_run(tmp_path, **values) -> TrainConfig:
 FAULTS = Path(__file__).resolve().parent / "faults"
 
 
+@pytest.fixture(scope="module")
+def forkservers_with_faults():
+    """One fork server per injected fault, shared by this file's tests: the fault's
+    sitecustomize runs as it starts, so the runs forked from it carry the fault, as spawned ones
+    would (a run with a fault in its environment is not forked from the session's fork server)."""
+    from core.jobs.forkserver import ForkServer
+
+    servers: dict[str, ForkServer] = {}
+    yield servers
+    for server in servers.values():
+        server.close()
+
+
 @pytest.fixture
-def fault(monkeypatch):
-    """Inject a named fault into the training processes this test starts (tests/faults): they are
-    spawned, not forked, as their environment differs from the fork server's."""
-    def inject(name: str) -> None:
+def fault(monkeypatch, forkservers_with_faults):
+    """Inject a named fault into the training processes this test starts (tests/faults): returns
+    the fork server to hand the JobRunner, started with the fault in its environment."""
+    def inject(name: str):
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])))
         monkeypatch.setenv("WORKBENCH_TEST_FAULT", name)
+        if name not in forkservers_with_faults:
+            from core.jobs.forkserver import ForkServer
+
+            forkservers_with_faults[name] = ForkServer()
+        server = forkservers_with_faults[name]
+        assert server.serves(dict(os.environ)), server.refusal
+        return server
     return inject
 
 
-def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models, tmp_path, fault, forkserver):
-    fault("disk-full-once")
-    runner = JobRunner(own_models, forkserver=forkserver)
+def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models, tmp_path, fault):
+    runner = JobRunner(own_models, forkserver=fault("disk-full-once"))
     runner.start(small_run(tmp_path), "kept")
     failed = runner.wait(300)
     assert failed.state == jobs.SAVE_FAILED and failed.awaiting_save, failed
@@ -67,9 +86,8 @@ def test_a_save_that_fails_keeps_the_trained_model_until_it_is_saved(own_models,
     assert saved.metrics_after == failed.metrics_after
 
 
-def test_a_waiting_model_can_be_discarded_with_its_checkpoints(own_models, tmp_path, fault, forkserver):
-    fault("disk-full")
-    runner = JobRunner(own_models, forkserver=forkserver)
+def test_a_waiting_model_can_be_discarded_with_its_checkpoints(own_models, tmp_path, fault):
+    runner = JobRunner(own_models, forkserver=fault("disk-full"))
     runner.start(small_run(tmp_path, epochs=3, checkpoint_every=2), "unsaved")
     assert runner.wait(300).state == jobs.SAVE_FAILED
     assert checkpoints.latest_checkpoint(own_models / ".checkpoints" / "unsaved")  # still resumable
@@ -99,9 +117,8 @@ def test_a_training_process_killed_midway_is_reported_and_leaves_nothing_half_sa
 
 
 def test_a_process_killed_while_saving_leaves_no_listed_model_and_the_run_resumes(own_models, tmp_path, fault,
-                                                                                  forkserver):
-    fault("killed-while-saving")
-    runner = JobRunner(own_models, forkserver=forkserver)
+                                                                                  monkeypatch):
+    runner = JobRunner(own_models, forkserver=fault("killed-while-saving"))
     runner.start(small_run(tmp_path, epochs=2, checkpoint_every=2), "cut")
     ended = runner.wait(300)
     assert ended.state == jobs.FAILED and "killed by SIGKILL" in ended.message, ended
@@ -110,7 +127,8 @@ def test_a_process_killed_while_saving_leaves_no_listed_model_and_the_run_resume
     assert list(own_models.glob(".cut.saving-*"))  # the cut-off save, hidden ...
     assert "cut" not in models.ModelRegistry(own_models).local_models()  # ... and never listed
     assert jobs.remove_interrupted_saves(own_models) and not list(own_models.glob(".cut.saving-*"))
-    fault("")  # no fault this time
+    # No fault this time: the resumed run is spawned, as the runner's fork server carries one.
+    monkeypatch.setenv("WORKBENCH_TEST_FAULT", "")
     runner.resume("cut")
     resumed = runner.wait(300)
     assert resumed.state == jobs.FINISHED and "(resumed from step" in resumed.message, resumed
@@ -227,12 +245,11 @@ def test_a_held_model_whose_owner_left_is_saved_for_them_so_that_the_line_moves_
 
 
 def test_a_held_model_that_cannot_be_saved_for_its_owner_is_dropped_so_that_the_line_moves_on(
-        own_models, tmp_path, fault, forkserver):
+        own_models, tmp_path, fault):
     from core.ownership import Person
 
-    fault("disk-full")
     ann, bob = Person("browser:ann"), Person("browser:bob")
-    runner = JobRunner(own_models, forkserver=forkserver)
+    runner = JobRunner(own_models, forkserver=fault("disk-full"))
     runner.held_model_grace = 1.0
     runner.start(small_run(tmp_path), "anns", ann)
     assert runner.wait(300).state == jobs.SAVE_FAILED
@@ -247,12 +264,11 @@ def test_a_held_model_that_cannot_be_saved_for_its_owner_is_dropped_so_that_the_
 
 
 def test_a_save_for_the_line_that_fails_after_the_line_emptied_holds_the_model_for_the_next_who_comes(
-        own_models, tmp_path, fault, forkserver):
+        own_models, tmp_path, fault):
     from core.ownership import Person
 
-    fault("disk-full")
     ann, bob, cat = Person("browser:ann"), Person("browser:bob"), Person("browser:cat")
-    runner = JobRunner(own_models, forkserver=forkserver)
+    runner = JobRunner(own_models, forkserver=fault("disk-full"))
     runner.held_model_grace = 0.5
     runner.start(small_run(tmp_path), "anns", ann)
     assert runner.wait(300).state == jobs.SAVE_FAILED
