@@ -197,8 +197,8 @@ def test_a_training_process_killed_while_saving_lists_no_broken_model_and_the_ru
     finally:
         server.stop()
 
-    server = AppServer(["--models-dir", str(own)], env={"WORKBENCH_TEST_FAULT": ""},
-                       log_path=tmp_path / "second.log").wait_until_serving()
+    # Restarted without the fault (forked from the worker's preloaded app, as other tests' servers).
+    server = AppServer(["--models-dir", str(own)], log_path=tmp_path / "second.log").wait_until_serving()
     try:
         assert not list(own.glob(".*.saving-*"))  # the leftover was cleaned at start
         client = Client(server.url, verbose=False)
