@@ -334,7 +334,7 @@ def test_the_api_page_examples_run_as_shown_on_this_server(client):
     assert example("/attributions", "label")["parameter_default"] == ""
 
 
-def test_share_without_internet_says_so_and_keeps_serving(models_dir, tmp_path):
+def test_share_without_auth_warns_it_is_public_and_without_internet_says_so_and_keeps_serving(models_dir, tmp_path):
     # A dead proxy makes the share-link request fail fast even on a machine that is online.
     dead_proxy = "http://127.0.0.1:9"
     server = AppServer(["--models-dir", str(models_dir), "--share"],
@@ -346,6 +346,7 @@ def test_share_without_internet_says_so_and_keeps_serving(models_dir, tmp_path):
         while "Could not create a public share link" not in server.output() and time.monotonic() < deadline:
             time.sleep(0.25)
         assert "Could not create a public share link" in server.output()
+        assert "--share without --auth makes this app public" in server.output()
         assert Client(server.url, verbose=False).predict(
             text="Hello.", model="tiny-bert-sentiment", api_name="/classify")
     finally:

@@ -162,17 +162,6 @@ def test_files_outside_the_app_are_not_served(app_server):
             assert b"root:" not in body and b"import" not in body and b"architectures" not in body
 
 
-def test_share_without_auth_warns_that_the_app_is_public(models_dir, tmp_path):
-    dead_proxy = "http://127.0.0.1:9"  # the share link fails fast; the warning comes first
-    server = AppServer(["--models-dir", str(models_dir), "--share"],
-                       env={"HTTPS_PROXY": dead_proxy, "HTTP_PROXY": dead_proxy, "NO_PROXY": "127.0.0.1,localhost"},
-                       log_path=tmp_path / "app.log").wait_until_serving()
-    try:
-        assert "--share without --auth makes this app public" in server.output()
-    finally:
-        server.stop()
-
-
 def test_a_training_process_killed_while_saving_lists_no_broken_model_and_the_run_resumes(models_dir, tmp_path):
     """A fault injected at a known point (tests/faults): the training process dies after writing
     the weights into its hidden folder, before renaming it into place."""
