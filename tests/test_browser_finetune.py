@@ -103,7 +103,7 @@ def test_a_run_killed_with_its_server_resumes_from_its_checkpoint_after_a_restar
     first = AppServer(["--models-dir", str(own_models)], log_path=tmp_path / "first.log").wait_until_serving()
     try:
         Client(first.url, verbose=False).submit(
-            **finetune_args(data, "phoenix", epochs=6, batch_size=2, checkpoint_every=10), api_name="/finetune")
+            **finetune_args(data, "phoenix", epochs=3, batch_size=2, checkpoint_every=10), api_name="/finetune")
         wait_for_checkpoint(own_models, "phoenix")
     finally:
         first.process.kill()  # no clean shutdown: as if the machine lost power

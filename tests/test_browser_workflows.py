@@ -107,7 +107,7 @@ def test_training_shows_progress_without_overlays_and_a_failed_save_keeps_the_mo
     expect(rate).to_have_value("0.001")  # LoRA's rate for classification
     lora.uncheck()
     expect(rate).to_have_value("0.00005")
-    for label, value in (("Epochs", "20"), ("Batch size", "4")):
+    for label, value in (("Epochs", "8"), ("Batch size", "4")):  # hundreds of steps: seconds of live status
         type_setting(page.get_by_label(label, exact=True), value, value)
     page.get_by_role("button", name="Start fine-tuning").click()
     status = page.locator("#finetune-status [data-testid=markdown]")  # the text, not its status tracker
