@@ -135,12 +135,17 @@ def test_the_plan_counts_what_the_loop_trains_on(models_dir, tmp_path):
     assert plan.tokens_per_example == 32 and plan.examples > 1000 // 32
 
 
-def test_a_few_steps_are_timed_without_saving_anything(models_dir, tmp_path):
+def command_line(forkserver, args: list[str]):
+    """`python -m core.training args` to its end, forked from the session's fork server (it runs
+    `-m` as python does; test_core_tracking.py and test_real_workflows.py spawn the command line)."""
+    return forkserver.run(["-m", "core.training", *args], dict(os.environ), REPO_ROOT, timeout=300)
+
+
+def test_a_few_steps_are_timed_without_saving_anything(models_dir, tmp_path, forkserver):
     out = tmp_path / "out"
     text = write(tmp_path / "story.txt", "the cat sees the red house and a dog reads a book.\n" * 60)
-    run = subprocess.run([sys.executable, "-m", "core.training", "--task", "causal-lm", "--model", "tiny-gpt2",
-                          "--models-dir", str(models_dir), "--train", str(text), "--output", str(out),
-                          "--time-steps", "2"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    run = command_line(forkserver, ["--task", "causal-lm", "--model", "tiny-gpt2", "--models-dir", str(models_dir),
+                                    "--train", str(text), "--output", str(out), "--time-steps", "2"])
     assert run.returncode == 0, run.stderr[-2000:]
     timing = json.loads(run.stdout.strip().splitlines()[-1])
     assert timing["seconds_per_step"] > 0 and timing["evaluation_seconds"] > 0 and timing["validation_examples"] > 0
@@ -571,19 +576,17 @@ def test_the_lines_of_a_text_file_keep_their_line_breaks_in_the_training_blocks(
     assert "day.The" not in blocks and "house.The" not in blocks
 
 
-def test_the_command_line_takes_a_folder_path_as_the_base_model(models_dir, tmp_path):
+def test_the_command_line_takes_a_folder_path_as_the_base_model(models_dir, tmp_path, forkserver):
     elsewhere = tmp_path / "downloads" / "my-base"
     shutil.copytree(models_dir / "tiny-bert-sentiment", elsewhere)
     data = separable_csv(tmp_path / "w.csv")
-    command = [sys.executable, "-m", "core.training", "--task", "classification", "--model", str(elsewhere),
-               "--train", str(data), "--epochs", "1", "--batch-size", "16", "--max-length", "32",
-               "--output", str(tmp_path / "out" / "from-a-path")]
-    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "WORKBENCH_MODELS_DIR": str(tmp_path / "empty")})
+    args = ["--task", "classification", "--model", str(elsewhere), "--models-dir", str(tmp_path / "empty"),
+            "--train", str(data), "--epochs", "1", "--batch-size", "16", "--max-length", "32",
+            "--output", str(tmp_path / "out" / "from-a-path")]
+    run = command_line(forkserver, args)
     assert run.returncode == 0, run.stderr[-2000:]
     assert (tmp_path / "out" / "from-a-path" / "model.safetensors").is_file()
-    relative = subprocess.run([*command[:6], "./nowhere/my-base", *command[7:]], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=300)
+    relative = command_line(forkserver, [*args[:3], "./nowhere/my-base", *args[4:]])
     assert relative.returncode == 2 and "nowhere/my-base" in relative.stderr  # a clear refusal, no traceback
 
 
