@@ -117,7 +117,7 @@ def test_a_training_process_killed_midway_is_reported_and_leaves_nothing_half_sa
 
 
 def test_a_process_killed_while_saving_leaves_no_listed_model_and_the_run_resumes(own_models, tmp_path, fault,
-                                                                                  monkeypatch):
+                                                                                  monkeypatch, forkserver):
     runner = JobRunner(own_models, forkserver=fault("killed-while-saving"))
     runner.start(small_run(tmp_path, epochs=2, checkpoint_every=2), "cut")
     ended = runner.wait(300)
@@ -127,8 +127,10 @@ def test_a_process_killed_while_saving_leaves_no_listed_model_and_the_run_resume
     assert list(own_models.glob(".cut.saving-*"))  # the cut-off save, hidden ...
     assert "cut" not in models.ModelRegistry(own_models).local_models()  # ... and never listed
     assert jobs.remove_interrupted_saves(own_models) and not list(own_models.glob(".cut.saving-*"))
-    # No fault this time: the resumed run is spawned, as the runner's fork server carries one.
-    monkeypatch.setenv("WORKBENCH_TEST_FAULT", "")
+    # As after a restart, without the fault (undone: the environment the fault set): a new
+    # runner, forking from the session's fork server.
+    monkeypatch.undo()
+    runner = JobRunner(own_models, forkserver=forkserver)
     runner.resume("cut")
     resumed = runner.wait(300)
     assert resumed.state == jobs.FINISHED and "(resumed from step" in resumed.message, resumed
@@ -172,7 +174,7 @@ def test_a_job_started_from_a_request_thread_outlives_that_thread(own_models, tm
     runner = JobRunner(own_models)
 
     def request() -> None:  # starts the job, stays until it trains, then ends
-        runner.start(small_run(tmp_path, epochs=20, batch_size=2), "outlives")
+        runner.start(small_run(tmp_path, epochs=4, batch_size=2), "outlives")  # seconds after the thread ends
         while runner.status().last_training_step is None and runner.status().active:
             time.sleep(0.05)
 
