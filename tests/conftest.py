@@ -151,8 +151,9 @@ def registry(models_dir):
 @pytest.fixture(scope="session")
 def forkserver():
     """One fork server for the session's in-process job runners, as one app server has one: each
-    run after the first starts without importing torch again (runs that change the environment,
-    such as an injected fault, are spawned as without it)."""
+    run after the first starts without importing torch again (it does not fork runs whose
+    import-time environment differs: test_core_jobs.py gives an injected fault a fork server of
+    its own)."""
     from core.jobs.forkserver import ForkServer
 
     server = ForkServer()
