@@ -64,8 +64,9 @@ def test_a_forked_run_trains_to_the_same_model_as_a_spawned_one(own_models, tmp_
 
 def test_a_run_is_forked_only_where_the_imports_would_have_read_its_environment(forkserver):
     """Modules read some variables once, at import: the fork server's imports were made in its
-    environment. (A run that is not forked is spawned: the injected faults of test_core_jobs.py
-    reach the spawned run through PYTHONPATH, its sitecustomize.)"""
+    environment. (A run that is not forked is spawned. The injected faults of test_core_jobs.py
+    change PYTHONPATH, so they get a fork server of their own, whose sitecustomize runs as it
+    starts.)"""
     own = dict(os.environ)
     assert forkserver.serves({**own, "OMP_NUM_THREADS": "3", "PYTHONUNBUFFERED": "1"})  # set per run, applied
     for read_when_used in ({"TOKENIZERS_PARALLELISM": "false"}, {"TORCHINDUCTOR_CACHE_DIR": "/tmp/compiled"},

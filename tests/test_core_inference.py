@@ -246,11 +246,12 @@ def test_each_of_several_masks_gets_its_own_predictions(registry):
     predictions = inference.fill_mask(registry, "tiny-bert-mlm", "[MASK] cat sees the [MASK] house.", top_k=3)
     assert [len(p) for p in predictions] == [3, 3]
     assert [p[0].mask_index for p in predictions] == [1, 2]
-    # Each prediction fills its own mask and leaves the other one masked. (Not a count of
-    # "[MASK]": the untrained model's scores are near ties, and [MASK] itself can be a top guess.)
+    # Each prediction fills its own mask and leaves the other one masked. The untrained model's
+    # scores are near ties, so [MASK] itself can be a top guess: then it is in the text twice.
     first, second = predictions
     assert all(p.sequence.endswith(" the [MASK] house.") for p in first), first
     assert all(p.sequence.startswith("[MASK] cat sees the") for p in second), second
+    assert all(p.sequence.count("[MASK]") == 1 + (p.token == "[MASK]") for group in predictions for p in group)
 
 
 def test_text_without_a_mask_is_refused(registry):
