@@ -126,6 +126,10 @@ def test_a_lone_request_decodes_compiled_with_the_text_of_the_eager_path(models_
     MODEL_THREAD.run_model_work(someone_joins)
     # Compiled for this thread count only: another count decodes eagerly (and compiles its own).
     threads = MODEL_THREAD.run_model_work(torch.get_num_threads)
+    # Set as a person sets it (OMP_NUM_THREADS), so the model thread keeps the count instead of
+    # fitting it to the cores again before the next work (core/threads.py): without this, a
+    # serial run (no OMP_NUM_THREADS) generated at the old count, through its compiled step.
+    monkeypatch.setenv("OMP_NUM_THREADS", str(threads + 1))
     MODEL_THREAD.run_model_work(lambda: torch.set_num_threads(threads + 1))
     try:
         _, compiled = generate(model, tokenizer, PROMPTS[:1], 4)
