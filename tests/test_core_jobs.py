@@ -18,7 +18,7 @@ import pytest
 from conftest import separable_csv
 from core import checkpoints, jobs, models
 from core.errors import WorkbenchError
-from core.jobs import JobRunner, remove_stale_runs
+from core.jobs import ForkServer, JobRunner, remove_stale_runs
 from core.training import TrainConfig
 
 
@@ -44,8 +44,6 @@ def forkservers_with_faults():
     """One fork server per injected fault, shared by this file's tests: the fault's
     sitecustomize runs as it starts, so the runs forked from it carry the fault, as spawned ones
     would (a run with a fault in its environment is not forked from the session's fork server)."""
-    from core.jobs.forkserver import ForkServer
-
     servers: dict[str, ForkServer] = {}
     yield servers
     for server in servers.values():
@@ -60,8 +58,6 @@ def fault(monkeypatch, forkservers_with_faults):
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])))
         monkeypatch.setenv("WORKBENCH_TEST_FAULT", name)
         if name not in forkservers_with_faults:
-            from core.jobs.forkserver import ForkServer
-
             forkservers_with_faults[name] = ForkServer()
         server = forkservers_with_faults[name]
         assert server.serves(dict(os.environ)), server.refusal
