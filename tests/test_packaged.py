@@ -57,6 +57,31 @@ def test_the_gguf_file_becomes_a_transformers_folder_once(smollm2_folder):
     assert "quantization_config" not in json.loads((smollm2_folder / "config.json").read_text())
 
 
+def test_converting_reads_the_gguf_metadata_once_and_leaves_the_gguf_module_as_it_was(tmp_path):
+    """Conversion hands transformers one reader of the file for its three reads (the tokenizer,
+    the config, the weights) and one tensor-name table; gguf's own are back afterwards, even
+    after a failure."""
+    import gguf
+    import numpy
+
+    source = tmp_path / "small.gguf"
+    writer = gguf.GGUFWriter(source, "llama")
+    writer.add_tensor("token_embd.weight", numpy.zeros((4, 2), dtype="float32"))
+    for write in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
+        write()
+    writer.close()
+    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    llama = next(key for key, name in gguf.MODEL_ARCH_NAMES.items() if name == "llama")
+    with pytest.raises(RuntimeError, match="mid-conversion"), packaged._gguf_metadata_read_once():
+        first = gguf.GGUFReader(str(source))
+        assert gguf.GGUFReader(source) is first and len(first.tensors) == 1
+        assert gguf.get_tensor_name_map(llama, 30) is gguf.get_tensor_name_map(llama, 30)
+        raise RuntimeError("mid-conversion")
+    assert gguf.GGUFReader is reader_class and gguf.get_tensor_name_map is name_map
+    assert reader_class(source) is not reader_class(source)
+    assert name_map(llama, 30) is not name_map(llama, 30)  # gguf's own builds a new table each time
+
+
 def test_a_folder_converted_by_an_earlier_version_is_repaired_so_its_fine_tunes_save(smollm2_folder, tmp_path,
                                                                                       monkeypatch):
     import transformers
