@@ -14,12 +14,12 @@ SMOKE_TIMEOUT_S = 300
 
 @pytest.fixture(scope="module")
 def bench_forkserver():
-    """Each script is forked from one process that imported torch and transformers: a script
-    runs as `python bench/<script>` would, without importing them again."""
+    """Each script is forked from one process that imported torch, transformers and gradio: a
+    script runs as `python bench/<script>` would, without importing them again."""
     from core.jobs import ForkServer
 
     server = ForkServer(preload=("torch", "transformers", "datasets", "accelerate", "core.training", "core.inference",
-                                 "core.models", "core.data"))
+                                 "core.models", "core.data", "gradio", "gradio_client"))
     yield server
     server.close()
 
