@@ -688,8 +688,29 @@ def _status_markdown(job, ctx: AppContext | None = None, queued=None) -> str:
     return "\n\n".join(lines)
 
 
+PLOTTED_TRAIN_POINTS = 200  # the loss plot draws a run's train loss as at most this many points
+
+
 def _loss_frame(job) -> pd.DataFrame:
-    return pd.DataFrame(job.loss_curve or [], columns=["step", "loss", "series"])
+    """The loss plot's points. Each train point is the mean loss of one stretch of
+    1/PLOTTED_TRAIN_POINTS of the run, drawn once its stretch is done (the last, partial one when
+    the run has ended); validation points are drawn as measured. Why: the plot redraws whenever
+    its points change, each redraw costs more as the curve grows, and with a point a step (a poll
+    every half second) a page watching a fast run kept its browser's renderer on most of a core,
+    beside the training on a small machine (bench/watching_page.py). Now it changes at most
+    PLOTTED_TRAIN_POINTS times a run. Runs of up to that many steps keep a point a step. (The
+    API's status keeps every step's loss.)"""
+    curve = pd.DataFrame(job.loss_curve or [], columns=["step", "loss", "series"])
+    total_steps = getattr(job.last_training_step or job.progress, "total_steps", 0) or 0
+    stretch = math.ceil(total_steps / PLOTTED_TRAIN_POINTS)
+    train = curve[curve["series"] == "train"]
+    if stretch <= 1 or train.empty:
+        return curve
+    stretch_of_step = (train["step"] - 1) // stretch
+    means = train.groupby(stretch_of_step).agg(step=("step", "max"), loss=("loss", "mean"))
+    if job.active:  # a stretch still training would move its point at every poll
+        means = means[(means.index + 1) * stretch <= train["step"].max()]
+    return pd.concat([means.assign(series="train"), curve[curve["series"] != "train"]], ignore_index=True)
 
 
 _SHOWN_METRICS = ("loss", "perplexity", "accuracy", "macro_f1")
