@@ -22,9 +22,6 @@ from pathlib import Path
 
 from common import ROOT, Server, parse_args, record, table
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # The baseline: a point a step (no run has a billion steps).
 SERVE = "import sys, demos.finetune as panel; panel.PLOTTED_TRAIN_POINTS = {points}; import app; app.main(sys.argv[1:])"
 WAYS = {"baseline: a point a step": 10**9, "ours: a point a stretch (1/200th of the run)": None}
@@ -95,17 +92,19 @@ def browser_pid(browser) -> int:
 
 def main() -> None:
     args, repeats = parse_args(3, __doc__)
-    seconds, rows = (1.0, 1000) if args.smoke else (10.0, 4000)
+    seconds, data_rows = (1.0, 1000) if args.smoke else (10.0, 4000)
     folder = Path(tempfile.mkdtemp(prefix="workbench-bench-watching-"))
+    sys.path.insert(0, str(ROOT / "tests"))  # the tests' Chromium and tiny models
+    from headless_chromium import CHROMIUM, CHROMIUM_FLAGS
+
     if args.smoke:
-        sys.path.insert(0, str(ROOT / "tests"))
         from tiny_models import build_all
 
         build_all(folder)
         base_model = "tiny-bert-sentiment"
     else:
         base_model = "packaged:all-MiniLM-L6-v2"
-    data = long_csv(folder / "long.csv", rows)
+    data = long_csv(folder / "long.csv", data_rows)
     from playwright.sync_api import sync_playwright
 
     measured: dict[str, list[tuple[float, float]]] = {way: [] for way in WAYS}
@@ -128,7 +127,7 @@ def main() -> None:
         rows.append([way, medians[way][0], medians[way][1]])
     body = table(["loss plot", "page's renderer: share of a core", "training steps/s beside it"], rows)
     (base_cpu, base_rate), (our_cpu, our_rate) = medians.values()
-    body += (f"\n\n{base_model}, batch 2, 20 epochs of {rows * 9 // 10} rows; one page on the Fine-tune tab, "
+    body += (f"\n\n{base_model}, batch 2, 20 epochs of {data_rows * 9 // 10} rows; one page on the Fine-tune tab, "
              f"{seconds:.0f} s windows while the run trains, medians of {repeats}.\n"
              f"Ratio: the page's renderer uses {base_cpu / max(our_cpu, 1e-9):.1f}x the CPU with a point a step; "
              f"the training beside it makes {our_rate / max(base_rate, 1e-9):.2f}x the steps with ours.")

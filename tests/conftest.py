@@ -66,6 +66,7 @@ if _WORKERS > 1 and not os.environ.get("OMP_NUM_THREADS"):
 
     os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cores() // _WORKERS))
 
+from headless_chromium import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
 from tiny_models import build_all  # noqa: E402
 
 # Test tiers (pytest.ini): `-m unit` core alone on tiny models, in seconds to a minute or two;
@@ -119,11 +120,6 @@ def separable_csv(path, rows_per_class: int = 40):
     return path
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 
 @pytest.fixture(scope="session")
