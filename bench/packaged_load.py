@@ -14,6 +14,7 @@ only, into the current cache, one load; for the test suite).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,9 +53,12 @@ def main() -> None:
             packaged.convert_gguf(source, target, quiet, read_once=read_once)
             return target
 
-        conversion(True)
-        plain, ours = paired_medians(lambda: conversion(False), lambda: conversion(True), repeats)
-        same = same_files(conversion(False), conversion(True))
+        try:
+            conversion(True)
+            plain, ours = paired_medians(lambda: conversion(False), lambda: conversion(True), repeats)
+            same = same_files(conversion(False), conversion(True))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # some 270 MB a conversion
         rows = [["baseline: transformers alone converts the GGUF file", plain, f"median of {repeats}"],
                 ["ours: convert it, metadata read once (first start)", ours, f"median of {repeats}"]]
     convert, _ = median_seconds(lambda: packaged.model_folder(NAME, report=quiet), 1)

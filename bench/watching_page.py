@@ -49,7 +49,7 @@ def renderer_seconds(browser_pid: int) -> float:
     return total
 
 
-def watch(server: Server, browser, base_model: str, data: Path, seconds: float) -> tuple[float, float]:
+def watch(server: Server, browser, pid: int, base_model: str, data: Path, seconds: float) -> tuple[float, float]:
     """Start a long run on `server`, open its Fine-tune tab and measure over `seconds`: (renderer
     CPU seconds per second, training steps per second)."""
     from gradio_client import Client, handle_file
@@ -71,7 +71,6 @@ def watch(server: Server, browser, base_model: str, data: Path, seconds: float) 
             raise SystemExit(f"the run ended: {status['message']}")
         time.sleep(0.2)
     time.sleep(min(2.0, seconds))  # the page's own start is not what is measured
-    pid = browser_pid(browser)
     cpu, step = renderer_seconds(pid), client.predict(api_name="/finetune_status")["step"]
     time.sleep(seconds)
     cpu, steps = renderer_seconds(pid) - cpu, client.predict(api_name="/finetune_status")["step"] - step
@@ -81,12 +80,16 @@ def watch(server: Server, browser, base_model: str, data: Path, seconds: float) 
     return cpu / seconds, steps / seconds
 
 
-def browser_pid(browser) -> int:
+def browser_pid() -> int:
+    """The browser process this script launched (called before any server or run exists)."""
     import psutil
 
     for process in psutil.Process().children(recursive=True):
-        if process.name().startswith("chromium") and "--type=" not in " ".join(process.cmdline()):
-            return process.pid
+        try:
+            if process.name().startswith("chromium") and "--type=" not in " ".join(process.cmdline()):
+                return process.pid
+        except psutil.Error:
+            continue
     raise SystemExit("no Chromium process found")
 
 
@@ -110,13 +113,14 @@ def main() -> None:
     measured: dict[str, list[tuple[float, float]]] = {way: [] for way in WAYS}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        pid = browser_pid()
         try:
             for _ in range(repeats):  # in turns, so drift in the machine's speed falls on both alike
                 for way, points in WAYS.items():
                     command = [sys.executable, "-c", SERVE.format(points=points or "panel.PLOTTED_TRAIN_POINTS")]
                     server = Server(command, models_dir=folder)
                     try:
-                        measured[way].append(watch(server, browser, base_model, data, seconds))
+                        measured[way].append(watch(server, browser, pid, base_model, data, seconds))
                     finally:
                         server.stop()
         finally:

@@ -708,7 +708,8 @@ def _loss_frame(job) -> pd.DataFrame:
         return curve
     stretch_of_step = (train["step"] - 1) // stretch
     means = train.groupby(stretch_of_step).agg(step=("step", "max"), loss=("loss", "mean"))
-    if job.active:  # a stretch still training would move its point at every poll
+    if job.active and getattr(job.progress, "phase", None) == "training":  # a stretch still training
+        # would move its point at every poll; once training is over (evaluating, saving) it is drawn
         means = means[(means.index + 1) * stretch <= train["step"].max()]
     return pd.concat([means.assign(series="train"), curve[curve["series"] != "train"]], ignore_index=True)
 

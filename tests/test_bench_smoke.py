@@ -27,7 +27,8 @@ def bench_forkserver():
 @pytest.mark.parametrize("script", ["startup.py", "infer.py", "threads.py", "train.py", "packaged_load.py",
                                     "starter.py", "fill_mask_minilm.py", "jobs.py", "quality.py", "qa_chat.py",
                                     "concurrency.py", "threads_under_load.py", "compiled_decoding.py",
-                                    "style_steps.py", "idle_server.py", "watching_page.py"])
+                                    "style_steps.py", "idle_server.py",
+                                    pytest.param("watching_page.py", marks=pytest.mark.browser)])  # in Chromium
 def test_the_bench_script_runs_and_prints_its_comparison(script, bench_forkserver):
     results = REPO_ROOT / "bench" / "RESULTS.md"
     before = results.read_text() if results.exists() else None

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core.jobs.status import CANCELLED, RUNNING, JobStatus
+from core.jobs.status import CANCELLED, RUNNING, SAVING, JobStatus
 from core.training.config import Progress
 from demos.finetune import PLOTTED_TRAIN_POINTS, _loss_frame
 
 
-def run_at(step: int, total_steps: int, state: str = RUNNING) -> JobStatus:
+def run_at(step: int, total_steps: int, state: str = RUNNING, phase: str = "training") -> JobStatus:
     """A run at `step` of `total_steps`: train loss 10 / step at each step, and a validation point
     before training and at each 1,000 steps."""
     curve = [{"step": 0, "loss": 3.0, "series": "validation"}]
@@ -19,7 +19,7 @@ def run_at(step: int, total_steps: int, state: str = RUNNING) -> JobStatus:
         curve.append({"step": number, "loss": 10 / number, "series": "train"})
         if number % 1000 == 0:
             curve.append({"step": number, "loss": 2.0, "series": "validation"})
-    progress = Progress("training", step, total_steps, loss=10 / step)
+    progress = Progress(phase, step, total_steps, loss=10 / step)
     return JobStatus(state=state, progress=progress, last_training_step=progress, loss_curve=curve)
 
 
@@ -48,6 +48,9 @@ def test_a_run_that_ended_mid_stretch_shows_its_last_steps_too():
     frame = series(_loss_frame(run_at(1234, 4000, state=CANCELLED)), "train")
     assert frame["step"].iloc[-1] == 1234
     assert abs(frame["loss"].iloc[-1] - sum(10 / n for n in range(1221, 1235)) / 14) < 1e-9
+    # Training over, the run still saving (or evaluating): its last steps are drawn already.
+    assert _loss_frame(run_at(1234, 4000, state=SAVING, phase="saving")).equals(
+        _loss_frame(run_at(1234, 4000, state=CANCELLED)))
 
 
 def test_a_short_run_is_drawn_step_by_step():
