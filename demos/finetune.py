@@ -325,20 +325,36 @@ def build(ctx: AppContext) -> None:
     train_file.change(file_uploaded, train_file, [text_column, label_column], api_visibility="private",
                       show_progress="hidden")
 
-    def data_changed(task_value, path, current_name, proposed):
+    def show_plan(previewed):
+        # The first rows and, in Epochs and Batch size, what the sizing came to for this data.
+        if not previewed:  # the data changed: the old preview is gone, the boxes say "sized" again
+            return gr.update(visible=False), gr.update(info=EPOCHS_INFO), gr.update(info=BATCH_INFO)
+        if "epochs" not in previewed:
+            return gr.update(visible=True), gr.skip(), gr.skip()
+        return (gr.update(visible=True),
+                gr.update(info=f"{EPOCHS_INFO} This data, sized: {previewed['epochs']:g}."),
+                gr.update(info=f"{BATCH_INFO} This data, sized: {previewed['batch_size']}."))
+
+    def data_changed(task_value, path, validation_path, current_name, proposed, previewed):
         # Another task or file: the preview of the old one goes, and a name the person has not
-        # typed themselves follows the new file and task.
+        # typed themselves follows the new file and task. On a busy server this answer can come
+        # after a preview of this very data (Preview pressed right after the upload): that
+        # preview stays.
         name = gr.skip()
         if current_name == proposed or empty_or_taken(current_name):
             proposed = free_name(ctx.registry.models_dir, _proposed_name(task_value, path))
             name = proposed
-        return "", None, name, proposed
+        if previewed and previewed["data"] == _data_of(task_value, path, validation_path):
+            return gr.skip(), gr.skip(), name, proposed, gr.skip(), gr.skip(), gr.skip()
+        # The plan's boxes are cleared here, not by `planned.change`: Gradio sends no state
+        # change events for an unqueued event.
+        return "", None, name, proposed, *show_plan(None)
 
     for trigger in (task.change, train_file.change, validation_file.change):
         # Unqueued: the proposal arrives before the person starts typing a name of their own.
-        trigger(data_changed, [task, train_file, model_name, proposed_name],
-                [preview_summary, planned, model_name, proposed_name], api_visibility="private",
-                show_progress="hidden", queue=False)
+        trigger(data_changed, [task, train_file, validation_file, model_name, proposed_name, planned],
+                [preview_summary, planned, model_name, proposed_name, preview_table, epochs, batch_size],
+                api_visibility="private", show_progress="hidden", queue=False)
 
     @form_handler(("task", "train_file", "base_model"), PREVIEW_SETTINGS, DEFAULTS)
     @show_errors
@@ -354,8 +370,9 @@ def build(ctx: AppContext) -> None:
         summary = training_data.preview_training_data(loaded, tokenizer=tokenizer)
         shown, frame = _preview_markdown(summary), _preview_frame(summary)
         # A state, not in the API: it shows the first rows and, in the two boxes left empty, what
-        # the sizing came to; `shown_at` makes every preview a change.
-        previewed = {"shown_at": time.monotonic()}
+        # the sizing came to; `shown_at` makes every preview a change, `data` says what it read.
+        previewed = {"shown_at": time.monotonic(),
+                     "data": _data_of(settings["task"], settings["train_file"], settings["validation_file"])}
         try:
             if tokenizer is None:
                 raise WorkbenchError(f"'{base_model}' cannot be loaded here.")
@@ -386,15 +403,6 @@ def build(ctx: AppContext) -> None:
                           lora=lora, lora_rank=lora_rank, freeze_embeddings=freeze)
     busy_click(preview_button, "Reading the data…", preview, inputs_kwargs=preview_inputs,
                outputs=[preview_summary, preview_table, planned], api_name="finetune_preview")
-
-    def show_plan(previewed):
-        if not previewed:  # the data changed: the old preview is gone, the boxes say "sized" again
-            return gr.update(visible=False), gr.update(info=EPOCHS_INFO), gr.update(info=BATCH_INFO)
-        if "epochs" not in previewed:
-            return gr.update(visible=True), gr.skip(), gr.skip()
-        return (gr.update(visible=True),
-                gr.update(info=f"{EPOCHS_INFO} This data, sized: {previewed['epochs']:g}."),
-                gr.update(info=f"{BATCH_INFO} This data, sized: {previewed['batch_size']}."))
 
     planned.change(show_plan, planned, [preview_table, epochs, batch_size], api_visibility="private",
                    show_progress="hidden", queue=False)
@@ -615,6 +623,11 @@ def _tokenizer_or_none(base: str, models_dir: str):
         return base_tokenizer(base, models_dir)
     except Exception:
         return None
+
+
+def _data_of(task: str, train_file: str | None, validation_file: str | None) -> list:
+    """What a preview read: the task and the files (as the page sends them)."""
+    return [task, train_file or None, validation_file or None]
 
 
 def _preview_markdown(summary: dict) -> str:

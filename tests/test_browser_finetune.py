@@ -195,17 +195,45 @@ def test_epochs_and_batch_size_start_sized_to_the_data_and_the_preview_says_what
     expect(epochs).to_have_value("0")  # 0: sized to the data
     expect(batch).to_have_value("0")
     page.get_by_label("Causal LM (text generation): TXT/MD or a text column").check()
+    base_model = page.get_by_role("combobox", name="Base model")
+    expect(base_model).to_have_value(re.compile("SmolLM2"))  # the task's own first choice
+    # A busy server: the page's answer to the upload (it clears an old preview) arrives only
+    # after Preview was pressed and has answered. It is held here until then.
+    held, holding = [], [True]
+
+    def hold_the_answer_to_the_upload(route):
+        if holding[0] and "notes.txt" in (route.request.post_data or ""):
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/gradio_api/run/predict", hold_the_answer_to_the_upload)
     notes = tmp_path / "notes.txt"
     notes.write_text("the farmer paints the old bridge before the rain.\n" * 30, encoding="utf-8")
-    page.locator("#finetune-train-file input[type=file]").set_input_files(str(notes))
-    page.get_by_role("combobox", name="Base model").fill("tiny-gpt2")
-    page.get_by_role("combobox", name="Base model").press("Enter")
+    with page.expect_request(lambda request: "run/predict" in request.url
+                             and "notes.txt" in (request.post_data or "")):
+        page.locator("#finetune-train-file input[type=file]").set_input_files(str(notes))
+    base_model.fill("tiny-gpt2")
+    base_model.press("Enter")
     page.get_by_role("button", name="Preview data").click()
     preview = page.locator("#finetune-preview")
     expect(preview).to_contain_text("Estimated time on this machine", timeout=180_000)
     expect(preview).to_contain_text("sized to the data")
-    # The boxes stay at 0 (sized) and say what the sizing came to for this data.
+    holding[0] = False
+    for route in held:
+        route.continue_()
+    expect(page.get_by_label("Name of the new model")).to_have_value(re.compile("^notes-writer"))  # answered
+    # The preview of this very file stays; the boxes stay at 0 (sized) and say what the sizing
+    # came to for this data.
+    expect(preview).to_contain_text("Estimated time on this machine")
+    expect(page.locator("#finetune-preview-table")).to_be_visible()
     expect(epochs).to_have_value("0")
     expect(page.locator("#finetune-tab-epochs")).to_contain_text(re.compile(r"This data, sized: \d+\."))
     expect(page.locator("#finetune-tab-batch")).to_contain_text(re.compile(r"This data, sized: \d+\."))
+    # Another file is other data: its preview is gone, and the boxes no longer quote the old one.
+    (tmp_path / "other.txt").write_text("a second text about the sea and its boats.\n" * 30, encoding="utf-8")
+    page.locator("#finetune-train-file button[aria-label='Clear']").click()
+    page.locator("#finetune-train-file input[type=file]").set_input_files(str(tmp_path / "other.txt"))
+    expect(preview).not_to_contain_text("Estimated time on this machine")
+    expect(page.locator("#finetune-tab-epochs")).not_to_contain_text("This data, sized")
     page.close()
