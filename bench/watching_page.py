@@ -101,10 +101,10 @@ def main() -> None:
     from headless_chromium import CHROMIUM, CHROMIUM_FLAGS
 
     if args.smoke:
-        from tiny_models import build_all
+        from tiny_models import build_bert_classifier
 
-        build_all(folder)
         base_model = "tiny-bert-sentiment"
+        build_bert_classifier(folder / base_model)
     else:
         base_model = "packaged:all-MiniLM-L6-v2"
     data = long_csv(folder / "long.csv", data_rows)
