@@ -346,8 +346,8 @@ def build(ctx: AppContext) -> None:
             name = proposed
         if previewed and previewed["data"] == _data_of(task_value, path, validation_path):
             return gr.skip(), gr.skip(), name, proposed, gr.skip(), gr.skip(), gr.skip()
-        # The plan's boxes are cleared here, not by `planned.change`: Gradio sends no state
-        # change events for an unqueued event.
+        # The plan's table and notes are cleared here, not by `planned.change`: the page's
+        # Gradio client ignores state changes in the answer to an unqueued event.
         return "", None, name, proposed, *show_plan(None)
 
     for trigger in (task.change, train_file.change, validation_file.change):

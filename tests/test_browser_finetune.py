@@ -207,7 +207,7 @@ def test_epochs_and_batch_size_start_sized_to_the_data_and_the_preview_says_what
         else:
             route.continue_()
 
-    page.route("**/gradio_api/run/predict", hold_the_answer_to_the_upload)
+    page.route("**/gradio_api/run/predict*", hold_the_answer_to_the_upload)
     notes = tmp_path / "notes.txt"
     notes.write_text("the farmer paints the old bridge before the rain.\n" * 30, encoding="utf-8")
     with page.expect_request(lambda request: "run/predict" in request.url
@@ -219,6 +219,7 @@ def test_epochs_and_batch_size_start_sized_to_the_data_and_the_preview_says_what
     preview = page.locator("#finetune-preview")
     expect(preview).to_contain_text("Estimated time on this machine", timeout=180_000)
     expect(preview).to_contain_text("sized to the data")
+    assert held, "the page's answer to the upload (and, late, to the task) should have been held until now"
     holding[0] = False
     for route in held:
         route.continue_()
@@ -230,10 +231,11 @@ def test_epochs_and_batch_size_start_sized_to_the_data_and_the_preview_says_what
     expect(epochs).to_have_value("0")
     expect(page.locator("#finetune-tab-epochs")).to_contain_text(re.compile(r"This data, sized: \d+\."))
     expect(page.locator("#finetune-tab-batch")).to_contain_text(re.compile(r"This data, sized: \d+\."))
-    # Another file is other data: its preview is gone, and the boxes no longer quote the old one.
-    (tmp_path / "other.txt").write_text("a second text about the sea and its boats.\n" * 30, encoding="utf-8")
-    page.locator("#finetune-train-file button[aria-label='Clear']").click()
-    page.locator("#finetune-train-file input[type=file]").set_input_files(str(tmp_path / "other.txt"))
+    # Another task is other data: its preview is gone, and the boxes no longer quote the old one.
+    page.get_by_label("Masked LM (fill-mask): TXT/MD or a text column").check()
+    expect(page.get_by_label("Name of the new model")).to_have_value(re.compile("^notes-fill-mask"))  # answered
     expect(preview).not_to_contain_text("Estimated time on this machine")
+    expect(page.locator("#finetune-preview-table")).to_be_hidden()
     expect(page.locator("#finetune-tab-epochs")).not_to_contain_text("This data, sized")
+    expect(page.locator("#finetune-tab-batch")).not_to_contain_text("This data, sized")
     page.close()
