@@ -344,14 +344,19 @@ def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 
     input_ids = run_model(model_name, lambda: pipe.tokenizer(model_text, truncation=True)["input_ids"])
     if input_ids.count(pipe.tokenizer.mask_token_id) < masks:
         raise WorkbenchError("The text is too long for this model: a mask falls after its last token.")
-    raw = run_model_batched(model_name, ("fill-mask", id(pipe), int(top_k)), model_text,
-                             lambda texts: _as_list(pipe(texts, top_k=int(top_k), batch_size=len(texts),
+    # A model that has learnt little (a short fine-tune, MiniLM's untrained masked-LM head) can
+    # rank its own markers ([MASK], [CLS], <pad>) among the words: they are not words a person
+    # could write there, so enough more are asked for to leave top_k words once they are dropped.
+    markers = set(pipe.tokenizer.all_special_ids)
+    asked = min(int(top_k) + len(markers), pipe.model.config.vocab_size)
+    raw = run_model_batched(model_name, ("fill-mask", id(pipe), asked), model_text,
+                             lambda texts: _as_list(pipe(texts, top_k=asked, batch_size=len(texts),
                                                          tokenizer_kwargs={"truncation": True}), len(texts)))
     per_mask = [raw] if masks == 1 else raw
     return [
         [MaskPrediction(index, _shown_token(item["token_str"]), float(item["score"]),
                         filled_sentence(text, index, item["token_str"]))
-         for item in predictions]
+         for item in [item for item in predictions if item["token"] not in markers][:int(top_k)]]
         for index, predictions in enumerate(per_mask, start=1)
     ]
 

@@ -6,6 +6,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from core import inference
 from core.errors import WorkbenchError
@@ -240,6 +241,23 @@ def test_either_mask_spelling_becomes_the_models_own_mask(registry, model, writt
             prediction.token.startswith("##") or prediction.token.startswith("'")
     scores = [p.score for p in predictions[0]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_a_model_that_ranks_its_own_markers_first_fills_the_mask_with_words(tmp_path):
+    from core.models import ModelRegistry
+    from tiny_models import build_bert_mlm
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    folder = build_bert_mlm(tmp_path / "marker-mlm")
+    model, tokenizer = BertForMaskedLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():  # [MASK], [CLS], [PAD]... far ahead of every word
+        model.cls.predictions.bias[tokenizer.all_special_ids] = 100.0
+    model.save_pretrained(folder)
+    predictions = inference.fill_mask(ModelRegistry(tmp_path), "marker-mlm", "The cat [MASK] the red house.",
+                                      top_k=4)
+    assert len(predictions[0]) == 4
+    shown = {prediction.token for prediction in predictions[0]}
+    assert not shown & set(tokenizer.all_special_tokens), shown
 
 
 def test_each_of_several_masks_gets_its_own_predictions(registry):
