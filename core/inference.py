@@ -353,10 +353,14 @@ def fill_mask(registry: ModelRegistry, model_name: str, text: str, top_k: int = 
                              lambda texts: _as_list(pipe(texts, top_k=asked, batch_size=len(texts),
                                                          tokenizer_kwargs={"truncation": True}), len(texts)))
     per_mask = [raw] if masks == 1 else raw
+
+    def words(predictions: list[dict]) -> list[dict]:
+        return [item for item in predictions if item["token"] not in markers][:int(top_k)]
+
     return [
         [MaskPrediction(index, _shown_token(item["token_str"]), float(item["score"]),
                         filled_sentence(text, index, item["token_str"]))
-         for item in [item for item in predictions if item["token"] not in markers][:int(top_k)]]
+         for item in words(predictions)]
         for index, predictions in enumerate(per_mask, start=1)
     ]
 

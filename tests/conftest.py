@@ -120,8 +120,6 @@ def separable_csv(path, rows_per_class: int = 40):
     return path
 
 
-
-
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """A models directory holding tiny GPT-2 (plain and chat), BERT (masked LM and sentiment)
